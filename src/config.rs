@@ -1,0 +1,98 @@
+//! Server configuration: every flag also reads an environment variable, so the same binary is
+//! configured by a Helm chart's `env:` or by hand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::policy::{Level, Levels};
+
+/// `runsecrets server`: the HTTPS admission webhook and its admin listener.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "server")]
+pub struct ServerArgs {
+    /// HTTPS address for /mutate and /validate.
+    #[arg(long, env = "RUNSECRETS_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address for /livez, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "RUNSECRETS_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Where generated certificates (and later the embedded store) live.
+    #[arg(long, env = "RUNSECRETS_DATA_DIR", default_value = "./runsecrets-data")]
+    pub data_dir: PathBuf,
+    /// PEM certificate chain; reloaded when the file changes. Without it a CA and a serving
+    /// certificate are generated into the data directory.
+    #[arg(long, env = "RUNSECRETS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key matching --tls-cert.
+    #[arg(long, env = "RUNSECRETS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Extra DNS name or IP for the generated certificate (repeatable; localhost and 127.0.0.1
+    /// are always included).
+    #[arg(long = "tls-san", env = "RUNSECRETS_TLS_SAN", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
+    /// How often certificate files are checked for changes.
+    #[arg(long, env = "RUNSECRETS_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// Enforce level for namespaces without the runsecrets.io/enforce label.
+    #[arg(long, env = "RUNSECRETS_DEFAULT_ENFORCE", default_value = "off")]
+    pub default_enforce: Level,
+    /// Warn level for namespaces without the runsecrets.io/warn label.
+    #[arg(long, env = "RUNSECRETS_DEFAULT_WARN", default_value = "baseline")]
+    pub default_warn: Level,
+    /// Audit level for namespaces without the runsecrets.io/audit label.
+    #[arg(long, env = "RUNSECRETS_DEFAULT_AUDIT", default_value = "baseline")]
+    pub default_audit: Level,
+    /// Largest accepted review body; the apiserver sends at most about 3 MiB.
+    #[arg(long, env = "RUNSECRETS_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Time allowed for one request, body included.
+    #[arg(long, env = "RUNSECRETS_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// On SIGTERM, how long in-flight reviews may take before the process exits.
+    #[arg(long, env = "RUNSECRETS_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl ServerArgs {
+    pub fn default_levels(&self) -> Levels {
+        Levels {
+            enforce: self.default_enforce,
+            warn: self.default_warn,
+            audit: self.default_audit,
+        }
+    }
+
+    /// Names for the generated certificate: the loopback names plus every --tls-san.
+    pub fn generated_sans(&self) -> Vec<String> {
+        let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        for san in &self.tls_sans {
+            if !sans.contains(san) {
+                sans.push(san.clone());
+            }
+        }
+        sans
+    }
+}
+
+/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 250ms, 5s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+    }
+}

@@ -1,0 +1,12 @@
+//! runsecrets: Docker Compose/Swarm secrets for Kubernetes pods. Secrets arrive as read-only
+//! files under `/run/secrets`, never as env vars; the admission webhook injects the mounts and
+//! refuses plaintext credentials.
+
+pub mod admission;
+pub mod cli;
+pub mod config;
+pub mod offline;
+pub mod policy;
+pub mod server;
+pub mod spec;
+pub mod telemetry;

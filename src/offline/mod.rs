@@ -1,0 +1,131 @@
+//! The webhook's decisions on manifests, without a cluster: `runsecrets review` and
+//! `runsecrets scan`, for laptops and CI.
+
+mod review;
+mod scan;
+
+pub use review::{review, ReviewOutput};
+pub use scan::{scan, ScanFinding, ScanOutput};
+
+use std::io::Read;
+use std::path::Path;
+
+use kube::core::DynamicObject;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::admission::workload::{self, Template};
+
+/// How `scan` prints findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+/// Input that could not be read as manifests.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: document {index} is not valid YAML/JSON: {reason}")]
+    Parse {
+        path: String,
+        index: usize,
+        reason: String,
+    },
+}
+
+/// One document of a manifest file.
+pub struct Document {
+    /// 1-based position in its file.
+    pub index: usize,
+    pub value: Value,
+}
+
+/// Reads a file (`-` for stdin) as text.
+pub fn read_input(path: &Path) -> Result<String, InputError> {
+    let name = path.display().to_string();
+    let err = |source| InputError::Read {
+        path: name.clone(),
+        source,
+    };
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).map_err(err)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(err)
+    }
+}
+
+/// Splits multi-document YAML (JSON is YAML too) into documents; `kind: List` is expanded
+/// into its items, empty documents are skipped.
+pub fn documents(path: &str, text: &str) -> Result<Vec<Document>, InputError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        let index = i + 1;
+        // The YAML error text is not shown: it can quote the document's content.
+        let value = Value::deserialize(doc).map_err(|e| InputError::Parse {
+            path: path.to_string(),
+            index,
+            reason: e
+                .location()
+                .map(|l| format!("syntax error at line {} column {}", l.line(), l.column()))
+                .unwrap_or_else(|| "unreadable document".into()),
+        })?;
+        match value {
+            Value::Null => {}
+            Value::Object(ref map) if map.get("kind") == Some(&Value::from("List")) => {
+                let items = map.get("items").and_then(Value::as_array).cloned();
+                out.extend(
+                    items
+                        .into_iter()
+                        .flatten()
+                        .map(|value| Document { index, value }),
+                );
+            }
+            value => out.push(Document { index, value }),
+        }
+    }
+    Ok(out)
+}
+
+/// A document read as a Kubernetes object, with its pod template when its kind has one.
+pub struct Manifest {
+    pub object: DynamicObject,
+    pub group: String,
+    pub kind: String,
+    pub template: Option<Template>,
+}
+
+impl Manifest {
+    pub fn read(value: Value) -> Result<Self, String> {
+        let object = workload::object_from_value(value)?;
+        let types = object.types.clone().unwrap_or_default();
+        let group = match types.api_version.split_once('/') {
+            Some((group, _)) => group.to_string(),
+            None => String::new(),
+        };
+        let kind = types.kind;
+        let template = workload::template(&group, &kind, &object).map_err(|e| e.to_string())?;
+        Ok(Self {
+            object,
+            group,
+            kind,
+            template,
+        })
+    }
+
+    /// `Deployment "shop/mysql"`, as the webhook names objects.
+    pub fn describe(&self) -> String {
+        let name = self.object.metadata.name.as_deref().unwrap_or("");
+        match &self.object.metadata.namespace {
+            Some(ns) => format!("{} \"{ns}/{name}\"", self.kind),
+            None => format!("{} {name:?}", self.kind),
+        }
+    }
+}

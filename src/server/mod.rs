@@ -1,0 +1,152 @@
+//! `runsecrets server`: the HTTPS admission webhook and the plain-HTTP admin listener.
+
+mod listener;
+pub mod metrics;
+pub mod routes;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ServerArgs;
+use metrics::Metrics;
+use routes::AppState;
+use tls::{Certificates, PairPaths, TlsError};
+
+/// A failure to start the server; each names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("loading TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("shutdown: connections still open after {0:?}")]
+    Drain(std::time::Duration),
+}
+
+/// A server whose sockets are bound and whose certificate is loaded, not yet serving.
+pub struct Server {
+    args: ServerArgs,
+    certs: Arc<Certificates>,
+    webhook: TcpListener,
+    admin: TcpListener,
+    state: AppState,
+    /// Set when the CA was generated here: clients must trust this file.
+    pub generated_ca: Option<std::path::PathBuf>,
+}
+
+impl Server {
+    /// Loads (or generates) the certificate and binds both listeners.
+    pub async fn bind(args: ServerArgs) -> Result<Self, ServerError> {
+        let (paths, generated_ca) = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => (
+                PairPaths {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                None,
+            ),
+            _ => {
+                let (data_dir, sans) = (args.data_dir.clone(), args.generated_sans());
+                let generated =
+                    tokio::task::spawn_blocking(move || tls::ensure_generated(&data_dir, &sans))
+                        .await
+                        .map_err(|e| TlsError::Write {
+                            path: args.data_dir.clone(),
+                            source: std::io::Error::other(e),
+                        })??;
+                (generated.pair, Some(generated.ca))
+            }
+        };
+        let certs = Certificates::load(paths)?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })
+        };
+        let webhook = bind(args.listen).await?;
+        let admin = bind(args.admin_listen).await?;
+        let state = AppState {
+            metrics: Arc::new(Metrics::default()),
+            defaults: args.default_levels(),
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        Ok(Self {
+            args,
+            certs,
+            webhook,
+            admin,
+            state,
+            generated_ca,
+        })
+    }
+
+    pub fn webhook_addr(&self) -> SocketAddr {
+        self.webhook.local_addr().unwrap_or(self.args.listen)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr().unwrap_or(self.args.admin_listen)
+    }
+
+    /// Serves until `shutdown` completes, then drains within `--shutdown-timeout`.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let (webhook_addr, admin_addr) = (self.webhook_addr(), self.admin_addr());
+        let Server {
+            args,
+            certs,
+            webhook,
+            admin,
+            state,
+            ..
+        } = self;
+        let acceptor = TlsAcceptor::from(certs.server_config()?);
+        let reloader = tokio::spawn(certs.clone().watch(args.tls_reload_interval));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let grace = args.shutdown_timeout;
+        let webhook_router =
+            routes::webhook(state.clone(), args.max_body_bytes, args.request_timeout);
+        let webhook_task = tokio::spawn(listener::serve(
+            webhook,
+            Some(acceptor),
+            webhook_router,
+            stop_rx,
+            grace,
+        ));
+        // The admin listener outlives the drain, so probes see "not ready" instead of a refusal.
+        let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+        let admin_task = tokio::spawn(listener::serve(
+            admin,
+            None,
+            routes::admin(state.clone()),
+            admin_stop_rx,
+            grace,
+        ));
+        state.ready.store(true, Ordering::Relaxed);
+        tracing::info!(webhook = %webhook_addr, admin = %admin_addr, "serving");
+
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, draining in-flight reviews");
+        state.ready.store(false, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        reloader.abort();
+        let drained = webhook_task.await.unwrap_or(false);
+        let _ = admin_stop_tx.send(true);
+        let _ = admin_task.await;
+        if drained {
+            tracing::info!("shutdown complete");
+            Ok(())
+        } else {
+            Err(ServerError::Drain(grace))
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! HTTP routes: the webhook endpoints on the TLS listener and the admin endpoints.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::metrics::Metrics;
+use crate::admission::{self, Endpoint};
+use crate::policy::{Level, Levels, Mode};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub metrics: Arc<Metrics>,
+    pub defaults: Levels,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// `/mutate`, `/validate` (cluster defaults) and `/validate/{mode}/{level}` (one webhook
+/// entry per namespace-label value), plus a trivial `/livez` on the same listener.
+pub fn webhook(state: AppState, max_body: usize, timeout: Duration) -> Router {
+    Router::new()
+        .route("/mutate", post(mutate))
+        .route("/validate", post(validate_defaults))
+        .route("/validate/{mode}/{level}", post(validate_selected))
+        .route("/livez", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(timeout, deadline))
+        .with_state(state)
+}
+
+/// `/livez`, `/readyz` and `/metrics` over plain HTTP for the kubelet and Prometheus.
+pub fn admin(state: AppState) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "review timed out\n").into_response(),
+    }
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
+    answer(&state, "mutate", Endpoint::Mutate, &body)
+}
+
+async fn validate_defaults(State(state): State<AppState>, body: Bytes) -> Response {
+    let levels = state.defaults;
+    answer(&state, "validate", Endpoint::Validate(levels), &body)
+}
+
+async fn validate_selected(
+    State(state): State<AppState>,
+    Path((mode, level)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let (mode, level) = match (mode.parse::<Mode>(), level.parse::<Level>()) {
+        (Ok(m), Ok(l)) => (m, l),
+        (Err(e), _) | (_, Err(e)) => return (StatusCode::NOT_FOUND, e + "\n").into_response(),
+    };
+    answer(
+        &state,
+        "validate",
+        Endpoint::Validate(Levels::only(mode, level)),
+        &body,
+    )
+}
+
+fn answer(state: &AppState, name: &'static str, endpoint: Endpoint, body: &[u8]) -> Response {
+    let started = Instant::now();
+    match admission::review(endpoint, body) {
+        Ok(answer) => {
+            let elapsed = started.elapsed();
+            state
+                .metrics
+                .review(name, answer.decision, elapsed.as_secs_f64());
+            tracing::debug!(
+                uid = %answer.uid,
+                endpoint = name,
+                allowed = answer.decision.allowed,
+                reason = answer.decision.reason,
+                micros = elapsed.as_micros() as u64,
+                "review"
+            );
+            ([(header::CONTENT_TYPE, "application/json")], answer.body).into_response()
+        }
+        Err(bad) => {
+            state.metrics.bad_request(name);
+            tracing::info!(endpoint = name, error = %bad, "rejected a request body");
+            (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Serving certificates: loaded from files and reloaded when they change (Kubernetes swaps a
+//! Secret volume through its `..data` symlink), or generated into the data directory when none
+//! is given, so the server starts on a laptop with no flags.
+
+use std::fmt;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A failure to load or make a certificate; names the file and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("parsing {path}: {reason}")]
+    Pem { path: PathBuf, reason: String },
+    #[error("certificate and key do not form a usable pair: {0}")]
+    Pair(rustls::Error),
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("building the TLS configuration: {0}")]
+    Config(rustls::Error),
+}
+
+/// Where the serving pair lives on disk.
+#[derive(Debug, Clone)]
+pub struct PairPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Reads and checks a PEM certificate chain and private key.
+pub fn load_pair(paths: &PairPaths) -> Result<(CertifiedKey, Vec<u8>), TlsError> {
+    let read = |path: &Path| {
+        fs::read(path).map_err(|source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let (cert_pem, key_pem) = (read(&paths.cert)?, read(&paths.key)?);
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: paths.cert.clone(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: paths.cert.clone(),
+        });
+    }
+    // The key error is described without pki-types' text, which could quote key material.
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsError::Pem {
+        path: paths.key.clone(),
+        reason: "no readable PEM private key".into(),
+    })?;
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let certified = CertifiedKey::from_der(certs, key, &provider).map_err(TlsError::Pair)?;
+    let mut fingerprint = cert_pem;
+    fingerprint.extend_from_slice(&key_pem);
+    Ok((certified, fingerprint))
+}
+
+/// Serves whatever pair was loaded last; swapped atomically by the reloader.
+pub struct CertResolver {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CertResolver")
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The TLS side of a listener: the resolver and the files it follows.
+pub struct Certificates {
+    resolver: Arc<CertResolver>,
+    paths: PairPaths,
+    loaded: std::sync::Mutex<Vec<u8>>,
+}
+
+impl Certificates {
+    /// Loads the pair; fails when the first load fails (a server without a certificate is
+    /// useless), later failures keep the last good pair.
+    pub fn load(paths: PairPaths) -> Result<Arc<Self>, TlsError> {
+        let (key, fingerprint) = load_pair(&paths)?;
+        Ok(Arc::new(Self {
+            resolver: Arc::new(CertResolver {
+                current: ArcSwap::from_pointee(key),
+            }),
+            paths,
+            loaded: std::sync::Mutex::new(fingerprint),
+        }))
+    }
+
+    /// A rustls server config over this pair, offering HTTP/2 and HTTP/1.1 (the apiserver
+    /// uses either).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(self.resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// Rereads the files; swaps in a changed pair that loads, keeps the old one otherwise.
+    /// Returns whether a new pair is now served.
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let (key, fingerprint) = load_pair(&self.paths)?;
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if *loaded == fingerprint {
+            return Ok(false);
+        }
+        self.resolver.current.store(Arc::new(key));
+        *loaded = fingerprint;
+        Ok(true)
+    }
+
+    /// Polls the files every `interval`. Polling, not inotify: a symlink swap in a Secret
+    /// volume and an in-place rewrite both show up, on every filesystem.
+    pub async fn watch(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let this = self.clone();
+            let result = tokio::task::spawn_blocking(move || this.reload()).await;
+            match result {
+                Ok(Ok(true)) => {
+                    failing = false;
+                    tracing::info!(cert = %self.paths.cert.display(), "reloaded TLS certificate");
+                }
+                Ok(Ok(false)) => failing = false,
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "new TLS certificate rejected; still serving the previous one");
+                }
+                Ok(Err(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "certificate reload task failed"),
+            }
+        }
+    }
+}
+
+/// Files of the self-managed CA and serving pair in the data directory.
+pub struct Generated {
+    pub ca: PathBuf,
+    pub pair: PairPaths,
+}
+
+const CA_NAME: &str = "runsecrets local CA";
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(3650);
+    Ok(params)
+}
+
+/// Reuses the CA and serving pair in `dir/tls`, or makes them. The serving certificate is
+/// reissued from the same CA when the wanted names change, so clients keep trusting the CA.
+pub fn ensure_generated(data_dir: &Path, sans: &[String]) -> Result<Generated, TlsError> {
+    let dir = data_dir.join("tls");
+    let files = Generated {
+        ca: dir.join("ca.crt"),
+        pair: PairPaths {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+        },
+    };
+    let ca_key_path = dir.join("ca.key");
+    let sans_path = dir.join("tls.sans");
+    let wanted_sans = sans.join("\n");
+    fs::create_dir_all(&dir).map_err(|source| TlsError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let read = |p: &Path| fs::read_to_string(p).ok();
+    let ca_key = match (read(&ca_key_path), files.ca.exists()) {
+        (Some(pem), true) => KeyPair::from_pem(&pem)?,
+        _ => {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+            let ca = ca_params()?.self_signed(&key)?;
+            write_file(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
+            write_file(&files.ca, ca.pem().as_bytes(), false)?;
+            let _ = fs::remove_file(&sans_path);
+            key
+        }
+    };
+    let current = read(&sans_path).filter(|_| files.pair.cert.exists() && files.pair.key.exists());
+    if current.as_deref() != Some(wanted_sans.as_str()) || load_pair(&files.pair).is_err() {
+        let issuer = Issuer::new(ca_params()?, &ca_key);
+        let mut params = CertificateParams::new(sans.to_vec())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "runsecrets");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(825);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let cert = params.signed_by(&key, &issuer)?;
+        let chain = format!(
+            "{}{}",
+            cert.pem(),
+            fs::read_to_string(&files.ca).unwrap_or_default()
+        );
+        write_file(&files.pair.key, key.serialize_pem().as_bytes(), true)?;
+        write_file(&files.pair.cert, chain.as_bytes(), false)?;
+        write_file(&sans_path, wanted_sans.as_bytes(), false)?;
+    }
+    Ok(files)
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half a PEM file.
+fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
+    let err = |source| TlsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp).map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
+}

@@ -1,0 +1,449 @@
+//! The webhook's answers to the real AdmissionReview bodies captured from a kube-apiserver.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use runsecrets::admission::{review, Endpoint};
+use runsecrets::policy::{Level, Levels, Mode};
+use serde_json::Value;
+
+const ENFORCE_BASELINE: Endpoint = Endpoint::Validate(Levels {
+    enforce: Level::Baseline,
+    warn: Level::Off,
+    audit: Level::Off,
+});
+
+fn answer(endpoint: Endpoint, body: &[u8]) -> Value {
+    let request: Value = serde_json::from_slice(body).expect("json");
+    let answer = review(endpoint, body).expect("a review is answered");
+    response(&answer.body, &request)
+}
+
+fn mutate_fixture(name: &str) -> (Value, Value) {
+    let request = fixture(name);
+    let response = answer(Endpoint::Mutate, &fixture_bytes(name));
+    (request, response)
+}
+
+/// Checks the invariants of an injected pod and returns it.
+fn injected(name: &str) -> (Value, Pod, Value) {
+    let (request, response) = mutate_fixture(name);
+    assert_eq!(response["allowed"], true, "{name}: {response}");
+    let patch = patch_of(&response).unwrap_or_else(|| panic!("{name}: no patch"));
+    let (object, pod) = apply(&request, &patch);
+    let spec = pod.spec.as_ref().expect("spec");
+    let ours: Vec<_> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.csi.as_ref().is_some_and(|c| c.driver == "runsecrets.io"))
+        .collect();
+    assert_eq!(ours.len(), 1, "{name}: exactly one runsecrets.io volume");
+    assert_eq!(ours[0].csi.as_ref().and_then(|c| c.read_only), Some(true));
+    (request, pod, object)
+}
+
+fn secrets_mount<'a>(
+    pod: &'a Pod,
+    container: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::VolumeMount> {
+    let spec = pod.spec.as_ref()?;
+    spec.init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .find(|c| c.name == container)?
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/run/secrets")
+}
+
+#[test]
+fn every_fixture_is_answered_with_its_uid_on_every_endpoint() {
+    for (name, body) in review_fixtures() {
+        let request: Value = serde_json::from_slice(&body).expect("json");
+        for endpoint in [
+            Endpoint::Mutate,
+            Endpoint::Validate(Levels::default()),
+            ENFORCE_BASELINE,
+            Endpoint::Validate(Levels::only(Mode::Warn, Level::Strict)),
+        ] {
+            let answer = review(endpoint, &body).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let r = response(&answer.body, &request);
+            assert!(r["allowed"].is_boolean(), "{name}");
+            if let Some(patch) = patch_of(&r) {
+                let (_, pod) = apply(&request, &patch);
+                assert!(pod.spec.is_some(), "{name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn short_syntax_pod_without_volumes_gets_volume_and_mount_created() {
+    let (request, pod, object) = injected("pod-secrets-short.json");
+    assert!(request["request"]["object"]["spec"]
+        .get("volumes")
+        .is_none());
+    let mount = secrets_mount(&pod, "mysql").expect("mysql mounts /run/secrets");
+    assert_eq!(mount.read_only, Some(true));
+    let csi = pod.spec.as_ref().unwrap().volumes.as_ref().unwrap()[0]
+        .csi
+        .clone()
+        .unwrap();
+    let attrs = csi.volume_attributes.expect("attributes");
+    assert_eq!(
+        attrs["runsecrets.io/secrets"],
+        "source=mysql_root_password,target=mysql_root_password,uid=0,gid=0,mode=0444"
+    );
+    let annotations = pod.metadata.annotations.as_ref().unwrap();
+    assert!(annotations["runsecrets.io/injected"].starts_with("sha256:"));
+    // The rest of the pod is untouched.
+    assert_eq!(
+        object["spec"]["containers"][0]["env"],
+        request["request"]["object"]["spec"]["containers"][0]["env"]
+    );
+}
+
+#[test]
+fn reposting_the_patched_pod_gives_no_patch() {
+    for name in [
+        "pod-secrets-short.json",
+        "pod-secrets-long.json",
+        "pod-secrets-containers.json",
+    ] {
+        let (request, _, object) = injected(name);
+        let again = answer(Endpoint::Mutate, &with_object(&request, object));
+        assert_eq!(again["allowed"], true, "{name}");
+        assert!(
+            again.get("patch").is_none(),
+            "{name}: reinvocation must be idempotent"
+        );
+    }
+}
+
+#[test]
+fn long_syntax_mounts_every_container_and_external_target_by_subpath() {
+    let (_, pod, _) = injected("pod-secrets-long.json");
+    let spec = pod.spec.as_ref().unwrap();
+    for c in ["migrate", "mysql", "metrics"] {
+        assert!(
+            secrets_mount(&pod, c).is_some_and(|m| m.read_only == Some(true)),
+            "{c}"
+        );
+    }
+    let mysql = spec.containers.iter().find(|c| c.name == "mysql").unwrap();
+    let external = mysql
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/etc/app/token")
+        .expect("absolute target mounted by subPath");
+    assert_eq!(
+        external.sub_path.as_deref(),
+        Some(".external/etc/app/token")
+    );
+    assert_eq!(external.read_only, Some(true));
+    // The existing volumes and mounts stay where they were.
+    let names: Vec<_> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["cache", "config", "kube-api-access-tch6p", "runsecrets"]
+    );
+    assert_eq!(mysql.volume_mounts.as_ref().unwrap()[0].name, "cache");
+    let attrs = spec.volumes.as_ref().unwrap()[3]
+        .csi
+        .as_ref()
+        .unwrap()
+        .volume_attributes
+        .clone()
+        .unwrap();
+    assert_eq!(
+        attrs["runsecrets.io/secrets"],
+        "source=mysql_root_password,target=mysql_root_password,uid=0,gid=0,mode=0444\n\
+         source=tls_key,target=tls/key.pem,uid=999,gid=999,mode=0400\n\
+         source=api_token,target=/etc/app/token,uid=0,gid=0,mode=0440"
+    );
+    // The service-account token mount lands inside /run/secrets through /var/run; the node
+    // always pre-creates that one, so it is not listed as an extra mount point.
+    assert!(!attrs.contains_key("runsecrets.io/mountpoints"));
+}
+
+#[test]
+fn containers_annotation_limits_the_mount() {
+    let (_, pod, _) = injected("pod-secrets-containers.json");
+    assert!(secrets_mount(&pod, "mysql").is_some());
+    assert!(secrets_mount(&pod, "migrate").is_some());
+    assert!(
+        secrets_mount(&pod, "metrics").is_none(),
+        "metrics is not listed"
+    );
+}
+
+#[test]
+fn bad_entries_are_denied_naming_each_one() {
+    let (_, r) = mutate_fixture("pod-secrets-bad.json");
+    assert_eq!(r["allowed"], false);
+    assert!(r.get("patch").is_none());
+    assert_eq!(r["status"]["code"], 400);
+    let message = r["status"]["message"].as_str().expect("message");
+    for needle in [
+        "entry 1 \"source=x,target=../../etc/passwd\"",
+        "entry 2 \"source=,mode=9999\": missing source",
+        "entry 4 \"source=b,target=t\": target \"t\" is declared twice",
+        "entry 5 \"unknownkey=1\": unknown key",
+    ] {
+        assert!(message.contains(needle), "missing {needle:?} in {message}");
+    }
+}
+
+#[test]
+fn an_existing_mount_at_run_secrets_is_a_conflict() {
+    let (_, r) = mutate_fixture("pod-secrets-conflict.json");
+    assert_eq!(r["allowed"], false);
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("container \"app\" mounts volume \"old-secrets\" at \"/run/secrets\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn dry_run_gets_the_same_answer() {
+    let (request, pod, _) = injected("pod-dryrun-secrets.json");
+    assert_eq!(request["request"]["dryRun"], true);
+    assert!(secrets_mount(&pod, "mysql").is_some());
+}
+
+#[test]
+fn non_create_and_non_pod_requests_pass_unchanged() {
+    for name in [
+        "pod-delete.json",
+        "pod-delete-final.json",
+        "pod-ephemeral-debug.json",
+        "deployment-env-literal.json",
+        "pod-env-literals.json",
+    ] {
+        let (_, r) = mutate_fixture(name);
+        assert_eq!(r["allowed"], true, "{name}");
+        assert!(r.get("patch").is_none(), "{name}");
+    }
+}
+
+#[test]
+fn env_literals_are_denied_under_enforce_and_warned_under_warn() {
+    for name in [
+        "pod-env-literals.json",
+        "deployment-env-literal.json",
+        "pod-ephemeral-debug.json",
+    ] {
+        let body = fixture_bytes(name);
+        let request = fixture(name);
+        let secrets = env_literals(&request);
+        assert!(!secrets.is_empty(), "{name} has literals");
+
+        let denied = answer(ENFORCE_BASELINE, &body);
+        assert_eq!(denied["allowed"], false, "{name}");
+        assert_eq!(denied["status"]["code"], 403);
+        let message = denied["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("_FILE=/run/secrets/"),
+            "{name}: the fix is shown: {message}"
+        );
+
+        let warned = answer(
+            Endpoint::Validate(Levels::only(Mode::Warn, Level::Baseline)),
+            &body,
+        );
+        assert_eq!(warned["allowed"], true, "{name}");
+        let warnings = warned["warnings"].as_array().expect("warnings");
+        assert!(!warnings.is_empty());
+        for w in warnings {
+            assert!(
+                w.as_str().unwrap().chars().count() <= 120,
+                "short warning: {w}"
+            );
+        }
+
+        let audited = answer(
+            Endpoint::Validate(Levels::only(Mode::Audit, Level::Baseline)),
+            &body,
+        );
+        assert_eq!(audited["allowed"], true);
+        assert!(
+            audited["auditAnnotations"]["audit-violations"].is_string(),
+            "{name}"
+        );
+
+        for r in [&denied, &warned, &audited] {
+            assert_no_secret(&r.to_string(), &secrets, name);
+        }
+    }
+}
+
+#[test]
+fn every_literal_of_the_env_fixture_is_named_and_benign_ones_are_not() {
+    let r = answer(ENFORCE_BASELINE, &fixture_bytes("pod-env-literals.json"));
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Pod \"shop/env-literals\""),
+        "{message}"
+    );
+    assert!(message.contains("initContainer \"init-db\": env PGPASSWORD"));
+    for var in [
+        "DB_PASSWORD",
+        "API_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "GITHUB_TOKEN",
+        "DATABASE_URL",
+        "ID_ASSERTION",
+        "SIGNING_MATERIAL",
+        "SLACK_BOT",
+    ] {
+        assert!(
+            message.contains(&format!("container \"app\": env {var} ")),
+            "{var}: {message}"
+        );
+    }
+    for benign in [
+        "LOG_LEVEL",
+        "PASSWORD_FILE",
+        "TOKEN_TTL",
+        "EMPTY",
+        "REF",
+        "POD_NAME",
+    ] {
+        assert!(
+            !message.contains(&format!("env {benign} ")),
+            "{benign} flagged"
+        );
+    }
+}
+
+#[test]
+fn the_ephemeral_debug_container_is_judged_on_what_it_adds() {
+    let r = answer(ENFORCE_BASELINE, &fixture_bytes("pod-ephemeral-debug.json"));
+    assert_eq!(r["allowed"], false);
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("ephemeralContainer \"debugger\": env TOKEN"),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_update_that_adds_no_finding_is_allowed() {
+    // The old object already had the literal: labelling such a pod must keep working.
+    let mut request = fixture("pod-ephemeral-debug.json");
+    request["request"]["oldObject"] = request["request"]["object"].clone();
+    let r = answer(ENFORCE_BASELINE, &serde_json::to_vec(&request).unwrap());
+    assert_eq!(r["allowed"], true, "{r}");
+}
+
+#[test]
+fn secret_refs_pass_baseline_and_fail_strict() {
+    let body = fixture_bytes("pod-env-secretref.json");
+    assert_eq!(answer(ENFORCE_BASELINE, &body)["allowed"], true);
+    let strict = answer(
+        Endpoint::Validate(Levels::only(Mode::Enforce, Level::Strict)),
+        &body,
+    );
+    assert_eq!(strict["allowed"], false);
+    let message = strict["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("env DB_PASSWORD comes from Secret \"db\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("envFrom takes every key of Secret \"app-secrets\""),
+        "{message}"
+    );
+    assert!(
+        !message.contains("app-config"),
+        "configMapRef is fine: {message}"
+    );
+}
+
+#[test]
+fn exempted_variables_are_allowed_and_recorded_for_audit() {
+    let mut request = fixture("pod-env-literals.json");
+    request["request"]["object"]["metadata"]["annotations"]["runsecrets.io/allow-env"] =
+        "PGPASSWORD, DB_PASSWORD".into();
+    let body = serde_json::to_vec(&request).unwrap();
+    let r = answer(
+        Endpoint::Validate(Levels {
+            enforce: Level::Baseline,
+            warn: Level::Off,
+            audit: Level::Baseline,
+        }),
+        &body,
+    );
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        !message.contains("PGPASSWORD") && !message.contains("env DB_PASSWORD"),
+        "{message}"
+    );
+    assert!(message.contains("API_KEY"));
+    let exempted = r["auditAnnotations"]["exempted-env"]
+        .as_str()
+        .expect("recorded");
+    assert!(
+        exempted.contains("init-db env PGPASSWORD") && exempted.contains("app env DB_PASSWORD")
+    );
+}
+
+#[test]
+fn level_off_and_deletes_are_allowed_without_findings() {
+    let r = answer(
+        Endpoint::Validate(Levels::default()),
+        &fixture_bytes("pod-env-literals.json"),
+    );
+    assert_eq!(r["allowed"], true);
+    assert!(r.get("warnings").is_none());
+    for name in ["pod-delete.json", "pod-delete-final.json"] {
+        let r = answer(
+            Endpoint::Validate(Levels::only(Mode::Enforce, Level::Strict)),
+            &fixture_bytes(name),
+        );
+        assert_eq!(r["allowed"], true, "{name}");
+    }
+}
+
+#[test]
+fn malformed_bodies_are_errors_that_quote_nothing() {
+    for body in [
+        &b""[..],
+        b"not json",
+        b"{\"kind\":\"AdmissionReview\",\"apiVersion\":\"admission.k8s.io/v1\"}",
+        b"{\"request\": {\"uid\": \"hunter2-secret\", \"kind\": 7}}",
+    ] {
+        let e = review(Endpoint::Mutate, body)
+            .expect_err("not a review")
+            .to_string();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("AdmissionReview"), "{e}");
+    }
+}
+
+#[test]
+fn a_pod_with_a_mistyped_spec_is_denied_without_quoting_it() {
+    let mut request = fixture("pod-secrets-short.json");
+    request["request"]["object"]["spec"]["containers"][0]["env"][0]["value"] =
+        serde_json::json!(["hunter2-secret"]);
+    let r = answer(Endpoint::Mutate, &serde_json::to_vec(&request).unwrap());
+    assert_eq!(r["allowed"], false);
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("cannot read the Pod pod template"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"));
+}

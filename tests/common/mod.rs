@@ -1,0 +1,134 @@
+//! Shared test helpers: the real apiserver fixtures, patch application, and a TLS client.
+#![allow(dead_code)]
+
+pub mod tls;
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+
+/// `../shared/fixtures` beside the clone, or `$RUNSECRETS_FIXTURES`.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("RUNSECRETS_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
+}
+
+pub fn fixture_bytes(name: &str) -> Vec<u8> {
+    let path = fixtures_dir().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+pub fn fixture(name: &str) -> Value {
+    serde_json::from_slice(&fixture_bytes(name)).expect("fixture is JSON")
+}
+
+/// Every AdmissionReview fixture (the files whose top-level kind is AdmissionReview).
+pub fn review_fixtures() -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(fixtures_dir())
+        .expect("fixtures dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .map(|n| {
+            let bytes = fixture_bytes(&n);
+            (n, bytes)
+        })
+        .filter(|(_, b)| {
+            serde_json::from_slice::<Value>(b)
+                .map(|v| v["kind"] == "AdmissionReview")
+                .unwrap_or(false)
+        })
+        .collect();
+    out.sort();
+    assert!(
+        out.len() >= 10,
+        "expected the apiserver fixtures, found {}",
+        out.len()
+    );
+    out
+}
+
+/// The `response` of an answered review, after checking the envelope.
+pub fn response(body: &[u8], request: &Value) -> Value {
+    let review: Value = serde_json::from_slice(body).expect("response is JSON");
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    let response = review["response"].clone();
+    assert_eq!(response["uid"], request["request"]["uid"], "uid echoed");
+    response
+}
+
+/// Decodes the base64 JSON patch of a response, if any.
+pub fn patch_of(response: &Value) -> Option<json_patch::Patch> {
+    let encoded = response
+        .get("patch")?
+        .as_str()
+        .expect("patch is a base64 string");
+    assert_eq!(response["patchType"], "JSONPatch");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .expect("patch is base64");
+    Some(serde_json::from_slice(&raw).expect("patch is a JSON patch"))
+}
+
+/// Applies the patch to the request's object, as the apiserver does, and reads it as a Pod.
+pub fn apply(request: &Value, patch: &json_patch::Patch) -> (Value, Pod) {
+    let mut object = request["request"]["object"].clone();
+    json_patch::patch(&mut object, patch).expect("patch applies to the request object");
+    let pod: Pod = serde_json::from_value(object.clone()).expect("patched object is a Pod");
+    (object, pod)
+}
+
+/// The request with its object replaced (e.g. to repost a patched pod).
+pub fn with_object(request: &Value, object: Value) -> Vec<u8> {
+    let mut r = request.clone();
+    r["request"]["object"] = object;
+    serde_json::to_vec(&r).expect("serialises")
+}
+
+/// Every env literal in a fixture's objects: the strings no answer may contain.
+pub fn env_literals(review: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for key in ["object", "oldObject"] {
+        collect_env(&review["request"][key], &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn collect_env(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::Array(env)) = map.get("env") {
+                for var in env {
+                    if let Some(s) = var["value"].as_str() {
+                        if s.len() >= 6 && !s.starts_with("/run/secrets") && !s.starts_with("$(") {
+                            out.push(s.to_string());
+                        }
+                    }
+                }
+            }
+            map.values().for_each(|v| collect_env(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_env(v, out)),
+        _ => {}
+    }
+}
+
+/// Asserts that none of `secrets` appears in `text`.
+pub fn assert_no_secret(text: &str, secrets: &[String], what: &str) {
+    for s in secrets {
+        assert!(!text.contains(s.as_str()), "{what} contains a secret value");
+        // JSON escaping can split a multi-line value; check its longest line too.
+        if let Some(line) = s.lines().max_by_key(|l| l.len()).filter(|l| l.len() >= 12) {
+            assert!(
+                !text.contains(line),
+                "{what} contains part of a secret value"
+            );
+        }
+    }
+}

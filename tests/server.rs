@@ -1,0 +1,321 @@
+//! The HTTPS server end to end on 127.0.0.1: real TLS, certificate reload by symlink swap,
+//! limits, admin endpoints and graceful shutdown.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use common::tls::{connect, peer_cert, plain_get, Client};
+use common::*;
+use runsecrets::config::ServerArgs;
+use runsecrets::server::{Server, ServerError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Running {
+    webhook: SocketAddr,
+    admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    async fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        common::tls::init_crypto();
+        let mut argv = vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+        ];
+        argv.extend_from_slice(extra);
+        let args = ServerArgs::try_parse_from(argv).expect("flags parse");
+        let server = Server::bind(args).await.expect("server starts");
+        let (webhook, admin) = (server.webhook_addr(), server.admin_addr());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Self {
+            webhook,
+            admin,
+            stop: Some(tx),
+            handle,
+        }
+    }
+
+    async fn stop(mut self) -> Result<(), ServerError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.handle.await.expect("server task")
+    }
+}
+
+fn ca(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("tls/ca.crt")).expect("generated CA")
+}
+
+#[tokio::test]
+async fn embedded_default_serves_reviews_over_tls_and_reuses_its_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &[]).await;
+    let ca_pem = ca(dir.path());
+    let mut client = Client::open(server.webhook, &ca_pem).await;
+    let request = fixture("pod-secrets-short.json");
+    for _ in 0..3 {
+        let (status, body) = client
+            .send(
+                "POST",
+                "/mutate?timeout=5s",
+                fixture_bytes("pod-secrets-short.json"),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let r = response(&body, &request);
+        let (_, pod) = apply(&request, &patch_of(&r).expect("patched"));
+        assert!(pod
+            .spec
+            .unwrap()
+            .volumes
+            .unwrap()
+            .iter()
+            .any(|v| v.name == "runsecrets"));
+    }
+    server.stop().await.expect("clean stop");
+
+    // A second start keeps the CA, so clients that trust it keep working.
+    let again = Running::start(dir.path(), &["--tls-san", "runsecrets.example.svc"]).await;
+    assert_eq!(ca(dir.path()), ca_pem);
+    let (status, _) = Client::open(again.webhook, &ca_pem)
+        .await
+        .send("GET", "/livez", vec![])
+        .await;
+    assert_eq!(status, 200);
+    again.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_status_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &["--max-body-bytes", "65536"]).await;
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    let (status, body) = client.send("POST", "/mutate", b"{not json".to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("not an AdmissionReview"));
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    let (status, _) = client.send("POST", "/validate", vec![b' '; 100_000]).await;
+    assert_eq!(status, 413, "oversized body refused");
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    assert_eq!(
+        client
+            .send("POST", "/validate/sometimes/baseline", b"{}".to_vec())
+            .await
+            .0,
+        404
+    );
+    assert_eq!(client.send("GET", "/mutate", vec![]).await.0, 405);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn namespace_level_paths_and_metrics_carry_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &[]).await;
+    assert_eq!(plain_get(server.admin, "/readyz").await.0, 200);
+    assert_eq!(plain_get(server.admin, "/livez").await.0, 200);
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    let request = fixture("pod-env-literals.json");
+    let secrets = env_literals(&request);
+
+    let (status, body) = client
+        .send(
+            "POST",
+            "/validate/enforce/baseline",
+            fixture_bytes("pod-env-literals.json"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let r = response(&body, &request);
+    assert_eq!(r["allowed"], false);
+    assert_no_secret(&String::from_utf8_lossy(&body), &secrets, "denial");
+
+    // The defaults (enforce off, warn baseline) allow with warnings.
+    let (_, body) = client
+        .send("POST", "/validate", fixture_bytes("pod-env-literals.json"))
+        .await;
+    let r = response(&body, &request);
+    assert_eq!(r["allowed"], true);
+    assert!(
+        r["warnings"].as_array().is_some_and(|w| w.len() == 10),
+        "{r}"
+    );
+
+    let (status, metrics) = plain_get(server.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains(r#"runsecrets_admission_reviews_total{endpoint="validate",decision="deny",reason="policy"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"runsecrets_admission_reviews_total{endpoint="validate",decision="allow",reason="warned"} 1"#));
+    assert!(metrics.contains("runsecrets_admission_review_duration_seconds_bucket{le=\"0.00005\""));
+    assert_no_secret(&metrics, &secrets, "metrics");
+    server.stop().await.expect("clean stop");
+}
+
+/// Lays out a directory the way kubelet writes a Secret volume: files are symlinks through
+/// `..data`, which points at a timestamped directory and is swapped by rename.
+fn kubelet_write(dir: &Path, generation: &str, cert: &str, key: &str) {
+    let target = dir.join(generation);
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("tls.crt"), cert).unwrap();
+    std::fs::write(target.join("tls.key"), key).unwrap();
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(generation, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for name in ["tls.crt", "tls.key"] {
+        let link = dir.join(name);
+        if link.symlink_metadata().is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), link).unwrap();
+        }
+    }
+}
+
+fn issue(ca: &rcgen::Issuer<'_, rcgen::KeyPair>, cn: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    (
+        params.signed_by(&key, ca).unwrap().pem(),
+        key.serialize_pem(),
+    )
+}
+
+#[tokio::test]
+async fn certificate_rotation_by_symlink_swap_and_broken_pairs_keep_the_old_one() {
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "test CA");
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    let (cert_a, key_a) = issue(&issuer, "first");
+    kubelet_write(&secret, "..2026_11_26_a", &cert_a, &key_a);
+    let (cert_path, key_path) = (secret.join("tls.crt"), secret.join("tls.key"));
+    let server = Running::start(
+        dir.path(),
+        &[
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+            "--tls-reload-interval",
+            "100ms",
+        ],
+    )
+    .await;
+    assert!(
+        !dir.path().join("tls/ca.crt").exists(),
+        "no CA generated when a cert is given"
+    );
+
+    let der_of = |pem: &str| {
+        rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .unwrap()
+            .to_vec()
+    };
+    use rustls::pki_types::pem::PemObject;
+    let first = connect(server.webhook, ca_pem.as_bytes()).await;
+    assert_eq!(peer_cert(&first), der_of(&cert_a));
+    let mut kept = Client::new(first).await;
+
+    let (cert_b, key_b) = issue(&issuer, "second");
+    kubelet_write(&secret, "..2026_11_26_b", &cert_b, &key_b);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = connect(server.webhook, ca_pem.as_bytes()).await;
+        if peer_cert(&s) == der_of(&cert_b) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new certificate not served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A connection made before the swap keeps working.
+    assert_eq!(kept.send("GET", "/livez", vec![]).await.0, 200);
+
+    // A broken pair (key of another cert) is refused; the last good one stays.
+    kubelet_write(&secret, "..2026_11_26_c", &cert_a, &key_b);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = connect(server.webhook, ca_pem.as_bytes()).await;
+    assert_eq!(peer_cert(&s), der_of(&cert_b));
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_reviews_and_closes_idle_keepalives() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &["--shutdown-timeout", "5s"]).await;
+    let ca_pem = ca(dir.path());
+    let mut idle = Client::open(server.webhook, &ca_pem).await;
+    assert_eq!(idle.send("GET", "/livez", vec![]).await.0, 200);
+
+    // A review whose body is still arriving when SIGTERM comes.
+    let body = fixture_bytes("pod-secrets-short.json");
+    let mut raw = connect(server.webhook, &ca_pem).await;
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    raw.write_all(&body[..100]).await.unwrap();
+    raw.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let started = Instant::now();
+    let admin = server.admin;
+    let webhook = server.webhook;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        plain_get(admin, "/readyz").await.0,
+        503,
+        "not ready while draining"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(webhook).await.is_err(),
+        "no new connections"
+    );
+
+    raw.write_all(&body[100..]).await.unwrap();
+    raw.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "in-flight review answered: {text:.200}"
+    );
+    assert!(text.contains("40aac077-793b-487a-ad91-a3dbf7b99656"));
+
+    stopping.await.unwrap().expect("drained in time");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "idle keep-alive did not hold shutdown"
+    );
+    assert!(
+        idle.try_send("GET", "/livez", vec![]).await.is_none(),
+        "idle connection closed"
+    );
+}
