@@ -1,1 +1,297 @@
+//! Mutation cases the apiserver fixtures do not cover: other webhooks' mounts, reinvocation,
+//! conflicts, and templates inside workloads.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use serde_json::{json, Value};
+
+use super::*;
+
+fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn pod(annotations: &BTreeMap<String, String>, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": annotations}, "spec": spec})
+}
+
+/// Runs the mutation on a pod document and applies the patch, as the apiserver would.
+fn run(doc: &Value) -> Result<Option<Value>, Denial> {
+    let annotations: BTreeMap<String, String> =
+        serde_json::from_value(doc["metadata"]["annotations"].clone()).expect("annotations");
+    let spec: PodSpec = serde_json::from_value(doc["spec"].clone()).expect("spec");
+    match mutate(Some(&annotations), &spec, &[])? {
+        Mutation::Patch(patch) => {
+            let mut out = doc.clone();
+            json_patch::patch(&mut out, &patch).expect("patch applies");
+            serde_json::from_value::<Pod>(out.clone()).expect("still a Pod");
+            Ok(Some(out))
+        }
+        Mutation::AlreadyInjected | Mutation::NotRequested => Ok(None),
+    }
+}
+
+fn attribute(doc: &Value, key: &str) -> Option<String> {
+    let volumes = doc["spec"]["volumes"].as_array()?;
+    let ours = volumes.iter().find(|v| v["name"] == "runsecrets")?;
+    ours["csi"]["volumeAttributes"][key]
+        .as_str()
+        .map(str::to_string)
+}
+
+fn app(mounts: Value) -> Value {
+    json!({"containers": [{"name": "app", "image": "busybox", "volumeMounts": mounts}]})
+}
+
+#[test]
+fn pods_without_the_annotation_are_not_touched() {
+    let doc = pod(&annotations(&[("other", "x")]), app(json!([])));
+    assert!(run(&doc).expect("allowed").is_none());
+}
+
+#[test]
+fn mounts_of_other_webhooks_under_run_secrets_become_mount_points() {
+    let spec = app(json!([
+        {"name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount"},
+        {"name": "kube-api-access", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"},
+        {"name": "azure", "mountPath": "/run/secrets/azure/tokens/"},
+    ]));
+    let doc = pod(&annotations(&[(spec::SECRETS_ANNOTATION, "db")]), spec);
+    let out = run(&doc).expect("allowed").expect("patched");
+    assert_eq!(
+        attribute(&out, spec::MOUNTPOINTS_ATTRIBUTE).as_deref(),
+        Some("azure/tokens\neks.amazonaws.com/serviceaccount")
+    );
+}
+
+#[test]
+fn reinvocation_after_another_webhook_adds_a_mount_refreshes_mount_points_once() {
+    let doc = pod(
+        &annotations(&[(spec::SECRETS_ANNOTATION, "db")]),
+        app(json!([])),
+    );
+    let mut injected = run(&doc).expect("allowed").expect("patched");
+    assert_eq!(attribute(&injected, spec::MOUNTPOINTS_ATTRIBUTE), None);
+    // A later webhook (e.g. EKS pod identity) adds its token mount; we are reinvoked.
+    injected["spec"]["containers"][0]["volumeMounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(json!({"name": "aws-iam-token", "mountPath": "/var/run/secrets/eks.amazonaws.com/serviceaccount"}));
+    let refreshed = run(&injected)
+        .expect("allowed")
+        .expect("mount points updated");
+    assert_eq!(
+        attribute(&refreshed, spec::MOUNTPOINTS_ATTRIBUTE).as_deref(),
+        Some("eks.amazonaws.com/serviceaccount")
+    );
+    let mounts = refreshed["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .expect("mounts");
+    assert_eq!(
+        mounts.iter().filter(|m| m["name"] == "runsecrets").count(),
+        1,
+        "no second mount"
+    );
+    assert!(
+        run(&refreshed).expect("allowed").is_none(),
+        "third pass is a no-op"
+    );
+}
+
+#[test]
+fn changed_references_on_an_injected_pod_are_refused() {
+    let doc = pod(
+        &annotations(&[(spec::SECRETS_ANNOTATION, "db")]),
+        app(json!([])),
+    );
+    let mut injected = run(&doc).expect("allowed").expect("patched");
+    injected["metadata"]["annotations"][spec::SECRETS_ANNOTATION] = "db;other".into();
+    let denial = run(&injected).expect_err("stale injection");
+    assert_eq!(denial.reason, DenyReason::Conflict);
+    assert!(denial
+        .message
+        .contains("already has a volume named \"runsecrets\""));
+}
+
+#[test]
+fn a_user_volume_named_runsecrets_is_a_conflict() {
+    let mut spec = app(json!([]));
+    spec["volumes"] = json!([{"name": "runsecrets", "emptyDir": {}}]);
+    let doc = pod(&annotations(&[(spec::SECRETS_ANNOTATION, "db")]), spec);
+    assert_eq!(
+        run(&doc).expect_err("conflict").reason,
+        DenyReason::Conflict
+    );
+}
+
+#[test]
+fn a_mount_at_an_absolute_target_or_over_a_target_is_a_conflict() {
+    let declared = annotations(&[(
+        spec::SECRETS_ANNOTATION,
+        "source=tok,target=/etc/app/token;db",
+    )]);
+    let doc = pod(
+        &declared,
+        app(json!([{"name": "cfg", "mountPath": "/etc/app/token"}])),
+    );
+    let denial = run(&doc).expect_err("conflict");
+    assert!(
+        denial.message.contains("also the target of secret \"tok\""),
+        "{}",
+        denial.message
+    );
+
+    let doc = pod(
+        &declared,
+        app(json!([{"name": "cfg", "mountPath": "/run/secrets/db"}])),
+    );
+    let denial = run(&doc).expect_err("conflict");
+    assert!(
+        denial
+            .message
+            .contains("collides with the target of secret \"db\""),
+        "{}",
+        denial.message
+    );
+}
+
+#[test]
+fn unknown_container_names_are_listed_with_the_real_ones() {
+    let declared = annotations(&[
+        (spec::SECRETS_ANNOTATION, "db"),
+        (spec::CONTAINERS_ANNOTATION, "app,sidecar"),
+    ]);
+    let denial = run(&pod(&declared, app(json!([])))).expect_err("unknown");
+    assert_eq!(denial.reason, DenyReason::InvalidAnnotation);
+    assert!(
+        denial
+            .message
+            .contains("\"sidecar\" match no container (the pod has: app)"),
+        "{}",
+        denial.message
+    );
+}
+
+#[test]
+fn an_empty_volume_list_is_appended_to() {
+    let mut spec = app(json!([]));
+    spec["volumes"] = json!([]);
+    let out = run(&pod(
+        &annotations(&[(spec::SECRETS_ANNOTATION, "db")]),
+        spec,
+    ))
+    .expect("allowed")
+    .expect("patched");
+    assert_eq!(out["spec"]["volumes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        out["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/run/secrets"
+    );
+}
+
+#[test]
+fn workload_templates_are_mutated_under_their_prefix() {
+    let template_annotations = annotations(&[(spec::SECRETS_ANNOTATION, "db")]);
+    let mut deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "spec": {"template": {"metadata": {"annotations": template_annotations}, "spec": app(json!(null))}},
+    });
+    let object = workload::object_from_value(deployment.clone()).expect("object");
+    let t = workload::template("apps", "Deployment", &object)
+        .expect("readable")
+        .expect("has a template");
+    let Mutation::Patch(patch) = mutate(t.annotations.as_ref(), &t.spec, t.prefix).expect("ok")
+    else {
+        panic!("expected a patch");
+    };
+    json_patch::patch(&mut deployment, &patch).expect("applies");
+    let template = &deployment["spec"]["template"];
+    assert_eq!(
+        template["spec"]["volumes"][0]["csi"]["driver"],
+        "runsecrets.io"
+    );
+    assert!(template["metadata"]["annotations"][spec::INJECTED_ANNOTATION].is_string());
+}
+
+#[test]
+fn kinds_without_templates_are_not_read() {
+    for (group, kind) in [
+        ("", "ConfigMap"),
+        ("apps", "ControllerRevision"),
+        ("batch", "Pod"),
+    ] {
+        assert!(
+            workload::template_path(group, kind).is_none(),
+            "{group}/{kind}"
+        );
+    }
+    assert_eq!(
+        workload::template_path("batch", "CronJob"),
+        Some(&["spec", "jobTemplate", "spec", "template"][..])
+    );
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        json_leaf().prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn review_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = review(Endpoint::Mutate, &body);
+            let _ = review(Endpoint::Validate(Levels::only(policy::Mode::Enforce, policy::Level::Strict)), &body);
+        }
+
+        #[test]
+        fn review_never_panics_on_mangled_pods(
+            spec in json_value(),
+            secrets in "\\PC{0,80}",
+            containers in "\\PC{0,20}",
+            operation in prop_oneof![Just("CREATE"), Just("UPDATE"), Just("DELETE")],
+        ) {
+            let body = json!({
+                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "request": {
+                    "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "operation": operation, "userInfo": {}, "name": "p", "namespace": "ns",
+                    "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {
+                        spec::SECRETS_ANNOTATION: secrets, spec::CONTAINERS_ANNOTATION: containers}},
+                        "spec": spec},
+                    "oldObject": null,
+                }
+            });
+            let bytes = serde_json::to_vec(&body).expect("json");
+            for endpoint in [Endpoint::Mutate, Endpoint::Validate(Levels::only(policy::Mode::Warn, policy::Level::Strict))] {
+                let answer = review(endpoint, &bytes).expect("a parsed review is always answered");
+                let out: Value = serde_json::from_slice(&answer.body).expect("json answer");
+                prop_assert_eq!(&out["response"]["uid"], "u");
+            }
+        }
+    }
+}

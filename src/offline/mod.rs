@@ -74,7 +74,7 @@ pub fn documents(path: &str, text: &str) -> Result<Vec<Document>, InputError> {
             index,
             reason: e
                 .location()
-                .map(|l| format!("syntax error at line {} column {}", l.line(), l.column()))
+                .map(|l| format!("unreadable at line {} column {}", l.line(), l.column()))
                 .unwrap_or_else(|| "unreadable document".into()),
         })?;
         match value {
