@@ -40,13 +40,16 @@ pub struct ServerArgs {
     /// How often certificate files are checked for changes.
     #[arg(long, env = "RUNSECRETS_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
-    /// Enforce level for namespaces without the runsecrets.io/enforce label.
+    /// Cluster default enforce level: used by /validate and by /validate/enforce/default, the
+    /// webhook entry for namespaces without the runsecrets.io/enforce label.
     #[arg(long, env = "RUNSECRETS_DEFAULT_ENFORCE", default_value = "off")]
     pub default_enforce: Level,
-    /// Warn level for namespaces without the runsecrets.io/warn label.
+    /// Cluster default warn level: used by /validate and by /validate/warn/default, the
+    /// webhook entry for namespaces without the runsecrets.io/warn label.
     #[arg(long, env = "RUNSECRETS_DEFAULT_WARN", default_value = "baseline")]
     pub default_warn: Level,
-    /// Audit level for namespaces without the runsecrets.io/audit label.
+    /// Cluster default audit level: used by /validate and by /validate/audit/default, the
+    /// webhook entry for namespaces without the runsecrets.io/audit label.
     #[arg(long, env = "RUNSECRETS_DEFAULT_AUDIT", default_value = "baseline")]
     pub default_audit: Level,
     /// Largest accepted review body; the apiserver sends at most about 3 MiB.

@@ -158,6 +158,35 @@ async fn namespace_level_paths_and_metrics_carry_no_secret() {
         "{r}"
     );
 
+    // `default` in the path takes the level from the server's --default-* flag.
+    let (_, body) = client
+        .send(
+            "POST",
+            "/validate/enforce/default",
+            fixture_bytes("pod-env-literals.json"),
+        )
+        .await;
+    assert_eq!(
+        response(&body, &request)["allowed"],
+        true,
+        "default enforce is off"
+    );
+    let strict = Running::start(&dir.path().join("strict"), &["--default-enforce", "strict"]).await;
+    let mut strict_client = Client::open(strict.webhook, &ca(&dir.path().join("strict"))).await;
+    let (_, body) = strict_client
+        .send(
+            "POST",
+            "/validate/enforce/default",
+            fixture_bytes("pod-env-secretref.json"),
+        )
+        .await;
+    let r = response(&body, &fixture("pod-env-secretref.json"));
+    assert_eq!(
+        r["allowed"], false,
+        "strict default refuses secretKeyRef: {r}"
+    );
+    strict.stop().await.expect("clean stop");
+
     let (status, metrics) = plain_get(server.admin, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains(r#"runsecrets_admission_reviews_total{endpoint="validate",decision="deny",reason="policy"} 1"#), "{metrics}");

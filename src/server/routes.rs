@@ -24,8 +24,9 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
 }
 
-/// `/mutate`, `/validate` (cluster defaults) and `/validate/{mode}/{level}` (one webhook
-/// entry per namespace-label value), plus a trivial `/livez` on the same listener.
+/// `/mutate`, `/validate` (every mode at the cluster defaults) and `/validate/{mode}/{level}`
+/// (one webhook entry per namespace-label value; level `default` for namespaces without the
+/// label), plus a trivial `/livez` on the same listener.
 pub fn webhook(state: AppState, max_body: usize, timeout: Duration) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
@@ -86,9 +87,17 @@ async fn validate_selected(
     Path((mode, level)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    let (mode, level) = match (mode.parse::<Mode>(), level.parse::<Level>()) {
-        (Ok(m), Ok(l)) => (m, l),
-        (Err(e), _) | (_, Err(e)) => return (StatusCode::NOT_FOUND, e + "\n").into_response(),
+    let mode = match mode.parse::<Mode>() {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::NOT_FOUND, e + "\n").into_response(),
+    };
+    // `default`: the entry for namespaces without the label; the server's flag decides.
+    let level = match level.as_str() {
+        "default" => state.defaults.get(mode),
+        other => match other.parse::<Level>() {
+            Ok(l) => l,
+            Err(e) => return (StatusCode::NOT_FOUND, e + "\n").into_response(),
+        },
     };
     answer(
         &state,
