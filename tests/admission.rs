@@ -442,7 +442,7 @@ fn a_pod_with_a_mistyped_spec_is_denied_without_quoting_it() {
     assert_eq!(r["allowed"], false);
     let message = r["status"]["message"].as_str().unwrap();
     assert!(
-        message.contains("cannot read the Pod pod template"),
+        message.contains("cannot read the Pod: unexpected field type"),
         "{message}"
     );
     assert!(!message.contains("hunter2"));

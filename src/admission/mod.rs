@@ -3,13 +3,13 @@
 
 mod mutate;
 mod patch;
+mod wire;
 pub mod workload;
 
 pub use mutate::{mutate, Mutation};
 pub use patch::PatchBuilder;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::DynamicObject;
+use kube::core::admission::Operation;
 
 use crate::policy::{self, Levels, Report};
 use crate::spec;
@@ -99,17 +99,55 @@ pub struct Answer {
     pub uid: String,
 }
 
+/// What one decision produced, before it is put on the wire.
+#[derive(Debug)]
+struct Outcome {
+    decision: Decision,
+    denial: Option<Denial>,
+    patch: Option<json_patch::Patch>,
+    report: Report,
+}
+
+impl Outcome {
+    fn allow(reason: &'static str) -> Self {
+        Self {
+            decision: Decision {
+                allowed: true,
+                reason,
+            },
+            denial: None,
+            patch: None,
+            report: Report::default(),
+        }
+    }
+
+    fn deny(denial: Denial) -> Self {
+        Self {
+            decision: Decision {
+                allowed: false,
+                reason: denial.reason.as_str(),
+            },
+            denial: Some(denial),
+            patch: None,
+            report: Report::default(),
+        }
+    }
+}
+
 /// Answers one AdmissionReview body.
 pub fn review(endpoint: Endpoint, body: &[u8]) -> Result<Answer, BadReview> {
-    let review: AdmissionReview<DynamicObject> =
+    let review: wire::Review =
         serde_json::from_slice(body).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| BadReview::NoRequest)?;
-    let (response, decision) = match endpoint {
+    let request = review.request.ok_or(BadReview::NoRequest)?;
+    let outcome = match endpoint {
         Endpoint::Mutate => answer_mutate(&request),
         Endpoint::Validate(levels) => answer_validate(&request, levels),
     };
-    let body = encode_response(response).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
+    let decision = outcome.decision;
+    let response = to_response(request.uid.clone(), outcome)
+        .map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
+    let body = wire::encode(&review.api_version, &response)
+        .map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
     Ok(Answer {
         body,
         decision,
@@ -117,91 +155,71 @@ pub fn review(endpoint: Endpoint, body: &[u8]) -> Result<Answer, BadReview> {
     })
 }
 
-/// Serialises the response review. kube's type writes the patch as an array of numbers; the
-/// apiserver's own clients send `[]byte` as base64, which is also 2.6 times smaller.
-fn encode_response(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
+fn to_response(uid: String, outcome: Outcome) -> Result<wire::Response, serde_json::Error> {
     use base64::Engine;
-    let patch = response.patch.clone();
-    let mut review = serde_json::to_value(response.into_review())?;
-    if let (Some(patch), Some(slot)) = (patch, review.pointer_mut("/response/patch")) {
-        *slot = base64::engine::general_purpose::STANDARD
-            .encode(patch)
-            .into();
-    }
-    serde_json::to_vec(&review)
-}
-
-fn deny(response: AdmissionResponse, denial: Denial) -> (AdmissionResponse, Decision) {
-    let mut response = response.deny(denial.message);
-    response.result.code = denial.reason.code();
-    response.result.reason = denial.reason.status_reason().to_string();
-    response.result.status = Some(kube::core::response::StatusSummary::Failure);
-    let decision = Decision {
-        allowed: false,
-        reason: denial.reason.as_str(),
+    let patch = match outcome.patch {
+        Some(p) => Some(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&p)?)),
+        None => None,
     };
-    (response, decision)
+    Ok(wire::Response {
+        uid,
+        allowed: outcome.decision.allowed,
+        status: outcome.denial.map(|d| wire::Status {
+            status: "Failure",
+            code: d.reason.code(),
+            reason: d.reason.status_reason(),
+            message: d.message,
+        }),
+        patch_type: patch.as_ref().map(|_| "JSONPatch"),
+        patch,
+        audit_annotations: outcome.report.audit,
+        warnings: outcome.report.warnings,
+    })
 }
 
-const fn allow(reason: &'static str) -> Decision {
-    Decision {
-        allowed: true,
-        reason,
-    }
+fn read(
+    request: &wire::Request,
+    raw: &str,
+) -> Result<Option<workload::Object>, workload::InvalidObject> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    workload::read_object(&request.kind.group, &request.kind.kind, &mut de)
 }
 
-fn answer_mutate(request: &AdmissionRequest<DynamicObject>) -> (AdmissionResponse, Decision) {
-    let response = AdmissionResponse::from(request);
+fn answer_mutate(request: &wire::Request) -> Outcome {
     let is_pod_create = request.kind.group.is_empty()
         && request.kind.kind == "Pod"
         && request.sub_resource.is_none()
         && matches!(request.operation, Operation::Create);
-    let Some(object) = request.object.as_ref().filter(|_| is_pod_create) else {
-        return (response, allow("not-applicable"));
+    let Some(raw) = request.object().filter(|_| is_pod_create) else {
+        return Outcome::allow("not-applicable");
     };
-    let declares = object
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(spec::SECRETS_ANNOTATION));
-    if !declares {
-        return (response, allow("not-applicable"));
-    }
-    let template = match workload::template("", "Pod", object) {
-        Ok(Some(t)) => t,
-        Ok(None) => return (response, allow("not-applicable")),
-        Err(e) => {
-            return deny(
-                response,
-                Denial::new(DenyReason::InvalidObject, e.to_string()),
-            )
-        }
+    let template = match read(request, raw) {
+        Ok(Some(workload::Object {
+            template: Some(t), ..
+        })) => t,
+        Ok(_) => return Outcome::allow("not-applicable"),
+        Err(e) => return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string())),
     };
     match mutate(
         template.annotations.as_ref(),
         &template.spec,
         template.prefix,
     ) {
-        Ok(Mutation::NotRequested) => (response, allow("not-applicable")),
-        Ok(Mutation::AlreadyInjected) => (response, allow("unchanged")),
-        Ok(Mutation::Patch(patch)) => match response.clone().with_patch(patch) {
-            Ok(patched) => (patched, allow("injected")),
-            Err(_) => deny(
-                response,
-                Denial::new(DenyReason::InvalidObject, "cannot serialise the patch"),
-            ),
+        Ok(Mutation::NotRequested) => Outcome::allow("not-applicable"),
+        Ok(Mutation::AlreadyInjected) => Outcome::allow("unchanged"),
+        Ok(Mutation::Patch(patch)) => Outcome {
+            patch: Some(patch),
+            ..Outcome::allow("injected")
         },
-        Err(denial) => deny(response, denial),
+        Err(denial) => Outcome::deny(denial),
     }
 }
 
-/// `Pod "ns/name"`; workloads created with generateName have no name yet.
-fn describe_object(request: &AdmissionRequest<DynamicObject>) -> String {
+/// `Pod "ns/name"`; objects created with generateName have no name yet.
+fn describe_object(request: &wire::Request, meta: &workload::Meta) -> String {
     let name = if request.name.is_empty() {
-        request
-            .object
-            .as_ref()
-            .and_then(|o| o.metadata.generate_name.as_deref())
+        meta.generate_name
+            .as_deref()
             .map(|g| format!("{g}*"))
             .unwrap_or_default()
     } else {
@@ -213,59 +231,63 @@ fn describe_object(request: &AdmissionRequest<DynamicObject>) -> String {
     }
 }
 
-fn answer_validate(
-    request: &AdmissionRequest<DynamicObject>,
-    levels: Levels,
-) -> (AdmissionResponse, Decision) {
-    let mut response = AdmissionResponse::from(request);
+type Findings = (Vec<policy::Finding>, Vec<policy::Finding>);
+
+fn findings(object: &workload::Object, level: policy::Level) -> Option<Findings> {
+    let t = object.template.as_ref()?;
+    let allowed = policy::parse_allowed(
+        t.annotations
+            .as_ref()
+            .and_then(|a| a.get(spec::ALLOW_ENV_ANNOTATION)),
+    );
+    Some(policy::check_spec(&t.spec, level, &allowed))
+}
+
+fn answer_validate(request: &wire::Request, levels: Levels) -> Outcome {
     let checked = matches!(request.operation, Operation::Create | Operation::Update)
         && matches!(
             request.sub_resource.as_deref(),
             None | Some("ephemeralcontainers")
         )
         && levels.max() != policy::Level::Off;
-    let Some(object) = request.object.as_ref().filter(|_| checked) else {
-        return (response, allow("not-applicable"));
+    let Some(raw) = request.object().filter(|_| checked) else {
+        return Outcome::allow("not-applicable");
     };
-    let (group, kind) = (request.kind.group.as_str(), request.kind.kind.as_str());
-    let findings = |o: &DynamicObject| match workload::template(group, kind, o) {
-        Ok(Some(t)) => {
-            let allowed = policy::parse_allowed(
-                t.annotations
-                    .as_ref()
-                    .and_then(|a| a.get(spec::ALLOW_ENV_ANNOTATION)),
-            );
-            Ok(Some(policy::check_spec(&t.spec, levels.max(), &allowed)))
-        }
-        Ok(None) => Ok(None),
-        Err(e) => Err(e),
+    let object = match read(request, raw) {
+        Ok(Some(o)) => o,
+        Ok(None) => return Outcome::allow("not-applicable"),
+        Err(e) => return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string())),
     };
-    let (mut found, mut exempted) = match findings(object) {
-        Ok(Some(f)) => f,
-        Ok(None) => return (response, allow("not-applicable")),
-        Err(e) => {
-            return deny(
-                response,
-                Denial::new(DenyReason::InvalidObject, e.to_string()),
-            )
-        }
+    let Some((mut found, mut exempted)) = findings(&object, levels.max()) else {
+        return Outcome::allow("not-applicable");
     };
     // An update is judged on what it adds: labelling an old pod must not start failing.
-    if let (Operation::Update, Some(old)) = (&request.operation, request.old_object.as_ref()) {
-        if let Ok(Some((old_found, old_exempted))) = findings(old) {
+    if let (Operation::Update, Some(old)) = (&request.operation, request.old_object()) {
+        let old = read(request, old).ok().flatten();
+        if let Some((old_found, old_exempted)) = old.and_then(|o| findings(&o, levels.max())) {
             found.retain(|f| !old_found.contains(f));
             exempted.retain(|f| !old_exempted.contains(f));
         }
     }
-    let report = Report::new(&describe_object(request), levels, &found, &exempted);
-    response.audit_annotations = report.audit.into_iter().collect();
-    if !report.warnings.is_empty() {
-        response.warnings = Some(report.warnings);
-    }
-    match report.denial {
-        Some(message) => deny(response, Denial::new(DenyReason::Policy, message)),
-        None if response.warnings.is_some() => (response, allow("warned")),
-        None => (response, allow("allowed")),
+    let mut report = Report::new(
+        &describe_object(request, &object.meta),
+        levels,
+        &found,
+        &exempted,
+    );
+    match report.denial.take() {
+        Some(message) => Outcome {
+            report,
+            ..Outcome::deny(Denial::new(DenyReason::Policy, message))
+        },
+        None if !report.warnings.is_empty() => Outcome {
+            report,
+            ..Outcome::allow("warned")
+        },
+        None => Outcome {
+            report,
+            ..Outcome::allow("allowed")
+        },
     }
 }
 

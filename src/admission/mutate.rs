@@ -309,11 +309,12 @@ fn digest(refs: &[SecretRef], containers: &[String]) -> String {
     h.update(spec::canonical_list(refs).as_bytes());
     h.update(b"\ncontainers=");
     h.update(containers.join(",").as_bytes());
-    let bytes = h.finalize();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(7 + 64);
     out.push_str("sha256:");
-    for b in bytes {
-        out.push_str(&format!("{b:02x}"));
+    for b in h.finalize() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
     }
     out
 }

@@ -200,9 +200,10 @@ fn workload_templates_are_mutated_under_their_prefix() {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
         "spec": {"template": {"metadata": {"annotations": template_annotations}, "spec": app(json!(null))}},
     });
-    let object = workload::object_from_value(deployment.clone()).expect("object");
-    let t = workload::template("apps", "Deployment", &object)
+    let t = workload::read_object("apps", "Deployment", deployment.clone())
         .expect("readable")
+        .expect("has a template kind")
+        .template
         .expect("has a template");
     let Mutation::Patch(patch) = mutate(t.annotations.as_ref(), &t.spec, t.prefix).expect("ok")
     else {

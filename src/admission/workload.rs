@@ -1,12 +1,21 @@
 //! Where the pod templates are in each kind the policy checks, so that a credential in a
-//! Deployment is refused at `kubectl apply` and not later as a ReplicaSet event.
+//! Deployment is refused at `kubectl apply` and not later as a ReplicaSet event. Objects are
+//! read through lean views: only names, annotations and the pod spec.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodSpec;
-use kube::core::DynamicObject;
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Deserializer};
+
+/// The metadata a decision uses.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Meta {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub generate_name: Option<String>,
+    pub annotations: Option<BTreeMap<String, String>>,
+}
 
 /// One pod template inside an object.
 #[derive(Debug)]
@@ -17,13 +26,64 @@ pub struct Template {
     pub spec: PodSpec,
 }
 
+/// An object of a kind with a pod template.
+#[derive(Debug)]
+pub struct Object {
+    pub meta: Meta,
+    /// `None` when a workload has no template (the apiserver refuses those anyway).
+    pub template: Option<Template>,
+}
+
 /// The object could not be read as the kind it claims to be.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot read the {kind} pod template at /{path}: {problem}")]
+#[error("cannot read the {kind}: {problem}")]
 pub struct InvalidObject {
     pub kind: String,
-    pub path: String,
     pub problem: String,
+}
+
+#[derive(Deserialize)]
+struct PodView {
+    #[serde(default)]
+    metadata: Option<Meta>,
+    #[serde(default)]
+    spec: Option<PodSpec>,
+}
+
+#[derive(Deserialize)]
+struct TemplateHolder {
+    #[serde(default)]
+    template: Option<PodView>,
+}
+
+#[derive(Deserialize)]
+struct WorkloadView {
+    #[serde(default)]
+    metadata: Option<Meta>,
+    #[serde(default)]
+    spec: Option<TemplateHolder>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobTemplate {
+    #[serde(default)]
+    spec: Option<TemplateHolder>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CronJobSpec {
+    #[serde(default)]
+    job_template: Option<JobTemplate>,
+}
+
+#[derive(Deserialize)]
+struct CronJobView {
+    #[serde(default)]
+    metadata: Option<Meta>,
+    #[serde(default)]
+    spec: Option<CronJobSpec>,
 }
 
 /// Where a kind keeps its pod template, for the kinds runsecrets understands.
@@ -38,47 +98,76 @@ pub fn template_path(group: &str, kind: &str) -> Option<&'static [&'static str]>
     }
 }
 
-/// Reads the pod template of `object`. `Ok(None)` for kinds without one, and for workloads
-/// whose template is absent (the apiserver would refuse those anyway).
-pub fn template(
+/// Reads an object of `group`/`kind`; `Ok(None)` for kinds without a pod template.
+pub fn read_object<'de, D: Deserializer<'de>>(
     group: &str,
     kind: &str,
-    object: &DynamicObject,
-) -> Result<Option<Template>, InvalidObject> {
+    object: D,
+) -> Result<Option<Object>, InvalidObject>
+where
+    D::Error: Into<ObjectError>,
+{
     let Some(prefix) = template_path(group, kind) else {
         return Ok(None);
     };
-    let invalid = |problem: String| InvalidObject {
+    let invalid = |e: D::Error| InvalidObject {
         kind: kind.to_string(),
-        path: prefix.join("/"),
-        problem,
+        problem: e.into().describe(),
     };
-    let (annotations, spec) = if prefix.is_empty() {
-        (object.metadata.annotations.clone(), object.data.get("spec"))
-    } else {
-        let Some(template) = prefix.iter().try_fold(&object.data, |v, k| v.get(*k)) else {
-            return Ok(None);
-        };
-        let annotations = template
-            .pointer("/metadata/annotations")
-            .map(BTreeMap::<String, String>::deserialize)
-            .transpose()
-            .map_err(|e| invalid(describe_json_error(&e)))?;
-        (annotations, template.get("spec"))
+    let (meta, template) = match prefix.len() {
+        0 => {
+            let pod = PodView::deserialize(object).map_err(invalid)?;
+            let meta = pod.metadata.unwrap_or_default();
+            let template = PodView {
+                metadata: Some(meta.clone()),
+                spec: pod.spec,
+            };
+            (meta, Some(template))
+        }
+        2 => {
+            let w = WorkloadView::deserialize(object).map_err(invalid)?;
+            (
+                w.metadata.unwrap_or_default(),
+                w.spec.and_then(|s| s.template),
+            )
+        }
+        _ => {
+            let c = CronJobView::deserialize(object).map_err(invalid)?;
+            let template = c
+                .spec
+                .and_then(|s| s.job_template)
+                .and_then(|j| j.spec)
+                .and_then(|s| s.template);
+            (c.metadata.unwrap_or_default(), template)
+        }
     };
-    let spec = match spec {
-        Some(v) => PodSpec::deserialize(v).map_err(|e| invalid(describe_json_error(&e)))?,
-        None => PodSpec::default(),
-    };
-    Ok(Some(Template {
-        prefix,
-        annotations,
-        spec,
+    Ok(Some(Object {
+        meta,
+        template: template.map(|t| Template {
+            prefix,
+            annotations: t.metadata.and_then(|m| m.annotations),
+            spec: t.spec.unwrap_or_default(),
+        }),
     }))
 }
 
-/// Describes a JSON error by its category and position only: serde's own messages quote the
-/// offending value, which may be a credential.
+/// A deserialisation error from JSON or from a `serde_json::Value`, described without the
+/// offending value (serde's own messages quote it, and it may be a credential).
+pub struct ObjectError(serde_json::Error);
+
+impl From<serde_json::Error> for ObjectError {
+    fn from(e: serde_json::Error) -> Self {
+        Self(e)
+    }
+}
+
+impl ObjectError {
+    pub fn describe(&self) -> String {
+        describe_json_error(&self.0)
+    }
+}
+
+/// Describes a JSON error by its category and position only.
 pub fn describe_json_error(e: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let what = match e.classify() {
@@ -92,9 +181,4 @@ pub fn describe_json_error(e: &serde_json::Error) -> String {
     } else {
         format!("{what} at line {} column {}", e.line(), e.column())
     }
-}
-
-/// A convenience for callers holding plain JSON (the offline CLI).
-pub fn object_from_value(value: Value) -> Result<DynamicObject, String> {
-    DynamicObject::deserialize(value).map_err(|e| describe_json_error(&e))
 }

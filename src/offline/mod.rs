@@ -10,7 +10,6 @@ pub use scan::{scan, ScanFinding, ScanOutput};
 use std::io::Read;
 use std::path::Path;
 
-use kube::core::DynamicObject;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -96,34 +95,40 @@ pub fn documents(path: &str, text: &str) -> Result<Vec<Document>, InputError> {
 
 /// A document read as a Kubernetes object, with its pod template when its kind has one.
 pub struct Manifest {
-    pub object: DynamicObject,
-    pub group: String,
     pub kind: String,
+    pub meta: workload::Meta,
     pub template: Option<Template>,
 }
 
 impl Manifest {
-    pub fn read(value: Value) -> Result<Self, String> {
-        let object = workload::object_from_value(value)?;
-        let types = object.types.clone().unwrap_or_default();
-        let group = match types.api_version.split_once('/') {
-            Some((group, _)) => group.to_string(),
-            None => String::new(),
-        };
-        let kind = types.kind;
-        let template = workload::template(&group, &kind, &object).map_err(|e| e.to_string())?;
-        Ok(Self {
-            object,
-            group,
+    /// Reads a document; `Ok(None)` for kinds without a pod template.
+    pub fn read(value: Value) -> Result<Option<Self>, String> {
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let group = api_version
+            .split_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or_default()
+            .to_string();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let object = workload::read_object(&group, &kind, value).map_err(|e| e.to_string())?;
+        Ok(object.map(|o| Self {
             kind,
-            template,
-        })
+            meta: o.meta,
+            template: o.template,
+        }))
     }
 
     /// `Deployment "shop/mysql"`, as the webhook names objects.
     pub fn describe(&self) -> String {
-        let name = self.object.metadata.name.as_deref().unwrap_or("");
-        match &self.object.metadata.namespace {
+        let name = self.meta.name.as_deref().unwrap_or("");
+        match &self.meta.namespace {
             Some(ns) => format!("{} \"{ns}/{name}\"", self.kind),
             None => format!("{} {name:?}", self.kind),
         }

@@ -29,7 +29,10 @@ pub fn review(path: &str, text: &str, level: Level) -> Result<ReviewOutput, supe
                 continue;
             }
         };
-        if let Some(t) = &manifest.template {
+        if let Some((manifest, t)) = manifest
+            .as_ref()
+            .and_then(|m| Some((m, m.template.as_ref()?)))
+        {
             match mutate(t.annotations.as_ref(), &t.spec, t.prefix) {
                 Ok(Mutation::Patch(patch)) => {
                     if let Err(e) = json_patch::patch(&mut value, &patch) {

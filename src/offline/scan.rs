@@ -104,7 +104,8 @@ fn scan_document(
     out: &mut ScanOutput,
 ) {
     let manifest = match Manifest::read(value) {
-        Ok(m) => m,
+        Ok(Some(m)) => m,
+        Ok(None) => return,
         Err(e) => {
             out.errors.push(format!("{file}: document {index}: {e}"));
             return;

@@ -1,0 +1,103 @@
+//! The `admission.k8s.io/v1` AdmissionReview as it crosses the wire. The objects stay raw JSON
+//! until the request's kind says what to read them as, so a review costs one pass over the
+//! body and nothing is parsed that no decision needs (managedFields, status, …).
+
+use std::collections::BTreeMap;
+
+use kube::core::admission::Operation;
+use kube::core::GroupVersionKind;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// An incoming review. Only the fields a decision reads are kept.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Review {
+    #[serde(default)]
+    pub api_version: String,
+    pub request: Option<Request>,
+}
+
+/// The request part of a review.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request {
+    pub uid: String,
+    pub kind: GroupVersionKind,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub operation: Operation,
+    #[serde(default)]
+    pub object: Option<Box<RawValue>>,
+    #[serde(default)]
+    pub old_object: Option<Box<RawValue>>,
+}
+
+impl Request {
+    /// The object, unless it is absent or JSON `null` (as in DELETE).
+    pub fn object(&self) -> Option<&str> {
+        raw(&self.object)
+    }
+
+    pub fn old_object(&self) -> Option<&str> {
+        raw(&self.old_object)
+    }
+}
+
+fn raw(v: &Option<Box<RawValue>>) -> Option<&str> {
+    v.as_deref().map(RawValue::get).filter(|s| *s != "null")
+}
+
+/// `status` of a denied response; the apiserver shows `message` to the client with `code`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub status: &'static str,
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The response part of a review.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response {
+    pub uid: String,
+    pub allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// Base64 of a JSON Patch, as Go encodes `[]byte`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseReview<'a> {
+    api_version: &'a str,
+    kind: &'static str,
+    response: &'a Response,
+}
+
+/// Serialises the answer with the request's own apiVersion, as the apiserver requires.
+pub fn encode(api_version: &str, response: &Response) -> Result<Vec<u8>, serde_json::Error> {
+    let api_version = if api_version.is_empty() {
+        "admission.k8s.io/v1"
+    } else {
+        api_version
+    };
+    serde_json::to_vec(&ResponseReview {
+        api_version,
+        kind: "AdmissionReview",
+        response,
+    })
+}
