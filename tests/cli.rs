@@ -176,7 +176,7 @@ fn review_refuses_a_literal_password_without_showing_it() {
 fn review_refuses_a_target_escaping_the_secrets_directory() {
     let out = run(&["review", "review/bad-annotation.yaml"], None);
     assert_eq!((out.code, out.stdout.as_str()), (1, ""));
-    let entry = "\"source=x,target=../../etc/passwd\"";
+    let entry = "entry 1 (source \"x\"): target \"../../etc/passwd\"";
     assert_mentions(&out.stderr, &["Pod \"shop/escape\"", entry, "\"..\""]);
 }
 

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::patch::PatchBuilder;
 use super::{Denial, DenyReason};
-use crate::spec::{self, SecretRef, Target};
+use crate::spec::{self, is_dir_prefix, SecretRef, Target};
 
 /// What the webhook does with one pod.
 #[derive(Debug)]
@@ -49,25 +49,30 @@ pub fn mutate(
         .and_then(|a| a.get(spec::CONTAINERS_ANNOTATION))
         .map(|v| spec::parse_containers(v))
         .unwrap_or_default();
-    let selected = select(spec, &wanted)?;
     let digest = digest(&refs, &wanted);
-    let mountpoints = mountpoints(&selected, &refs)?;
-
     let volumes = spec.volumes.as_deref().unwrap_or_default();
-    let existing = volumes.iter().position(|v| v.name == spec::VOLUME_NAME);
-    let injected = annotations.and_then(|a| a.get(spec::INJECTED_ANNOTATION));
-    if let Some(index) = existing {
-        if injected != Some(&digest) || !is_ours(&volumes[index]) {
-            return Err(Denial::new(
-                DenyReason::Conflict,
-                format!(
-                    "the pod already has a volume named {:?}; runsecrets adds that volume itself \
-                     (remove it, and any {} annotation, from the manifest)",
-                    spec::VOLUME_NAME,
-                    spec::INJECTED_ANNOTATION
-                ),
-            ));
+    if let Some(index) = volumes.iter().position(|v| v.name == spec::VOLUME_NAME) {
+        let injected = annotations.and_then(|a| a.get(spec::INJECTED_ANNOTATION));
+        if injected != Some(&digest) || !is_expected(&volumes[index], &refs) {
+            return Err(conflict(format!(
+                "the pod already has a volume named {:?} that runsecrets did not add for these                  secrets; remove it, and any {} annotation, from the manifest",
+                spec::VOLUME_NAME,
+                spec::INJECTED_ANNOTATION
+            )));
         }
+        check_our_mounts(spec, &refs)?;
+        // A reinvocation: only the containers that got the mount matter, not sidecars that
+        // later webhooks added.
+        let selected: Vec<_> = all_containers(spec)
+            .filter(|s| {
+                s.container
+                    .volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == spec::VOLUME_NAME && m.mount_path == spec::MOUNT_PATH)
+            })
+            .collect();
+        let mountpoints = mountpoints(&selected, &refs)?;
         return Ok(refresh_mountpoints(
             &volumes[index],
             index,
@@ -75,6 +80,21 @@ pub fn mutate(
             prefix,
         ));
     }
+    if let Some(s) = all_containers(spec).find(|s| {
+        s.container
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.name == spec::VOLUME_NAME)
+    }) {
+        return Err(conflict(format!(
+            "container {:?} mounts a volume named {:?}, which runsecrets adds itself; remove              that mount from the manifest",
+            s.container.name,
+            spec::VOLUME_NAME
+        )));
+    }
+    let selected = select(spec, &wanted)?;
+    let mountpoints = mountpoints(&selected, &refs)?;
 
     let mut patch = PatchBuilder::under(prefix);
     patch.add(
@@ -98,35 +118,73 @@ pub fn mutate(
     Ok(Mutation::Patch(patch.build()))
 }
 
-fn is_ours(volume: &Volume) -> bool {
-    volume
-        .csi
-        .as_ref()
-        .is_some_and(|csi| csi.driver == spec::DRIVER_NAME)
+fn conflict(message: String) -> Denial {
+    Denial::new(DenyReason::Conflict, message)
+}
+
+/// An existing `runsecrets` volume is only trusted when it is exactly what the webhook would
+/// have added for these references: a pod author can compute the digest too.
+fn is_expected(volume: &Volume, refs: &[SecretRef]) -> bool {
+    let Some(csi) = &volume.csi else {
+        return false;
+    };
+    let attributes = csi.volume_attributes.clone().unwrap_or_default();
+    csi.driver == spec::DRIVER_NAME
+        && csi.read_only == Some(true)
+        && csi.fs_type.is_none()
+        && csi.node_publish_secret_ref.is_none()
+        && attributes.get(spec::SECRETS_ATTRIBUTE) == Some(&spec::canonical_list(refs))
+        && attributes
+            .keys()
+            .all(|k| k == spec::SECRETS_ATTRIBUTE || k == spec::MOUNTPOINTS_ATTRIBUTE)
+}
+
+/// Every mount of the `runsecrets` volume must be one the webhook would have made.
+fn check_our_mounts(spec: &PodSpec, refs: &[SecretRef]) -> Result<(), Denial> {
+    for s in all_containers(spec) {
+        for m in s.container.volume_mounts.iter().flatten() {
+            if m.name != spec::VOLUME_NAME {
+                continue;
+            }
+            let main = m.mount_path == spec::MOUNT_PATH
+                && m.sub_path.is_none()
+                && m.sub_path_expr.is_none();
+            let external = refs.iter().any(|r| {
+                matches!(&r.target, Target::External(t) if *t == m.mount_path)
+                    && m.sub_path.as_deref() == Some(r.target.volume_path().as_str())
+            });
+            if m.read_only != Some(true) || !(main || external) {
+                return Err(conflict(format!(
+                    "container {:?} mounts the {:?} volume at {:?} in a way runsecrets does not;                      remove that mount from the manifest",
+                    s.container.name,
+                    spec::VOLUME_NAME,
+                    m.mount_path
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Init containers, then containers, with their place in the spec.
+fn all_containers(spec: &PodSpec) -> impl Iterator<Item = Selected<'_>> {
+    let init = spec.init_containers.iter().flatten().enumerate();
+    let regular = spec.containers.iter().enumerate();
+    init.map(|(index, container)| Selected {
+        field: "initContainers",
+        index,
+        container,
+    })
+    .chain(regular.map(|(index, container)| Selected {
+        field: "containers",
+        index,
+        container,
+    }))
 }
 
 /// Containers named by `runsecrets.io/containers`, or all of them (init containers included).
 fn select<'a>(spec: &'a PodSpec, wanted: &[String]) -> Result<Vec<Selected<'a>>, Denial> {
-    let all = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(index, container)| Selected {
-            field: "initContainers",
-            index,
-            container,
-        })
-        .chain(
-            spec.containers
-                .iter()
-                .enumerate()
-                .map(|(index, container)| Selected {
-                    field: "containers",
-                    index,
-                    container,
-                }),
-        );
+    let all = all_containers(spec);
     if wanted.is_empty() {
         return Ok(all.collect());
     }
@@ -174,28 +232,26 @@ fn mountpoints(selected: &[Selected<'_>], refs: &[SecretRef]) -> Result<Vec<Stri
         let others = s.container.volume_mounts.iter().flatten();
         for m in others.filter(|m| m.name != spec::VOLUME_NAME) {
             let path = m.mount_path.trim_end_matches('/');
-            let conflict = |what: String| {
-                Denial::new(
-                    DenyReason::Conflict,
-                    format!(
-                        "container {:?} mounts volume {:?} at {:?}, {what}",
-                        s.container.name, m.name, m.mount_path
-                    ),
-                )
+            let refuse = |what: String| {
+                conflict(format!(
+                    "container {:?} mounts volume {:?} at {:?}, {what}",
+                    s.container.name, m.name, m.mount_path
+                ))
             };
             if path == spec::MOUNT_PATH || path == "/var/run/secrets" {
-                return Err(conflict(format!(
+                return Err(refuse(format!(
                     "where runsecrets mounts the declared secrets; remove that mount or list only \
                      other containers in {}",
                     spec::CONTAINERS_ANNOTATION
                 )));
             }
-            if let Some(r) = refs
-                .iter()
-                .find(|r| matches!(&r.target, Target::External(t) if t == path))
-            {
-                return Err(conflict(format!(
-                    "which is also the target of secret {:?}",
+            let overlaps = |r: &&SecretRef| match &r.target {
+                Target::External(t) => is_dir_prefix(path, t) || is_dir_prefix(t, path),
+                Target::InVolume(_) => false,
+            };
+            if let Some(r) = refs.iter().find(overlaps) {
+                return Err(refuse(format!(
+                    "which overlaps the target of secret {:?}",
                     r.source
                 )));
             }
@@ -205,24 +261,35 @@ fn mountpoints(selected: &[Selected<'_>], refs: &[SecretRef]) -> Result<Vec<Stri
             else {
                 continue;
             };
-            let under = Target::InVolume(rel.to_string());
-            if let Some(r) = refs
-                .iter()
-                .find(|r| r.target.conflict_with(&under).is_some())
-            {
-                return Err(conflict(format!(
-                    "which collides with the target of secret {:?}",
+            if rel == spec::SERVICE_ACCOUNT_DIR {
+                continue;
+            }
+            if m.sub_path.is_some() || m.sub_path_expr.is_some() {
+                return Err(refuse(
+                    "a subPath mount inside the read-only secrets volume, which cannot hold its \
+                     mount point; mount it elsewhere"
+                        .into(),
+                ));
+            }
+            if let Err(e) = Target::parse(rel) {
+                return Err(refuse(format!(
+                    "which cannot be created inside the read-only secrets volume ({e})"
+                )));
+            }
+            // Files in the same top directory would be swapped with it on every update,
+            // taking the mount point along.
+            let top = rel.split('/').next().unwrap_or(rel);
+            let shares = |r: &&SecretRef| {
+                matches!(r.target, Target::InVolume(_))
+                    && r.target.volume_path().split('/').next() == Some(top)
+            };
+            if let Some(r) = refs.iter().find(shares) {
+                return Err(refuse(format!(
+                    "which shares the directory {top:?} with the target of secret {:?}",
                     r.source
                 )));
             }
-            if rel.split('/').any(|c| c.is_empty() || c.starts_with('.')) {
-                return Err(conflict(
-                    "which cannot be created inside the read-only secrets volume".into(),
-                ));
-            }
-            if rel != spec::SERVICE_ACCOUNT_DIR {
-                points.insert(rel.to_string());
-            }
+            points.insert(rel.to_string());
         }
     }
     Ok(points.into_iter().collect())

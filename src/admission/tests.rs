@@ -140,7 +140,21 @@ fn a_mount_at_an_absolute_target_or_over_a_target_is_a_conflict() {
     );
     let denial = run(&doc).expect_err("conflict");
     assert!(
-        denial.message.contains("also the target of secret \"tok\""),
+        denial
+            .message
+            .contains("overlaps the target of secret \"tok\""),
+        "{}",
+        denial.message
+    );
+    let doc = pod(
+        &declared,
+        app(json!([{"name": "cfg", "mountPath": "/etc/app"}])),
+    );
+    let denial = run(&doc).expect_err("a parent directory mount hides the file");
+    assert!(
+        denial
+            .message
+            .contains("overlaps the target of secret \"tok\""),
         "{}",
         denial.message
     );
@@ -153,10 +167,107 @@ fn a_mount_at_an_absolute_target_or_over_a_target_is_a_conflict() {
     assert!(
         denial
             .message
-            .contains("collides with the target of secret \"db\""),
+            .contains("shares the directory \"db\" with the target of secret \"db\""),
         "{}",
         denial.message
     );
+}
+
+#[test]
+fn mount_paths_that_could_smuggle_lines_or_files_are_refused() {
+    let declared = annotations(&[(spec::SECRETS_ANNOTATION, "db")]);
+    for (mount, needle) in [
+        (
+            json!({"name": "x", "mountPath": "/var/run/secrets/x\n/etc/cron.d"}),
+            "control character",
+        ),
+        (
+            json!({"name": "x", "mountPath": "/run/secrets/a/../../etc"}),
+            "\"..\"",
+        ),
+        (
+            json!({"name": "x", "mountPath": "/run/secrets/legacy", "subPath": "token"}),
+            "subPath",
+        ),
+        (
+            json!({"name": "x", "mountPath": "/run/secrets/db_dir/x"}),
+            "cannot be created",
+        ),
+    ] {
+        let spec = app(json!([mount]));
+        let declared = if needle == "cannot be created" {
+            annotations(&[(spec::SECRETS_ANNOTATION, "source=db,target=db_dir/file")])
+        } else {
+            declared.clone()
+        };
+        match run(&pod(&declared, spec)) {
+            Err(d) => assert!(
+                d.message.contains(needle) || d.message.contains("shares the directory"),
+                "{needle}: {}",
+                d.message
+            ),
+            Ok(out) => panic!("{needle}: accepted {out:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_forged_volume_or_mount_is_not_trusted() {
+    let doc = pod(
+        &annotations(&[(spec::SECRETS_ANNOTATION, "db")]),
+        app(json!([])),
+    );
+    let injected = run(&doc).expect("allowed").expect("patched");
+    // The author copies the injected pod but makes the volume writable.
+    let mut forged = injected.clone();
+    forged["spec"]["volumes"][0]["csi"]["readOnly"] = false.into();
+    assert_eq!(
+        run(&forged).expect_err("forged").reason,
+        DenyReason::Conflict
+    );
+    // Or asks for other secrets than the annotation declares.
+    let mut forged = injected.clone();
+    forged["spec"]["volumes"][0]["csi"]["volumeAttributes"][spec::SECRETS_ATTRIBUTE] =
+        "source=other,target=db,uid=0,gid=0,mode=0444".into();
+    assert_eq!(
+        run(&forged).expect_err("forged").reason,
+        DenyReason::Conflict
+    );
+    // Or mounts the volume writable somewhere.
+    let mut forged = injected.clone();
+    forged["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] = false.into();
+    assert_eq!(
+        run(&forged).expect_err("forged").reason,
+        DenyReason::Conflict
+    );
+    // Before injection, a mount named like our volume is refused outright.
+    let early = pod(
+        &annotations(&[(spec::SECRETS_ANNOTATION, "db")]),
+        app(json!([{"name": "runsecrets", "mountPath": "/data"}])),
+    );
+    assert!(run(&early)
+        .expect_err("refused")
+        .message
+        .contains("runsecrets adds itself"));
+}
+
+#[test]
+fn sidecars_added_after_injection_are_left_alone() {
+    let doc = pod(
+        &annotations(&[(spec::SECRETS_ANNOTATION, "db")]),
+        app(json!([])),
+    );
+    let mut injected = run(&doc).expect("allowed").expect("patched");
+    injected["spec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(json!({
+            "name": "mesh-proxy", "image": "proxy",
+            "volumeMounts": [{"name": "old", "mountPath": "/run/secrets"}],
+        }));
+    assert!(run(&injected)
+        .expect("a later sidecar does not deny the pod")
+        .is_none());
 }
 
 #[test]

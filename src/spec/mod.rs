@@ -4,7 +4,7 @@
 
 mod target;
 
-pub use target::{Target, TargetError, EXTERNAL_DIR, SERVICE_ACCOUNT_DIR};
+pub use target::{is_dir_prefix, Target, TargetError, EXTERNAL_DIR, SERVICE_ACCOUNT_DIR};
 
 use std::fmt;
 
@@ -63,19 +63,27 @@ impl SecretRef {
     }
 }
 
-/// Everything wrong with one entry of the annotation. The entry is quoted so the user can find
-/// it; entries hold names and paths, never secret values.
+/// Everything wrong with one entry of the annotation. The entry is named by its position and,
+/// when it has a valid one, its source; its text is not quoted, since a mistaken entry may hold
+/// a pasted value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryError {
     /// 1-based position of the entry among the non-empty entries.
     pub index: usize,
-    pub entry: String,
+    pub source: Option<String>,
     pub problem: String,
 }
 
 impl fmt::Display for EntryError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "entry {} {:?}: {}", self.index, self.entry, self.problem)
+        match &self.source {
+            Some(source) => write!(
+                f,
+                "entry {} (source {source:?}): {}",
+                self.index, self.problem
+            ),
+            None => write!(f, "entry {}: {}", self.index, self.problem),
+        }
     }
 }
 
@@ -92,12 +100,18 @@ fn join(errors: &[EntryError]) -> String {
         .join("; ")
 }
 
-fn truncate(entry: &str) -> String {
-    const MAX: usize = 96;
-    match entry.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &entry[..cut]),
-        None => entry.to_string(),
-    }
+/// The entry's source name, when it has a valid one: safe to show in messages.
+fn named_source(entry: &str) -> Option<String> {
+    let source = if entry.contains('=') || entry.contains(',') {
+        entry.split(',').find_map(|field| {
+            let (key, value) = field.split_once('=')?;
+            matches!(key.trim().to_ascii_lowercase().as_str(), "source" | "src")
+                .then(|| value.trim())
+        })?
+    } else {
+        entry
+    };
+    check_name(source).ok().map(|()| source.to_string())
 }
 
 /// Splits an annotation value into its non-empty, trimmed entries (newline or `;`).
@@ -117,7 +131,7 @@ pub fn parse_secrets(value: &str) -> Result<Vec<SecretRef>, SpecError> {
         if index > MAX_REFERENCES {
             errors.push(EntryError {
                 index,
-                entry: truncate(entry),
+                source: None,
                 problem: format!("at most {MAX_REFERENCES} secrets per pod"),
             });
             break;
@@ -133,7 +147,7 @@ pub fn parse_secrets(value: &str) -> Result<Vec<SecretRef>, SpecError> {
                 match conflict {
                     Some(problem) => errors.push(EntryError {
                         index,
-                        entry: truncate(entry),
+                        source: Some(r.source),
                         problem,
                     }),
                     None => refs.push(r),
@@ -141,7 +155,7 @@ pub fn parse_secrets(value: &str) -> Result<Vec<SecretRef>, SpecError> {
             }
             Err(problem) => errors.push(EntryError {
                 index,
-                entry: truncate(entry),
+                source: named_source(entry),
                 problem,
             }),
         }
@@ -149,7 +163,7 @@ pub fn parse_secrets(value: &str) -> Result<Vec<SecretRef>, SpecError> {
     if refs.is_empty() && errors.is_empty() {
         errors.push(EntryError {
             index: 0,
-            entry: String::new(),
+            source: None,
             problem: "declares no secret".into(),
         });
     }
@@ -172,10 +186,11 @@ fn parse_entry(entry: &str) -> Result<SecretRef, String> {
         });
     }
     let (mut source, mut target, mut uid, mut gid, mut mode) = (None, None, None, None, None);
-    for field in entry.split(',').map(str::trim) {
+    for (n, field) in entry.split(',').map(str::trim).enumerate() {
         let Some((key, value)) = field.split_once('=') else {
             return Err(format!(
-                "{field:?} is not key=value (long syntax: source=NAME,target=PATH,uid=N,gid=N,mode=0444)"
+                "field {} is not key=value (long syntax: source=NAME,target=PATH,uid=N,gid=N,mode=0444)",
+                n + 1
             ));
         };
         let (key, value) = (key.trim(), value.trim());
@@ -186,9 +201,18 @@ fn parse_entry(entry: &str) -> Result<SecretRef, String> {
             "gid" => &mut gid,
             "mode" => &mut mode,
             _ => {
+                let shown = if key.len() <= 32
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'-')
+                {
+                    format!("{key:?}")
+                } else {
+                    "an unreadable key".into()
+                };
                 return Err(format!(
-                    "unknown key {key:?} (known: source, src, target, uid, gid, mode)"
-                ))
+                    "unknown key {shown} (known: source, src, target, uid, gid, mode)"
+                ));
             }
         };
         if slot.replace(value).is_some() {
@@ -220,8 +244,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
         (Some(a), Some(z)) if a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > MAX_NAME_LEN || !valid_chars || !ends_ok {
         return Err(format!(
-            "invalid secret name {:?}: use 1-{MAX_NAME_LEN} of [a-zA-Z0-9-_.], alphanumeric at both ends",
-            truncate(name)
+            "invalid secret name: use 1-{MAX_NAME_LEN} of [a-zA-Z0-9-_.], alphanumeric at both ends"
         ));
     }
     Ok(())
@@ -229,15 +252,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 fn parse_id(key: &str, value: &str) -> Result<u32, String> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("{key} {value:?} is not a numeric id"));
+        return Err(format!("{key} is not a numeric id"));
     }
     value
         .parse::<u32>()
-        .map_err(|_| format!("{key} {value:?} is out of range"))
+        .map_err(|_| format!("{key} is out of range (0-4294967295)"))
 }
 
 fn parse_mode(value: &str) -> Result<u32, String> {
-    let bad = || format!("mode {value:?} must be octal between 0 and 0777");
+    let bad = || "mode must be octal between 0 and 0777".to_string();
     if value.is_empty() || value.len() > 5 || !value.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
         return Err(bad());
     }

@@ -43,7 +43,9 @@ pub enum TargetError {
     DotComponent(String),
     #[error("target {0:?}: names starting with \"..\" are reserved for atomic updates")]
     ReservedDotDot(String),
-    #[error("target {0:?} is reserved: kubelet mounts the service-account token there")]
+    #[error(
+        "target {0:?} is reserved: kubelet mounts the service-account token under kubernetes.io/"
+    )]
     ServiceAccount(String),
     #[error("target {0:?} is reserved for files with absolute targets")]
     ExternalDir(String),
@@ -69,21 +71,23 @@ impl Target {
             check_relative(raw)?;
             return Ok(Target::InVolume(raw.to_string()));
         };
-        if let Some(rel) = raw.strip_prefix("/run/secrets/") {
+        // Most images link /var/run to /run, so both spellings name a file in the volume.
+        let inside = raw
+            .strip_prefix("/run/secrets/")
+            .or_else(|| raw.strip_prefix("/var/run/secrets/"));
+        if let Some(rel) = inside {
             check_relative(rel)?;
             return Ok(Target::InVolume(rel.to_string()));
         }
         check_components(abs, raw)?;
-        if is_dir_prefix(raw, MOUNT_PATH) {
+        if abs.split('/').any(|c| c.starts_with("..")) {
+            return Err(TargetError::ReservedDotDot(raw.to_string()));
+        }
+        if is_dir_prefix(raw, MOUNT_PATH) || is_dir_prefix(raw, "/var/run/secrets") {
             return Err(TargetError::MountItself(raw.to_string()));
         }
         if FORBIDDEN_ROOTS.iter().any(|root| is_dir_prefix(root, raw)) {
             return Err(TargetError::SystemPath(raw.to_string()));
-        }
-        if is_dir_prefix("/var/run/secrets/kubernetes.io/serviceaccount", raw)
-            || is_dir_prefix(raw, "/var/run/secrets/kubernetes.io/serviceaccount")
-        {
-            return Err(TargetError::ServiceAccount(raw.to_string()));
         }
         Ok(Target::External(raw.to_string()))
     }
@@ -132,7 +136,7 @@ impl fmt::Display for Target {
 }
 
 /// True when `dir` is `path` or one of its ancestors, component-wise.
-pub(crate) fn is_dir_prefix(dir: &str, path: &str) -> bool {
+pub fn is_dir_prefix(dir: &str, path: &str) -> bool {
     let dir = dir.trim_end_matches('/');
     path == dir || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
 }
@@ -154,7 +158,9 @@ fn check_relative(rel: &str) -> Result<(), TargetError> {
     if rel.split('/').any(|c| c.starts_with("..")) {
         return Err(TargetError::ReservedDotDot(rel.to_string()));
     }
-    if rel == "kubernetes.io" || is_dir_prefix(SERVICE_ACCOUNT_DIR, rel) {
+    // The whole `kubernetes.io` directory stays out of the atomic writer's reach: a republish
+    // that swapped it would take the token mount point with it.
+    if is_dir_prefix("kubernetes.io", rel) {
         return Err(TargetError::ServiceAccount(rel.to_string()));
     }
     if is_dir_prefix(EXTERNAL_DIR, rel) {

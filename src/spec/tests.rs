@@ -57,6 +57,29 @@ fn absolute_target_under_run_secrets_is_in_the_volume() {
 }
 
 #[test]
+fn var_run_secrets_is_the_same_place_as_run_secrets() {
+    let r = one("source=a,target=/var/run/secrets/db/pass");
+    assert_eq!(r.target, Target::InVolume("db/pass".into()));
+    let p = problems("source=a,target=/var/run/secrets/x;source=b,target=x");
+    assert!(p[0].contains("declared twice"), "{p:?}");
+}
+
+#[test]
+fn errors_never_quote_what_may_be_a_pasted_value() {
+    for value in [
+        "DB_PASSWORD=hunter2-S3cret",
+        "source=db,hunter2-S3cret",
+        "hunter2-S3cret!",
+        "source=db,uid=hunter2-S3cret",
+        "source=db,mode=hunter2-S3cret",
+        "source=db,hunter2-S3cret=x",
+    ] {
+        let p = problems(value).join(" ");
+        assert!(!p.contains("hunter2"), "{value}: {p}");
+    }
+}
+
+#[test]
 fn writable_bits_are_ignored() {
     assert_eq!(one("source=a,mode=0666").mode, 0o444);
     assert_eq!(one("source=a,mode=0700").mode, 0o500);
@@ -81,22 +104,18 @@ fn the_bad_fixture_names_every_bad_entry() {
     );
     assert_eq!(p.len(), 4, "{p:?}");
     assert!(
-        p[0].starts_with("entry 1 ") && p[0].contains("\"..\""),
+        p[0].starts_with("entry 1 (source \"x\"): target \"../../etc/passwd\""),
         "{}",
         p[0]
     );
+    assert!(p[1].starts_with("entry 2: missing source"), "{}", p[1]);
     assert!(
-        p[1].starts_with("entry 2 ") && p[1].contains("missing source"),
-        "{}",
-        p[1]
-    );
-    assert!(
-        p[2].starts_with("entry 4 ") && p[2].contains("declared twice"),
+        p[2].starts_with("entry 4 (source \"b\"): target \"t\" is declared twice"),
         "{}",
         p[2]
     );
     assert!(
-        p[3].starts_with("entry 5 ") && p[3].contains("unknown key"),
+        p[3].starts_with("entry 5: unknown key \"unknownkey\""),
         "{}",
         p[3]
     );
@@ -113,6 +132,9 @@ fn hostile_targets_are_refused() {
         ("..data/x", "reserved for atomic"),
         ("kubernetes.io/serviceaccount/token", "service-account"),
         ("kubernetes.io", "service-account"),
+        ("kubernetes.io/token", "service-account"),
+        ("/etc/..data/x", "reserved for atomic"),
+        ("/var/run/secrets", "mount itself"),
         (".external/x", "absolute targets"),
         ("/run/secrets", "mount itself"),
         ("/run", "mount itself"),
