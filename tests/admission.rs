@@ -60,24 +60,61 @@ fn secrets_mount<'a>(
         .find(|m| m.mount_path == "/run/secrets")
 }
 
+/// What each fixture gets from /mutate and from an enforce=baseline /validate.
+const EXPECTED: &[(&str, bool, bool, bool)] = &[
+    // (fixture, mutate allowed, mutate patches, validate allowed)
+    ("deployment-env-literal.json", true, false, false),
+    ("pod-delete-final.json", true, false, true),
+    ("pod-delete.json", true, false, true),
+    ("pod-dryrun-secrets.json", true, true, true),
+    ("pod-env-literals.json", true, false, false),
+    ("pod-env-secretref.json", true, false, true),
+    ("pod-ephemeral-debug.json", true, false, false),
+    ("pod-secrets-bad.json", false, false, true),
+    ("pod-secrets-conflict.json", false, false, true),
+    ("pod-secrets-containers.json", true, true, true),
+    ("pod-secrets-long.json", true, true, true),
+    ("pod-secrets-short-validating.json", true, true, true),
+    ("pod-secrets-short.json", true, true, true),
+];
+
 #[test]
-fn every_fixture_is_answered_with_its_uid_on_every_endpoint() {
-    for (name, body) in review_fixtures() {
+fn every_fixture_is_answered_with_its_uid_and_the_expected_decision() {
+    let fixtures = review_fixtures();
+    assert_eq!(
+        fixtures.len(),
+        EXPECTED.len(),
+        "a fixture without an expectation"
+    );
+    for (name, body) in fixtures {
         let request: Value = serde_json::from_slice(&body).expect("json");
-        for endpoint in [
-            Endpoint::Mutate,
-            Endpoint::Validate(Levels::default()),
-            ENFORCE_BASELINE,
-            Endpoint::Validate(Levels::only(Mode::Warn, Level::Strict)),
-        ] {
-            let answer = review(endpoint, &body).unwrap_or_else(|e| panic!("{name}: {e}"));
-            let r = response(&answer.body, &request);
-            assert!(r["allowed"].is_boolean(), "{name}");
-            if let Some(patch) = patch_of(&r) {
-                let (_, pod) = apply(&request, &patch);
-                assert!(pod.spec.is_some(), "{name}");
-            }
+        let &(_, mutate_ok, patches, validate_ok) = EXPECTED
+            .iter()
+            .find(|e| e.0 == name)
+            .unwrap_or_else(|| panic!("{name}: no expectation"));
+        let m = response(
+            &review(Endpoint::Mutate, &body).expect("answered").body,
+            &request,
+        );
+        assert_eq!(m["allowed"], mutate_ok, "{name} /mutate");
+        assert_eq!(patch_of(&m).is_some(), patches, "{name} /mutate patch");
+        if let Some(patch) = patch_of(&m) {
+            let (_, pod) = apply(&request, &patch);
+            assert!(pod.spec.is_some(), "{name}");
         }
+        let v = response(
+            &review(ENFORCE_BASELINE, &body).expect("answered").body,
+            &request,
+        );
+        assert_eq!(v["allowed"], validate_ok, "{name} /validate");
+        // The pod in the validating phase already carries a uid: the second call still answers.
+        let off = response(
+            &review(Endpoint::Validate(Levels::default()), &body)
+                .expect("answered")
+                .body,
+            &request,
+        );
+        assert_eq!(off["allowed"], true, "{name}: level off refuses nothing");
     }
 }
 
@@ -329,7 +366,7 @@ fn every_literal_of_the_env_fixture_is_named_and_benign_ones_are_not() {
 }
 
 #[test]
-fn the_ephemeral_debug_container_is_judged_on_what_it_adds() {
+fn the_ephemeral_debug_container_literal_is_found() {
     let r = answer(ENFORCE_BASELINE, &fixture_bytes("pod-ephemeral-debug.json"));
     assert_eq!(r["allowed"], false);
     let message = r["status"]["message"].as_str().unwrap();
@@ -337,6 +374,76 @@ fn the_ephemeral_debug_container_is_judged_on_what_it_adds() {
         message.contains("ephemeralContainer \"debugger\": env TOKEN"),
         "{message}"
     );
+}
+
+fn deployment_update(change: impl Fn(&mut Value)) -> Vec<u8> {
+    let mut request = fixture("deployment-env-literal.json");
+    request["request"]["operation"] = "UPDATE".into();
+    request["request"]["oldObject"] = request["request"]["object"].clone();
+    change(&mut request["request"]["object"]);
+    serde_json::to_vec(&request).unwrap()
+}
+
+#[test]
+fn workload_updates_follow_the_pod_security_rule() {
+    // Scaling a Deployment that already had the literal keeps working…
+    let scaled = deployment_update(|o| o["spec"]["replicas"] = 5.into());
+    assert_eq!(answer(ENFORCE_BASELINE, &scaled)["allowed"], true);
+    // …but a template change is judged whole: its new ReplicaSet's pods would be refused.
+    let new_image = deployment_update(|o| {
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = "mysql:9".into()
+    });
+    let r = answer(ENFORCE_BASELINE, &new_image);
+    assert_eq!(r["allowed"], false, "{r}");
+    assert!(r["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("env MYSQL_ROOT_PASSWORD"));
+}
+
+#[test]
+fn deletes_are_not_judged_even_when_the_old_pod_has_literals() {
+    let mut request = fixture("pod-delete.json");
+    request["request"]["oldObject"]["spec"]["containers"][0]["env"] =
+        serde_json::json!([{"name": "DB_PASSWORD", "value": "old-literal-value"}]);
+    let r = answer(ENFORCE_BASELINE, &serde_json::to_vec(&request).unwrap());
+    assert_eq!(r["allowed"], true);
+}
+
+#[test]
+fn unreadable_objects_are_only_refused_where_they_concern_us() {
+    let mut request = fixture("pod-env-literals.json");
+    request["request"]["object"]["spec"]["containers"][0]["env"][0]["value"] = serde_json::json!(7);
+    let body = serde_json::to_vec(&request).unwrap();
+    // A warn entry never refuses, and /mutate leaves pods without secrets to the apiserver.
+    let warn = answer(
+        Endpoint::Validate(Levels::only(Mode::Warn, Level::Baseline)),
+        &body,
+    );
+    assert_eq!(warn["allowed"], true, "{warn}");
+    assert_eq!(answer(Endpoint::Mutate, &body)["allowed"], true);
+    assert_eq!(answer(ENFORCE_BASELINE, &body)["allowed"], false);
+}
+
+#[test]
+fn a_denial_lists_at_most_twenty_findings() {
+    let mut request = fixture("pod-env-literals.json");
+    let env: Vec<Value> = (0..50)
+        .map(|i| serde_json::json!({"name": format!("DB_PASSWORD_{i}"), "value": format!("literal-{i}-value")}))
+        .collect();
+    request["request"]["object"]["spec"]["containers"][0]["env"] = env.into();
+    let body = serde_json::to_vec(&request).unwrap();
+    let r = answer(
+        Endpoint::Validate(Levels {
+            enforce: Level::Baseline,
+            warn: Level::Baseline,
+            audit: Level::Off,
+        }),
+        &body,
+    );
+    let message = r["status"]["message"].as_str().unwrap();
+    assert!(message.contains("and 31 more"), "{message}"); // 50 + PGPASSWORD in the init container
+    assert!(r["warnings"].as_array().unwrap().len() <= 21);
 }
 
 #[test]

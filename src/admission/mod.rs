@@ -9,6 +9,8 @@ pub mod workload;
 pub use mutate::{mutate, Mutation};
 pub use patch::PatchBuilder;
 
+use std::collections::HashSet;
+
 use kube::core::admission::Operation;
 
 use crate::policy::{self, Levels, Report};
@@ -198,6 +200,10 @@ fn answer_mutate(request: &wire::Request) -> Outcome {
             template: Some(t), ..
         })) => t,
         Ok(_) => return Outcome::allow("not-applicable"),
+        // Only pods that declare secrets are ours to refuse; the apiserver judges the rest.
+        Err(_) if !workload::declares(raw, spec::SECRETS_ANNOTATION) => {
+            return Outcome::allow("not-applicable")
+        }
         Err(e) => return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string())),
     };
     match mutate(
@@ -233,6 +239,18 @@ fn describe_object(request: &wire::Request, meta: &workload::Meta) -> String {
 
 type Findings = (Vec<policy::Finding>, Vec<policy::Finding>);
 
+/// True when both objects have the same pod template apart from ephemeral containers.
+fn same_template(old: &workload::Object, new: &workload::Object) -> bool {
+    let without_ephemeral = |o: &workload::Object| {
+        o.template.as_ref().map(|t| {
+            let mut spec = t.spec.clone();
+            spec.ephemeral_containers = None;
+            (t.annotations.clone(), spec)
+        })
+    };
+    without_ephemeral(old) == without_ephemeral(new)
+}
+
 fn findings(object: &workload::Object, level: policy::Level) -> Option<Findings> {
     let t = object.template.as_ref()?;
     let allowed = policy::parse_allowed(
@@ -256,17 +274,26 @@ fn answer_validate(request: &wire::Request, levels: Levels) -> Outcome {
     let object = match read(request, raw) {
         Ok(Some(o)) => o,
         Ok(None) => return Outcome::allow("not-applicable"),
+        // Warn and audit entries never refuse; an object the apiserver accepted but we cannot
+        // read is only refused where the namespace enforces.
+        Err(_) if levels.enforce == policy::Level::Off => return Outcome::allow("unreadable"),
         Err(e) => return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string())),
     };
     let Some((mut found, mut exempted)) = findings(&object, levels.max()) else {
         return Outcome::allow("not-applicable");
     };
-    // An update is judged on what it adds: labelling an old pod must not start failing.
+    // Pod Security Admission's rule for updates: when the pod template is unchanged apart from
+    // ephemeral containers (relabelling, scaling, `kubectl debug`), only what the update adds
+    // is judged, so old objects stay manageable; any other template change is judged whole.
     if let (Operation::Update, Some(old)) = (&request.operation, request.old_object()) {
         let old = read(request, old).ok().flatten();
-        if let Some((old_found, old_exempted)) = old.and_then(|o| findings(&o, levels.max())) {
-            found.retain(|f| !old_found.contains(f));
-            exempted.retain(|f| !old_exempted.contains(f));
+        if let Some(old) = old.filter(|old| same_template(old, &object)) {
+            if let Some((old_found, old_exempted)) = findings(&old, levels.max()) {
+                let old_found: HashSet<&policy::Finding> = old_found.iter().collect();
+                let old_exempted: HashSet<&policy::Finding> = old_exempted.iter().collect();
+                found.retain(|f| !old_found.contains(f));
+                exempted.retain(|f| !old_exempted.contains(f));
+            }
         }
     }
     let mut report = Report::new(

@@ -86,6 +86,22 @@ struct CronJobView {
     spec: Option<CronJobSpec>,
 }
 
+#[derive(Deserialize)]
+struct MetaView {
+    #[serde(default)]
+    metadata: Option<Meta>,
+}
+
+/// Whether a JSON object's own metadata carries annotation `key`; reads nothing else, so it
+/// works on objects whose spec does not parse.
+pub fn declares(raw: &str, key: &str) -> bool {
+    serde_json::from_str::<MetaView>(raw)
+        .ok()
+        .and_then(|v| v.metadata)
+        .and_then(|m| m.annotations)
+        .is_some_and(|a| a.contains_key(key))
+}
+
 /// Where a kind keeps its pod template, for the kinds runsecrets understands.
 pub fn template_path(group: &str, kind: &str) -> Option<&'static [&'static str]> {
     match (group, kind) {

@@ -8,8 +8,9 @@ use crate::spec;
 
 /// kubectl prints each warning on its own line; the apiserver truncates long ones.
 pub const WARNING_MAX: usize = 120;
-/// Findings listed in one audit annotation before it says "and N more".
-const AUDIT_MAX: usize = 20;
+/// Findings listed in a denial, in warnings or in an audit annotation before "and N more":
+/// a hostile object must not turn into a multi-megabyte message or audit entry.
+const LIST_MAX: usize = 20;
 
 /// What the policy decided for one object under one set of levels.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -37,7 +38,14 @@ impl Report {
         if !enforced.is_empty() {
             report.denial = Some(denial(object, levels.enforce, &enforced));
         }
-        report.warnings = at(Mode::Warn).into_iter().map(warning).collect();
+        let warned = at(Mode::Warn);
+        report.warnings = warned.iter().take(LIST_MAX).map(|f| warning(f)).collect();
+        if warned.len() > LIST_MAX {
+            report.warnings.push(format!(
+                "runsecrets: and {} more env findings",
+                warned.len() - LIST_MAX
+            ));
+        }
         let audited = at(Mode::Audit);
         if !audited.is_empty() {
             report.audit.insert(
@@ -75,7 +83,7 @@ fn denial(object: &str, level: Level, findings: &[&Finding]) -> String {
          file: declare it in the {} annotation and point the app at /run/secrets/<name>.",
         spec::SECRETS_ANNOTATION
     );
-    for f in findings {
+    for f in findings.iter().take(LIST_MAX) {
         out.push_str("\n- ");
         out.push_str(&where_(f));
         out.push_str(": ");
@@ -99,6 +107,9 @@ fn denial(object: &str, level: Level, findings: &[&Finding]) -> String {
                 spec::SECRETS_ANNOTATION
             )),
         }
+    }
+    if findings.len() > LIST_MAX {
+        out.push_str(&format!("\n- and {} more", findings.len() - LIST_MAX));
     }
     out
 }
@@ -139,7 +150,7 @@ fn warning(f: &Finding) -> String {
 fn audit_list(findings: &[&Finding]) -> String {
     let mut items: Vec<String> = findings
         .iter()
-        .take(AUDIT_MAX)
+        .take(LIST_MAX)
         .map(|f| {
             format!(
                 "{} {} env {} ({})",
@@ -150,8 +161,8 @@ fn audit_list(findings: &[&Finding]) -> String {
             )
         })
         .collect();
-    if findings.len() > AUDIT_MAX {
-        items.push(format!("and {} more", findings.len() - AUDIT_MAX));
+    if findings.len() > LIST_MAX {
+        items.push(format!("and {} more", findings.len() - LIST_MAX));
     }
     items.join(", ")
 }

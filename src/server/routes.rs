@@ -74,12 +74,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
-    answer(&state, "mutate", Endpoint::Mutate, &body)
+    answer(&state, "mutate", Endpoint::Mutate, body).await
 }
 
 async fn validate_defaults(State(state): State<AppState>, body: Bytes) -> Response {
     let levels = state.defaults;
-    answer(&state, "validate", Endpoint::Validate(levels), &body)
+    answer(&state, "validate", Endpoint::Validate(levels), body).await
 }
 
 async fn validate_selected(
@@ -103,13 +103,28 @@ async fn validate_selected(
         &state,
         "validate",
         Endpoint::Validate(Levels::only(mode, level)),
-        &body,
+        body,
     )
+    .await
 }
 
-fn answer(state: &AppState, name: &'static str, endpoint: Endpoint, body: &[u8]) -> Response {
+/// Bodies above this are reviewed on the blocking pool, so a few large reviews cannot stall
+/// the runtime that also answers health probes.
+const INLINE_BODY_MAX: usize = 64 * 1024;
+
+async fn answer(state: &AppState, name: &'static str, endpoint: Endpoint, body: Bytes) -> Response {
     let started = Instant::now();
-    match admission::review(endpoint, body) {
+    let result = if body.len() <= INLINE_BODY_MAX {
+        admission::review(endpoint, &body)
+    } else {
+        match tokio::task::spawn_blocking(move || admission::review(endpoint, &body)).await {
+            Ok(result) => result,
+            Err(_) => {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "review failed\n").into_response()
+            }
+        }
+    };
+    match result {
         Ok(answer) => {
             let elapsed = started.elapsed();
             state
