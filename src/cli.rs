@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTPS admission webhook (/mutate, /validate) and the admin listener.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Show what the webhook does to manifests: the mutated objects as YAML, or the denial
     /// (exit 1).
     Review(ReviewArgs),

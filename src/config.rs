@@ -61,6 +61,13 @@ pub struct ServerArgs {
     /// On SIGTERM, how long in-flight reviews may take before the process exits.
     #[arg(long, env = "RUNSECRETS_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// On SIGTERM, how long to keep accepting connections while /readyz reports not ready,
+    /// so Service endpoints drop this replica before it stops listening (5s in a cluster).
+    #[arg(long, env = "RUNSECRETS_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration_or_zero)]
+    pub shutdown_delay: Duration,
+    /// Most connections served at once on the webhook listener; further ones wait.
+    #[arg(long, env = "RUNSECRETS_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 impl ServerArgs {
@@ -84,8 +91,16 @@ impl ServerArgs {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m` or a bare number of seconds.
+/// Parses a positive duration: `250ms`, `5s`, `2m` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration_or_zero(s)? {
+        d if d.is_zero() => Err(format!("{s:?} must be greater than zero")),
+        d => Ok(d),
+    }
+}
+
+/// Like [`parse_duration`], and zero is allowed.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
@@ -95,7 +110,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
+        "m" => n
+            .checked_mul(60)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long")),
         _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
     }
 }

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
     let result = match cli.command {
-        Command::Server(args) => server(args).map(|()| ExitCode::SUCCESS),
+        Command::Server(args) => server(*args).map(|()| ExitCode::SUCCESS),
         Command::Review(args) => review(&args),
         Command::Scan(args) => Ok(scan(&args)),
     };

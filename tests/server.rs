@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use common::tls::{connect, peer_cert, plain_get, Client};
+use common::tls::{connect, h2_post, peer_cert, plain_get, Client};
 use common::*;
 use runsecrets::config::ServerArgs;
 use runsecrets::server::{Server, ServerError};
@@ -89,6 +89,45 @@ async fn embedded_default_serves_reviews_over_tls_and_reuses_its_ca() {
             .iter()
             .any(|v| v.name == "runsecrets"));
     }
+
+    // The apiserver speaks HTTP/2 when it is offered.
+    let (status, body) = h2_post(
+        server.webhook,
+        &ca_pem,
+        "/mutate?timeout=5s",
+        fixture_bytes("pod-secrets-short.json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(patch_of(&response(&body, &request)).is_some());
+    server.stop().await.expect("clean stop");
+
+    // A serving certificate close to expiry is reissued from the same CA on the next start.
+    let cert_before = std::fs::read(dir.path().join("tls/tls.crt")).unwrap();
+    let meta = std::fs::read_to_string(dir.path().join("tls/tls.meta")).unwrap();
+    let names = meta.split_once('\n').unwrap().1.to_string();
+    std::fs::write(
+        dir.path().join("tls/tls.meta"),
+        format!("not_after=1000\n{names}"),
+    )
+    .unwrap();
+    let server = Running::start(dir.path(), &[]).await;
+    assert_ne!(
+        std::fs::read(dir.path().join("tls/tls.crt")).unwrap(),
+        cert_before,
+        "reissued"
+    );
+    assert_eq!(ca(dir.path()), ca_pem, "same CA");
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("tls/tls.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(
+        key_mode & 0o777,
+        0o600,
+        "private key readable by its owner only"
+    );
     server.stop().await.expect("clean stop");
 
     // A second start keeps the CA, so clients that trust it keep working.
@@ -347,4 +386,43 @@ async fn shutdown_finishes_in_flight_reviews_and_closes_idle_keepalives() {
         idle.try_send("GET", "/livez", vec![]).await.is_none(),
         "idle connection closed"
     );
+}
+
+#[tokio::test]
+async fn shutdown_delay_keeps_serving_while_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &["--shutdown-delay", "800ms"]).await;
+    let ca_pem = ca(dir.path());
+    let (admin, webhook) = (server.admin, server.webhook);
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        plain_get(admin, "/readyz").await.0,
+        503,
+        "not ready at once"
+    );
+    let mut late = Client::open(webhook, &ca_pem).await;
+    assert_eq!(
+        late.send("GET", "/livez", vec![]).await.0,
+        200,
+        "still accepting during the delay"
+    );
+    stopping.await.unwrap().expect("clean stop");
+    assert!(
+        tokio::net::TcpStream::connect(webhook).await.is_err(),
+        "stopped listening"
+    );
+}
+
+#[test]
+fn zero_durations_are_refused_at_startup() {
+    for flag in [
+        "--tls-reload-interval",
+        "--request-timeout",
+        "--shutdown-timeout",
+    ] {
+        let e = ServerArgs::try_parse_from(["server", flag, "0s"]).expect_err("zero refused");
+        assert!(e.to_string().contains("greater than zero"), "{flag}: {e}");
+    }
+    assert!(ServerArgs::try_parse_from(["server", "--shutdown-delay", "0s"]).is_ok());
 }

@@ -1,6 +1,7 @@
 //! Accept loop with graceful shutdown: stop accepting, let in-flight requests finish, close
 //! idle keep-alive connections (the apiserver keeps them open), all within a bound.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -9,7 +10,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// A TLS handshake that takes longer than this is dropped.
@@ -22,23 +23,50 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-/// Serves `router` on `listener` until `stop` turns true, then drains for at most `grace`.
-/// Returns false when connections were still open at the deadline.
+/// Bounds on one listener.
+pub struct Limits {
+    /// Time in-flight requests get after the stop signal.
+    pub grace: Duration,
+    /// Connections served at once; the accept loop waits for a free slot.
+    pub max_connections: usize,
+}
+
+/// Concurrent requests on one HTTP/2 connection: each may buffer a review body, so the
+/// default of 200 would let one client pin 800 MiB.
+const H2_MAX_STREAMS: u32 = 16;
+/// HTTP/2 connections are pinged when idle and dropped when the peer stops answering.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// Serves `router` on `listener` until `stop` turns true, then drains for at most
+/// `limits.grace`. Returns false when connections were still open at the deadline.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
     mut stop: watch::Receiver<bool>,
-    grace: Duration,
+    limits: Limits,
 ) -> bool {
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .keep_alive_interval(H2_KEEPALIVE)
+        .keep_alive_timeout(HEADER_TIMEOUT);
     loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = stopped(&mut stop) => break,
+        };
         let (tcp, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -57,6 +85,7 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 Some(acceptor) => {
                     let stream =
@@ -79,7 +108,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tokio::time::timeout(grace, graceful.shutdown())
+    tokio::time::timeout(limits.grace, graceful.shutdown())
         .await
         .is_ok()
 }

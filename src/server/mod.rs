@@ -120,7 +120,10 @@ impl Server {
             Some(acceptor),
             webhook_router,
             stop_rx,
-            grace,
+            listener::Limits {
+                grace,
+                max_connections: args.max_connections,
+            },
         ));
         // The admin listener outlives the drain, so probes see "not ready" instead of a refusal.
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -129,14 +132,21 @@ impl Server {
             None,
             routes::admin(state.clone()),
             admin_stop_rx,
-            grace,
+            listener::Limits {
+                grace,
+                max_connections: 64,
+            },
         ));
         state.ready.store(true, Ordering::Relaxed);
         tracing::info!(webhook = %webhook_addr, admin = %admin_addr, "serving");
 
         shutdown.await;
-        tracing::info!("shutting down: no new connections, draining in-flight reviews");
         state.ready.store(false, Ordering::Relaxed);
+        if !args.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?args.shutdown_delay, "shutting down: not ready, still serving while endpoints update");
+            tokio::time::sleep(args.shutdown_delay).await;
+        }
+        tracing::info!("shutting down: no new connections, draining in-flight reviews");
         let _ = stop_tx.send(true);
         reloader.abort();
         let drained = webhook_task.await.unwrap_or(false);

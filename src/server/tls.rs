@@ -180,6 +180,9 @@ pub struct Generated {
 }
 
 const CA_NAME: &str = "runsecrets local CA";
+/// Lifetime of a generated serving certificate, and how long before expiry it is reissued.
+const SERVING_LIFETIME: time::Duration = time::Duration::days(397);
+const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 
 fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -208,8 +211,8 @@ pub fn ensure_generated(data_dir: &Path, sans: &[String]) -> Result<Generated, T
         },
     };
     let ca_key_path = dir.join("ca.key");
-    let sans_path = dir.join("tls.sans");
-    let wanted_sans = sans.join("\n");
+    // What the serving certificate was issued for: its expiry, then one name per line.
+    let meta_path = dir.join("tls.meta");
     fs::create_dir_all(&dir).map_err(|source| TlsError::Write {
         path: dir.clone(),
         source,
@@ -222,12 +225,21 @@ pub fn ensure_generated(data_dir: &Path, sans: &[String]) -> Result<Generated, T
             let ca = ca_params()?.self_signed(&key)?;
             write_file(&ca_key_path, key.serialize_pem().as_bytes(), true)?;
             write_file(&files.ca, ca.pem().as_bytes(), false)?;
-            let _ = fs::remove_file(&sans_path);
+            let _ = fs::remove_file(&meta_path);
             key
         }
     };
-    let current = read(&sans_path).filter(|_| files.pair.cert.exists() && files.pair.key.exists());
-    if current.as_deref() != Some(wanted_sans.as_str()) || load_pair(&files.pair).is_err() {
+    let now = time::OffsetDateTime::now_utc();
+    let fresh = read(&meta_path)
+        .filter(|_| files.pair.cert.exists() && files.pair.key.exists())
+        .and_then(|meta| {
+            let (expiry, names) = meta.split_once('\n').unwrap_or((meta.as_str(), ""));
+            let expiry = expiry.strip_prefix("not_after=")?.parse::<i64>().ok()?;
+            let renew_at = expiry - RENEW_BEFORE.whole_seconds();
+            (names == sans.join("\n") && now.unix_timestamp() < renew_at).then_some(())
+        })
+        .is_some();
+    if !fresh || load_pair(&files.pair).is_err() {
         let issuer = Issuer::new(ca_params()?, &ca_key);
         let mut params = CertificateParams::new(sans.to_vec())?;
         params
@@ -235,9 +247,8 @@ pub fn ensure_generated(data_dir: &Path, sans: &[String]) -> Result<Generated, T
             .push(DnType::CommonName, "runsecrets");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(825);
+        params.not_after = now + SERVING_LIFETIME;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let cert = params.signed_by(&key, &issuer)?;
         let chain = format!(
@@ -245,27 +256,39 @@ pub fn ensure_generated(data_dir: &Path, sans: &[String]) -> Result<Generated, T
             cert.pem(),
             fs::read_to_string(&files.ca).unwrap_or_default()
         );
+        let meta = format!(
+            "not_after={}\n{}",
+            params.not_after.unix_timestamp(),
+            sans.join("\n")
+        );
         write_file(&files.pair.key, key.serialize_pem().as_bytes(), true)?;
         write_file(&files.pair.cert, chain.as_bytes(), false)?;
-        write_file(&sans_path, wanted_sans.as_bytes(), false)?;
+        write_file(&meta_path, meta.as_bytes(), false)?;
     }
     Ok(files)
 }
 
-/// Writes through a temporary file and a rename, so a reader never sees half a PEM file.
+/// Writes through a temporary file and a rename, so a reader never sees half a PEM file. The
+/// temporary file is created fresh (never reused) with its final permissions.
 fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let err = |source| TlsError::Write {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("tmp");
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&tmp).map_err(err)?;
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let _ = fs::remove_file(&tmp);
+    let mode = if private { 0o600 } else { 0o644 };
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(err)?;
     file.write_all(bytes).map_err(err)?;
     file.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)

@@ -22,6 +22,10 @@ pub fn init_crypto() {
 }
 
 pub fn connector(ca_pem: &[u8]) -> TlsConnector {
+    connector_with_alpn(ca_pem, b"http/1.1")
+}
+
+pub fn connector_with_alpn(ca_pem: &[u8], alpn: &[u8]) -> TlsConnector {
     init_crypto();
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
@@ -30,7 +34,7 @@ pub fn connector(ca_pem: &[u8]) -> TlsConnector {
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     TlsConnector::from(Arc::new(config))
 }
 
@@ -125,4 +129,44 @@ pub async fn plain_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .expect("body")
         .to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// One HTTP/2 request over a fresh TLS connection that negotiated `h2`, as the apiserver does.
+pub async fn h2_post(addr: SocketAddr, ca_pem: &[u8], path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let stream = connector_with_alpn(ca_pem, b"h2")
+        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .expect("TLS handshake");
+    assert_eq!(
+        stream.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "server offers h2"
+    );
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri(format!("https://localhost{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let response = sender
+        .send_request(request)
+        .await
+        .expect("answered over h2");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    (status, body)
 }
