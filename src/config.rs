@@ -52,6 +52,10 @@ pub struct ServerArgs {
     /// webhook entry for namespaces without the runsecrets.io/audit label.
     #[arg(long, env = "RUNSECRETS_DEFAULT_AUDIT", default_value = "baseline")]
     pub default_audit: Level,
+    /// Honour the per-object runsecrets.io/allow-env annotation (exemptions are recorded in
+    /// the audit log). `false` makes exemptions an administrator's decision only.
+    #[arg(long, env = "RUNSECRETS_ALLOW_ENV_EXEMPTIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_env_exemptions: bool,
     /// Largest accepted review body; the apiserver sends at most about 3 MiB.
     #[arg(long, env = "RUNSECRETS_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -508,6 +508,23 @@ fn exempted_variables_are_allowed_and_recorded_for_audit() {
 }
 
 #[test]
+fn exemptions_can_be_switched_off_cluster_wide() {
+    let mut request = fixture("pod-env-literals.json");
+    request["request"]["object"]["metadata"]["annotations"]["runsecrets.io/allow-env"] =
+        "PGPASSWORD".into();
+    let body = serde_json::to_vec(&request).unwrap();
+    let options = runsecrets::admission::Options {
+        allow_env_exemptions: false,
+    };
+    let answer = runsecrets::admission::review_with(ENFORCE_BASELINE, options, &body).unwrap();
+    let r = response(&answer.body, &request);
+    assert!(r["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("env PGPASSWORD"));
+}
+
+#[test]
 fn level_off_and_deletes_are_allowed_without_findings() {
     let r = answer(
         Endpoint::Validate(Levels::default()),

@@ -136,14 +136,36 @@ impl Outcome {
     }
 }
 
-/// Answers one AdmissionReview body.
+/// Cluster-wide choices that change how reviews are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Whether the per-object `runsecrets.io/allow-env` annotation exempts variables. An
+    /// exemption is the object author's own call; clusters that want exemptions to be an
+    /// administrator's decision turn this off.
+    pub allow_env_exemptions: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            allow_env_exemptions: true,
+        }
+    }
+}
+
+/// Answers one AdmissionReview body with the default [`Options`].
 pub fn review(endpoint: Endpoint, body: &[u8]) -> Result<Answer, BadReview> {
+    review_with(endpoint, Options::default(), body)
+}
+
+/// Answers one AdmissionReview body.
+pub fn review_with(endpoint: Endpoint, options: Options, body: &[u8]) -> Result<Answer, BadReview> {
     let review: wire::Review =
         serde_json::from_slice(body).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
     let request = review.request.ok_or(BadReview::NoRequest)?;
     let outcome = match endpoint {
         Endpoint::Mutate => answer_mutate(&request),
-        Endpoint::Validate(levels) => answer_validate(&request, levels),
+        Endpoint::Validate(levels) => answer_validate(&request, levels, options),
     };
     let decision = outcome.decision;
     let response = to_response(request.uid.clone(), outcome)
@@ -251,17 +273,18 @@ fn same_template(old: &workload::Object, new: &workload::Object) -> bool {
     without_ephemeral(old) == without_ephemeral(new)
 }
 
-fn findings(object: &workload::Object, level: policy::Level) -> Option<Findings> {
+fn findings(object: &workload::Object, level: policy::Level, options: Options) -> Option<Findings> {
     let t = object.template.as_ref()?;
-    let allowed = policy::parse_allowed(
-        t.annotations
-            .as_ref()
-            .and_then(|a| a.get(spec::ALLOW_ENV_ANNOTATION)),
-    );
+    let exemptions = t
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(spec::ALLOW_ENV_ANNOTATION))
+        .filter(|_| options.allow_env_exemptions);
+    let allowed = policy::parse_allowed(exemptions);
     Some(policy::check_spec(&t.spec, level, &allowed))
 }
 
-fn answer_validate(request: &wire::Request, levels: Levels) -> Outcome {
+fn answer_validate(request: &wire::Request, levels: Levels, options: Options) -> Outcome {
     let checked = matches!(request.operation, Operation::Create | Operation::Update)
         && matches!(
             request.sub_resource.as_deref(),
@@ -279,7 +302,7 @@ fn answer_validate(request: &wire::Request, levels: Levels) -> Outcome {
         Err(_) if levels.enforce == policy::Level::Off => return Outcome::allow("unreadable"),
         Err(e) => return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string())),
     };
-    let Some((mut found, mut exempted)) = findings(&object, levels.max()) else {
+    let Some((mut found, mut exempted)) = findings(&object, levels.max(), options) else {
         return Outcome::allow("not-applicable");
     };
     // Pod Security Admission's rule for updates: when the pod template is unchanged apart from
@@ -288,7 +311,7 @@ fn answer_validate(request: &wire::Request, levels: Levels) -> Outcome {
     if let (Operation::Update, Some(old)) = (&request.operation, request.old_object()) {
         let old = read(request, old).ok().flatten();
         if let Some(old) = old.filter(|old| same_template(old, &object)) {
-            if let Some((old_found, old_exempted)) = findings(&old, levels.max()) {
+            if let Some((old_found, old_exempted)) = findings(&old, levels.max(), options) {
                 let old_found: HashSet<&policy::Finding> = old_found.iter().collect();
                 let old_exempted: HashSet<&policy::Finding> = old_exempted.iter().collect();
                 found.retain(|f| !old_found.contains(f));

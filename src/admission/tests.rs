@@ -134,43 +134,27 @@ fn a_mount_at_an_absolute_target_or_over_a_target_is_a_conflict() {
         spec::SECRETS_ANNOTATION,
         "source=tok,target=/etc/app/token;db",
     )]);
-    let doc = pod(
-        &declared,
-        app(json!([{"name": "cfg", "mountPath": "/etc/app/token"}])),
-    );
-    let denial = run(&doc).expect_err("conflict");
-    assert!(
-        denial
-            .message
-            .contains("overlaps the target of secret \"tok\""),
-        "{}",
-        denial.message
-    );
-    let doc = pod(
-        &declared,
-        app(json!([{"name": "cfg", "mountPath": "/etc/app"}])),
-    );
-    let denial = run(&doc).expect_err("a parent directory mount hides the file");
-    assert!(
-        denial
-            .message
-            .contains("overlaps the target of secret \"tok\""),
-        "{}",
-        denial.message
-    );
-
-    let doc = pod(
-        &declared,
-        app(json!([{"name": "cfg", "mountPath": "/run/secrets/db"}])),
-    );
-    let denial = run(&doc).expect_err("conflict");
-    assert!(
-        denial
-            .message
-            .contains("shares the directory \"db\" with the target of secret \"db\""),
-        "{}",
-        denial.message
-    );
+    for (mount_path, needle) in [
+        ("/etc/app/token", "overlaps the target of secret \"tok\""),
+        // A directory mount above the file would hide it.
+        ("/etc/app", "overlaps the target of secret \"tok\""),
+        (
+            "/run/secrets/db",
+            "shares the directory \"db\" with the target of secret \"db\"",
+        ),
+    ] {
+        let doc = pod(
+            &declared,
+            app(json!([{"name": "cfg", "mountPath": mount_path}])),
+        );
+        let denial = run(&doc).expect_err("conflict");
+        assert_eq!(denial.reason, DenyReason::Conflict);
+        assert!(
+            denial.message.contains(needle),
+            "{mount_path}: {}",
+            denial.message
+        );
+    }
 }
 
 #[test]

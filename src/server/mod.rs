@@ -78,6 +78,9 @@ impl Server {
         let state = AppState {
             metrics: Arc::new(Metrics::default()),
             defaults: args.default_levels(),
+            options: crate::admission::Options {
+                allow_env_exemptions: args.allow_env_exemptions,
+            },
             ready: Arc::new(AtomicBool::new(false)),
         };
         Ok(Self {

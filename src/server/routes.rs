@@ -21,6 +21,7 @@ use crate::policy::{Level, Levels, Mode};
 pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub defaults: Levels,
+    pub options: admission::Options,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -114,10 +115,13 @@ const INLINE_BODY_MAX: usize = 64 * 1024;
 
 async fn answer(state: &AppState, name: &'static str, endpoint: Endpoint, body: Bytes) -> Response {
     let started = Instant::now();
+    let options = state.options;
     let result = if body.len() <= INLINE_BODY_MAX {
-        admission::review(endpoint, &body)
+        admission::review_with(endpoint, options, &body)
     } else {
-        match tokio::task::spawn_blocking(move || admission::review(endpoint, &body)).await {
+        match tokio::task::spawn_blocking(move || admission::review_with(endpoint, options, &body))
+            .await
+        {
             Ok(result) => result,
             Err(_) => {
                 return (StatusCode::INTERNAL_SERVER_ERROR, "review failed\n").into_response()
