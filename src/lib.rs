@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod offline;
 pub mod policy;
+pub mod seal;
 pub mod server;
 pub mod spec;
 pub mod telemetry;
