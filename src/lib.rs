@@ -10,4 +10,5 @@ pub mod policy;
 pub mod seal;
 pub mod server;
 pub mod spec;
+pub mod store;
 pub mod telemetry;

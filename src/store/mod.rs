@@ -1,0 +1,187 @@
+//! Where sealed secrets live. One trait, so the CLI and the server work the same against the
+//! embedded file store (a single machine, development) and, later, the Kubernetes API.
+//! Records hold ciphertext only: no plaintext and no digest of it (a hash of a low-entropy
+//! password can be brute-forced); the digest is of the ciphertext.
+
+mod file;
+
+pub use file::FileStore;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::seal;
+use crate::spec;
+
+/// Swarm's limit: a secret is at most 500 KiB, and not empty.
+pub const MAX_SECRET_BYTES: usize = 500 * 1024;
+
+/// The immutable part of a secret, as the `RunSecret` resource's spec will carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSpec {
+    /// Base64 of the sealed envelope.
+    pub ciphertext: String,
+    pub key_id: String,
+    /// Plaintext length in bytes.
+    pub size: u64,
+    /// `sha256:` of the envelope bytes.
+    pub digest: String,
+    /// When set, only pods running as one of these service accounts receive the secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+}
+
+/// A stored secret: identity, labels (the only mutable part, as in Swarm) and spec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRecord {
+    pub namespace: String,
+    pub name: String,
+    /// Swarm-style id: 25 lowercase hex digits derived from namespace, name and ciphertext.
+    pub id: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub created: String,
+    pub updated: String,
+    pub spec: SecretSpec,
+}
+
+/// A store failure; names the step and the secret, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("secret {namespace}/{name} already exists")]
+    AlreadyExists { namespace: String, name: String },
+    #[error("invalid namespace {0:?}: use 1-63 of [a-z0-9-], alphanumeric at both ends")]
+    Namespace(String),
+    #[error("invalid secret name: {0}")]
+    Name(String),
+    #[error("secret data must be more than 0 and less than 500 KiB (got {0} bytes)")]
+    Size(usize),
+    #[error("sealing: {0}")]
+    Seal(#[from] seal::SealError),
+    #[error("{step} {path}: {source}")]
+    Io {
+        step: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a readable secret record")]
+    Corrupt { path: String },
+}
+
+/// Checks a namespace name (DNS-1123 label), which also keeps it a single path component.
+pub fn check_namespace(namespace: &str) -> Result<(), StoreError> {
+    let b = namespace.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Namespace(namespace.chars().take(80).collect()))
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl SecretRecord {
+    /// Seals `plaintext` with the newest public key into a new record, checking Swarm's name
+    /// and size rules first.
+    pub fn seal(
+        keys: &seal::PublicKeys,
+        namespace: &str,
+        name: &str,
+        plaintext: &[u8],
+        labels: BTreeMap<String, String>,
+        service_accounts: Vec<String>,
+    ) -> Result<Self, StoreError> {
+        use base64::Engine;
+        check_namespace(namespace)?;
+        spec::check_name(name).map_err(StoreError::Name)?;
+        if plaintext.is_empty() || plaintext.len() >= MAX_SECRET_BYTES {
+            return Err(StoreError::Size(plaintext.len()));
+        }
+        let key = keys.newest()?;
+        let envelope = seal::seal(key, namespace, name, plaintext)?;
+        let digest = Sha256::digest(&envelope);
+        let mut idh = Sha256::new();
+        idh.update(namespace.as_bytes());
+        idh.update([0]);
+        idh.update(name.as_bytes());
+        idh.update([0]);
+        idh.update(digest);
+        let now = now_rfc3339();
+        Ok(Self {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            id: hex(&idh.finalize())[..25].to_string(),
+            labels,
+            created: now.clone(),
+            updated: now,
+            spec: SecretSpec {
+                ciphertext: base64::engine::general_purpose::STANDARD.encode(&envelope),
+                key_id: key.id.clone(),
+                size: plaintext.len() as u64,
+                digest: format!("sha256:{}", hex(&digest)),
+                service_accounts,
+            },
+        })
+    }
+
+    /// The envelope bytes, checked against the recorded digest.
+    pub fn envelope(&self) -> Result<Vec<u8>, StoreError> {
+        use base64::Engine;
+        let corrupt = || StoreError::Corrupt {
+            path: format!("{}/{}", self.namespace, self.name),
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.spec.ciphertext)
+            .map_err(|_| corrupt())?;
+        if format!("sha256:{}", hex(&Sha256::digest(&bytes))) != self.spec.digest {
+            return Err(corrupt());
+        }
+        Ok(bytes)
+    }
+
+    /// Opens the secret with the keyring; the value is zeroized when dropped.
+    pub fn unseal(
+        &self,
+        keyring: &seal::Keyring,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
+        Ok(seal::open(
+            keyring,
+            &self.namespace,
+            &self.name,
+            &self.envelope()?,
+        )?)
+    }
+}
+
+/// The operations the CLI and the server need from a backend.
+pub trait Store {
+    /// Creates a secret; an existing name is an error (secrets are immutable).
+    fn create(&self, record: &SecretRecord) -> Result<(), StoreError>;
+    fn get(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>, StoreError>;
+    /// Every secret of a namespace, or of all namespaces, sorted by namespace and name.
+    fn list(&self, namespace: Option<&str>) -> Result<Vec<SecretRecord>, StoreError>;
+    /// Removes a secret; false when it did not exist.
+    fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
+}
+
+#[cfg(test)]
+mod tests;
