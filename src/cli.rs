@@ -34,6 +34,120 @@ pub enum Command {
     Review(ReviewArgs),
     /// Check manifests for credentials in env; exit 1 on findings, 2 on unreadable input.
     Scan(ScanArgs),
+    /// Swarm's `docker secret` verbs: create, ls, inspect, rm.
+    Secret(SecretCommand),
+    /// Seal a secret offline: prints a RunSecret manifest, safe to commit and kubectl apply.
+    Seal(SealArgs),
+    /// Print the RunSecret CustomResourceDefinition (YAML).
+    Crd,
+}
+
+/// Where secrets are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded file store in a data directory.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for StoreLocation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("file:") {
+            Some(dir) if !dir.is_empty() => Ok(StoreLocation::File(PathBuf::from(dir))),
+            _ => Err(format!(
+                "unknown store {s:?}: use file:DIR (the Kubernetes store is not available yet)"
+            )),
+        }
+    }
+}
+
+/// Which store and namespace a verb works on.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Secret store: file:DIR (the embedded store, shared with `runsecrets server`).
+    #[arg(
+        long,
+        env = "RUNSECRETS_STORE",
+        default_value = "file:./runsecrets-data",
+        global = true
+    )]
+    pub store: StoreLocation,
+    /// Namespace of the secrets.
+    #[arg(
+        short = 'n',
+        long,
+        env = "RUNSECRETS_NAMESPACE",
+        default_value = "default",
+        global = true
+    )]
+    pub namespace: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SecretCommand {
+    #[command(flatten)]
+    pub target: StoreArgs,
+    #[command(subcommand)]
+    pub verb: SecretVerb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretVerb {
+    /// Create a secret from a file or standard input; prints its id.
+    Create {
+        /// Secret label (KEY=VALUE), repeatable.
+        #[arg(short = 'l', long = "label")]
+        labels: Vec<String>,
+        /// Only pods running as this service account receive the secret (repeatable).
+        #[arg(long = "service-account")]
+        service_accounts: Vec<String>,
+        name: String,
+        #[arg(value_name = "FILE|-")]
+        file: PathBuf,
+    },
+    /// List secrets.
+    Ls {
+        /// Only display ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Filter: name=PREFIX, id=PREFIX, label=KEY or label=KEY=VALUE (repeatable).
+        #[arg(short, long = "filter")]
+        filters: Vec<crate::secrets::Filter>,
+        /// `json`, or a template such as '{{.ID}}\t{{.Name}}'.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Show secrets' metadata (never the value).
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Human-readable output.
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Remove secrets.
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub target: StoreArgs,
+    /// Public-key file (`{"keys": [...]}`); without it, the keyring of --store is used.
+    #[arg(long, env = "RUNSECRETS_KEY")]
+    pub key: Option<PathBuf>,
+    /// Secret label (KEY=VALUE), repeatable.
+    #[arg(short = 'l', long = "label")]
+    pub labels: Vec<String>,
+    /// Only pods running as this service account receive the secret (repeatable).
+    #[arg(long = "service-account")]
+    pub service_accounts: Vec<String>,
+    pub name: String,
+    #[arg(value_name = "FILE|-")]
+    pub file: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod offline;
 pub mod policy;
 pub mod seal;
+pub mod secrets;
 pub mod server;
 pub mod spec;
 pub mod store;

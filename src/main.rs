@@ -3,11 +3,16 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use runsecrets::cli::{Cli, Command, ReviewArgs, ScanArgs};
+use runsecrets::cli::{
+    Cli, Command, ReviewArgs, ScanArgs, SealArgs, SecretCommand, SecretVerb, StoreLocation,
+};
 use runsecrets::config::ServerArgs;
 use runsecrets::offline::{self, OutputFormat, ReviewOutput};
+use runsecrets::secrets::{self, LsFormat};
 use runsecrets::server::Server;
+use runsecrets::store::FileStore;
 use runsecrets::telemetry;
+use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -16,6 +21,12 @@ fn main() -> ExitCode {
         Command::Server(args) => server(*args).map(|()| ExitCode::SUCCESS),
         Command::Review(args) => review(&args),
         Command::Scan(args) => Ok(scan(&args)),
+        Command::Secret(args) => Ok(docker_style(secret(args))),
+        Command::Seal(args) => Ok(docker_style(seal(args))),
+        Command::Crd => {
+            print!("{}", runsecrets::store::resource::crd_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -103,4 +114,92 @@ fn scan(args: &ScanArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Prints the verb's output, or `Error: …` and exit 1, as the docker CLI does.
+fn docker_style(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Reads secret data from a file or standard input into a buffer zeroized on drop.
+fn read_data(path: &std::path::Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    use std::io::Read;
+    let mut data = Zeroizing::new(Vec::new());
+    if path == std::path::Path::new("-") {
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading standard input")?;
+    } else {
+        let mut file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        file.read_to_end(&mut data)
+            .with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(data)
+}
+
+fn secret(args: SecretCommand) -> anyhow::Result<String> {
+    let StoreLocation::File(dir) = &args.target.store;
+    let store = FileStore::open(dir)?;
+    let ns = &args.target.namespace;
+    Ok(match args.verb {
+        SecretVerb::Create {
+            labels,
+            service_accounts,
+            name,
+            file,
+        } => {
+            let labels = secrets::parse_labels(&labels).map_err(anyhow::Error::msg)?;
+            let data = read_data(&file)?;
+            let keys = secrets::load_or_create_keyring(dir)?.public_keys()?;
+            let id = secrets::create(&store, &keys, ns, &name, data, labels, service_accounts)?;
+            format!("{id}\n")
+        }
+        SecretVerb::Ls {
+            quiet,
+            filters,
+            format,
+        } => {
+            let format = match (quiet, format.as_deref()) {
+                (true, _) => LsFormat::Quiet,
+                (false, Some("json")) => LsFormat::Json,
+                (false, Some(t)) => LsFormat::Template(t.to_string()),
+                (false, None) => LsFormat::Table,
+            };
+            secrets::ls(&store, ns, &filters, &format)?
+        }
+        SecretVerb::Inspect { names, pretty } => {
+            secrets::inspect(&store, ns, &names, pretty)? + "\n"
+        }
+        SecretVerb::Rm { names } => secrets::rm(&store, ns, &names)?,
+    })
+}
+
+fn seal(args: SealArgs) -> anyhow::Result<String> {
+    let labels = secrets::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
+    let keys = match &args.key {
+        Some(path) => secrets::public_keys_from_file(path)?,
+        None => {
+            let StoreLocation::File(dir) = &args.target.store;
+            secrets::load_or_create_keyring(dir)?.public_keys()?
+        }
+    };
+    let data = read_data(&args.file)?;
+    Ok(secrets::seal_manifest(
+        &keys,
+        &args.target.namespace,
+        &args.name,
+        data,
+        labels,
+        args.service_accounts,
+    )?)
 }

@@ -9,7 +9,7 @@ use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{check_namespace, SecretRecord, Store, StoreError};
+use super::{check_namespace, io_error, SecretRecord, Store, StoreError};
 use crate::spec;
 
 /// The file backend rooted at a data directory.
@@ -20,19 +20,11 @@ pub struct FileStore {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn io<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        step,
-        path: path.display().to_string(),
-        source,
-    }
-}
-
 impl FileStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         let root = data_dir.join("secrets");
-        fs::create_dir_all(&root).map_err(io("creating", &root))?;
+        fs::create_dir_all(&root).map_err(io_error("creating", &root))?;
         Ok(Self { root })
     }
 
@@ -42,7 +34,7 @@ impl FileStore {
     }
 
     fn path(&self, namespace: &str, name: &str) -> Result<PathBuf, StoreError> {
-        spec::check_name(name).map_err(StoreError::Name)?;
+        spec::check_name(name).map_err(|_| StoreError::Name)?;
         Ok(self.namespace_dir(namespace)?.join(format!("{name}.json")))
     }
 
@@ -56,7 +48,7 @@ impl FileStore {
                     })
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("reading", path)(e)),
+            Err(e) => Err(io_error("reading", path)(e)),
         }
     }
 
@@ -64,10 +56,10 @@ impl FileStore {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io("listing", dir)(e)),
+            Err(e) => return Err(io_error("listing", dir)(e)),
         };
         for entry in entries {
-            let path = entry.map_err(io("listing", dir))?.path();
+            let path = entry.map_err(io_error("listing", dir))?.path();
             let file_name = path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -87,14 +79,14 @@ impl FileStore {
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io("syncing", dir))
+        .map_err(io_error("syncing", dir))
 }
 
 impl Store for FileStore {
     fn create(&self, record: &SecretRecord) -> Result<(), StoreError> {
         let path = self.path(&record.namespace, &record.name)?;
         let dir = self.namespace_dir(&record.namespace)?;
-        fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
         let tmp = dir.join(format!(
             ".tmp-{}-{}-{}",
             record.name,
@@ -109,16 +101,16 @@ impl Store for FileStore {
                 .write(true)
                 .create_new(true)
                 .open(&tmp)
-                .map_err(io("creating", &tmp))?;
-            file.write_all(&bytes).map_err(io("writing", &tmp))?;
-            file.sync_all().map_err(io("syncing", &tmp))?;
+                .map_err(io_error("creating", &tmp))?;
+            file.write_all(&bytes).map_err(io_error("writing", &tmp))?;
+            file.sync_all().map_err(io_error("syncing", &tmp))?;
             match fs::hard_link(&tmp, &path) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StoreError::AlreadyExists {
                     namespace: record.namespace.clone(),
                     name: record.name.clone(),
                 }),
-                Err(e) => Err(io("publishing", &path)(e)),
+                Err(e) => Err(io_error("publishing", &path)(e)),
             }
         };
         let result = write();
@@ -136,9 +128,9 @@ impl Store for FileStore {
         match namespace {
             Some(ns) => Self::read_namespace(&self.namespace_dir(ns)?, &mut out)?,
             None => {
-                let entries = fs::read_dir(&self.root).map_err(io("listing", &self.root))?;
+                let entries = fs::read_dir(&self.root).map_err(io_error("listing", &self.root))?;
                 for entry in entries {
-                    let entry = entry.map_err(io("listing", &self.root))?;
+                    let entry = entry.map_err(io_error("listing", &self.root))?;
                     let name = entry.file_name();
                     if name.to_str().is_some_and(|n| check_namespace(n).is_ok()) {
                         Self::read_namespace(&entry.path(), &mut out)?;
@@ -158,7 +150,7 @@ impl Store for FileStore {
                 Ok(true)
             }
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io("removing", &path)(e)),
+            Err(e) => Err(io_error("removing", &path)(e)),
         }
     }
 }

@@ -4,8 +4,10 @@
 //! password can be brute-forced); the digest is of the ciphertext.
 
 mod file;
+pub mod resource;
 
 pub use file::FileStore;
+pub use resource::{object_name, RunSecret, RunSecretSpec};
 
 use std::collections::BTreeMap;
 
@@ -18,21 +20,8 @@ use crate::spec;
 /// Swarm's limit: a secret is at most 500 KiB, and not empty.
 pub const MAX_SECRET_BYTES: usize = 500 * 1024;
 
-/// The immutable part of a secret, as the `RunSecret` resource's spec will carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SecretSpec {
-    /// Base64 of the sealed envelope.
-    pub ciphertext: String,
-    pub key_id: String,
-    /// Plaintext length in bytes.
-    pub size: u64,
-    /// `sha256:` of the envelope bytes.
-    pub digest: String,
-    /// When set, only pods running as one of these service accounts receive the secret.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub service_accounts: Vec<String>,
-}
+/// The immutable part of a stored secret: the `RunSecret` spec.
+pub type SecretSpec = RunSecretSpec;
 
 /// A stored secret: identity, labels (the only mutable part, as in Swarm) and spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,10 +46,13 @@ pub enum StoreError {
     AlreadyExists { namespace: String, name: String },
     #[error("invalid namespace {0:?}: use 1-63 of [a-z0-9-], alphanumeric at both ends")]
     Namespace(String),
-    #[error("invalid secret name: {0}")]
-    Name(String),
-    #[error("secret data must be more than 0 and less than 500 KiB (got {0} bytes)")]
+    /// Swarm's own wording.
+    #[error("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]")]
+    Name,
+    #[error("secret data must be larger than 0 and less than 512000 bytes (got {0})")]
     Size(usize),
+    #[error("No such secret: {0}")]
+    NotFound(String),
     #[error("sealing: {0}")]
     Seal(#[from] seal::SealError),
     #[error("{step} {path}: {source}")]
@@ -71,6 +63,18 @@ pub enum StoreError {
     },
     #[error("{path} is not a readable secret record")]
     Corrupt { path: String },
+}
+
+/// Wraps an I/O error with the step and the path it happened on.
+pub(crate) fn io_error<'a>(
+    step: &'static str,
+    path: &'a std::path::Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        step,
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Checks a namespace name (DNS-1123 label), which also keeps it a single path component.
@@ -112,7 +116,7 @@ impl SecretRecord {
     ) -> Result<Self, StoreError> {
         use base64::Engine;
         check_namespace(namespace)?;
-        spec::check_name(name).map_err(StoreError::Name)?;
+        spec::check_name(name).map_err(|_| StoreError::Name)?;
         if plaintext.is_empty() || plaintext.len() >= MAX_SECRET_BYTES {
             return Err(StoreError::Size(plaintext.len()));
         }
@@ -134,9 +138,11 @@ impl SecretRecord {
             created: now.clone(),
             updated: now,
             spec: SecretSpec {
+                name: name.to_string(),
                 ciphertext: base64::engine::general_purpose::STANDARD.encode(&envelope),
                 key_id: key.id.clone(),
-                size: plaintext.len() as u64,
+                size: i64::try_from(plaintext.len())
+                    .map_err(|_| StoreError::Size(plaintext.len()))?,
                 digest: format!("sha256:{}", hex(&digest)),
                 service_accounts,
             },

@@ -50,7 +50,7 @@ fn create_list_get_unseal_and_nothing_in_plaintext_on_disk() {
         .get("shop", "db_password")
         .expect("reads")
         .expect("exists");
-    assert_eq!(got.spec.size, VALUE.len() as u64);
+    assert_eq!(got.spec.size, VALUE.len() as i64);
     assert_eq!(got.unseal(&ring).expect("opens").as_slice(), VALUE);
     assert!(store.get("shop", "missing").expect("reads").is_none());
 
