@@ -33,6 +33,9 @@ RESULTS="$WORK/results.jsonl"
 cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+# The fixture's pod declares shop/mysql_root_password: store it, as a user would first.
+printf 'bench-root-password' | "$BIN" secret create --store "file:$WORK/data" -n shop mysql_root_password - >/dev/null
+
 RUST_LOG=warn taskset -c 0 "$BIN" server --listen "127.0.0.1:$PORT" \
   --admin-listen "127.0.0.1:$ADMIN_PORT" --data-dir "$WORK/data" &
 PID=$!
@@ -41,6 +44,10 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 sleep 1
+# HTTP 200 is also how a denial arrives: make sure the measured answer is the injection.
+curl -fsSk -H 'Content-Type: application/json' --data-binary @"$FIXTURE" \
+  "https://127.0.0.1:$PORT/mutate" | grep -q '"patchType":"JSONPatch"' \
+  || { echo "load.sh: /mutate does not inject for $FIXTURE" >&2; exit 1; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 echo "{\"kind\": \"rss_idle_kib\", \"value\": $(rss_kib)}" >> "$RESULTS"
 

@@ -56,6 +56,14 @@ pub struct ServerArgs {
     /// the audit log). `false` makes exemptions an administrator's decision only.
     #[arg(long, env = "RUNSECRETS_ALLOW_ENV_EXEMPTIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_env_exemptions: bool,
+    /// Secret store the webhook checks declared secrets against: file:DIR, or none (no
+    /// existence check). Default: the file store in --data-dir.
+    #[arg(long, env = "RUNSECRETS_STORE")]
+    pub store: Option<StoreChoice>,
+    /// When the store cannot be read: deny pods that declare secrets (fail closed) or allow
+    /// them without the existence check.
+    #[arg(long, env = "RUNSECRETS_STORE_UNAVAILABLE", default_value = "deny")]
+    pub store_unavailable: UnavailablePolicy,
     /// Largest accepted review body; the apiserver sends at most about 3 MiB.
     #[arg(long, env = "RUNSECRETS_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -74,7 +82,43 @@ pub struct ServerArgs {
     pub max_connections: usize,
 }
 
+/// The server's `--store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    File(PathBuf),
+    None,
+}
+
+impl std::str::FromStr for StoreChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match (s, s.strip_prefix("file:")) {
+            ("none", _) => Ok(StoreChoice::None),
+            (_, Some(dir)) if !dir.is_empty() => Ok(StoreChoice::File(PathBuf::from(dir))),
+            _ => Err(format!(
+                "unknown store {s:?}: use file:DIR or none (the Kubernetes store is not available yet)"
+            )),
+        }
+    }
+}
+
+/// What the webhook does when the store cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnavailablePolicy {
+    Deny,
+    Allow,
+}
+
 impl ServerArgs {
+    /// The store the webhook checks against, if any.
+    pub fn store_dir(&self) -> Option<PathBuf> {
+        match &self.store {
+            None => Some(self.data_dir.clone()),
+            Some(StoreChoice::File(dir)) => Some(dir.clone()),
+            Some(StoreChoice::None) => None,
+        }
+    }
+
     pub fn default_levels(&self) -> Levels {
         Levels {
             enforce: self.default_enforce,

@@ -513,10 +513,14 @@ fn exemptions_can_be_switched_off_cluster_wide() {
     request["request"]["object"]["metadata"]["annotations"]["runsecrets.io/allow-env"] =
         "PGPASSWORD".into();
     let body = serde_json::to_vec(&request).unwrap();
-    let options = runsecrets::admission::Options {
-        allow_env_exemptions: false,
+    let context = runsecrets::admission::Context {
+        options: runsecrets::admission::Options {
+            allow_env_exemptions: false,
+            ..Default::default()
+        },
+        catalogue: None,
     };
-    let answer = runsecrets::admission::review_with(ENFORCE_BASELINE, options, &body).unwrap();
+    let answer = runsecrets::admission::review_with(ENFORCE_BASELINE, context, &body).unwrap();
     let r = response(&answer.body, &request);
     assert!(r["status"]["message"]
         .as_str()
@@ -570,4 +574,85 @@ fn a_pod_with_a_mistyped_spec_is_denied_without_quoting_it() {
         "{message}"
     );
     assert!(!message.contains("hunter2"));
+}
+
+#[test]
+fn declared_secrets_must_exist_in_the_pods_namespace() {
+    use runsecrets::admission::{review_with, Context};
+    use std::collections::HashSet;
+    let body = fixture_bytes("pod-secrets-long.json");
+    let request = fixture("pod-secrets-long.json");
+    let mut catalogue: HashSet<String> = ["shop/mysql_root_password", "other/tls_key"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let context = |c: &HashSet<String>| -> Value {
+        let ctx = Context {
+            catalogue: Some(c),
+            ..Context::default()
+        };
+        response(
+            &review_with(Endpoint::Mutate, ctx, &body)
+                .expect("answered")
+                .body,
+            &request,
+        )
+    };
+    let r = context(&catalogue);
+    assert_eq!(r["allowed"], false);
+    assert_eq!(r["status"]["code"], 404);
+    let message = r["status"]["message"].as_str().unwrap();
+    // tls_key exists, but in another namespace: a pod only gets secrets of its own.
+    assert!(message.contains("secret \"tls_key\" does not exist in namespace \"shop\"; create it with: runsecrets secret create -n shop tls_key FILE"), "{message}");
+    assert!(
+        message.contains("secret \"api_token\" does not exist"),
+        "{message}"
+    );
+    assert!(!message.contains("mysql_root_password"), "{message}");
+    catalogue.extend(["shop/tls_key".to_string(), "shop/api_token".to_string()]);
+    let r = context(&catalogue);
+    assert_eq!(r["allowed"], true);
+    assert!(patch_of(&r).is_some());
+}
+
+#[test]
+fn an_unreadable_store_fails_closed_unless_told_otherwise() {
+    use runsecrets::admission::{review_with, Context, Options};
+    use runsecrets::store::catalogue::{Catalogue, Presence};
+    struct Broken;
+    impl Catalogue for Broken {
+        fn presence(&self, _: &str, _: &str) -> Presence {
+            Presence::Unknown
+        }
+    }
+    let body = fixture_bytes("pod-secrets-short.json");
+    let request = fixture("pod-secrets-short.json");
+    let closed = Context {
+        catalogue: Some(&Broken),
+        ..Context::default()
+    };
+    let r = response(
+        &review_with(Endpoint::Mutate, closed, &body).unwrap().body,
+        &request,
+    );
+    assert_eq!(
+        (r["allowed"].clone(), r["status"]["code"].clone()),
+        (false.into(), 503.into())
+    );
+    let open = Context {
+        catalogue: Some(&Broken),
+        options: Options {
+            deny_when_store_unavailable: false,
+            ..Options::default()
+        },
+    };
+    let r = response(
+        &review_with(Endpoint::Mutate, open, &body).unwrap().body,
+        &request,
+    );
+    assert_eq!(r["allowed"], true);
+    // Pods without secrets never depend on the store.
+    let plain = fixture_bytes("pod-env-literals.json");
+    let r = review_with(Endpoint::Mutate, closed, &plain).unwrap();
+    assert!(r.decision.allowed);
 }

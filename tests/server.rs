@@ -59,6 +59,29 @@ impl Running {
     }
 }
 
+/// Creates `shop/mysql_root_password`, which the short pod fixture declares, in the store of
+/// `data_dir`, as `runsecrets secret create` would.
+fn seed(data_dir: &Path) {
+    use runsecrets::secrets;
+    use runsecrets::store::FileStore;
+    let store = FileStore::open(data_dir).expect("store");
+    let keys = secrets::load_or_create_keyring(data_dir)
+        .expect("keyring")
+        .public_keys()
+        .expect("keys");
+    let data = zeroize::Zeroizing::new(b"root-password-value".to_vec());
+    secrets::create(
+        &store,
+        &keys,
+        "shop",
+        "mysql_root_password",
+        data,
+        Default::default(),
+        vec![],
+    )
+    .expect("created");
+}
+
 fn ca(dir: &Path) -> Vec<u8> {
     std::fs::read(dir.join("tls/ca.crt")).expect("generated CA")
 }
@@ -68,6 +91,19 @@ async fn embedded_default_serves_reviews_over_tls_and_reuses_its_ca() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path(), &[]).await;
     let ca_pem = ca(dir.path());
+    // The embedded store is empty: a pod declaring a secret that does not exist is refused…
+    let mut client = Client::open(server.webhook, &ca_pem).await;
+    let (_, body) = client
+        .send("POST", "/mutate", fixture_bytes("pod-secrets-short.json"))
+        .await;
+    let r = response(&body, &fixture("pod-secrets-short.json"));
+    assert_eq!(r["allowed"], false);
+    assert!(r["status"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("runsecrets secret create -n shop mysql_root_password"));
+    // …and admitted once `runsecrets secret create` has stored it.
+    seed(dir.path());
     let mut client = Client::open(server.webhook, &ca_pem).await;
     let request = fixture("pod-secrets-short.json");
     for _ in 0..3 {
@@ -334,6 +370,7 @@ async fn certificate_rotation_by_symlink_swap_and_broken_pairs_keep_the_old_one(
 #[tokio::test]
 async fn shutdown_finishes_in_flight_reviews_and_closes_idle_keepalives() {
     let dir = tempfile::tempdir().unwrap();
+    seed(dir.path());
     let server = Running::start(dir.path(), &["--shutdown-timeout", "5s"]).await;
     let ca_pem = ca(dir.path());
     let mut idle = Client::open(server.webhook, &ca_pem).await;

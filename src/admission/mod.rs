@@ -15,6 +15,7 @@ use kube::core::admission::Operation;
 
 use crate::policy::{self, Levels, Report};
 use crate::spec;
+use crate::store::catalogue::{Catalogue, Presence};
 use workload::describe_json_error;
 
 /// Why a request was refused; also the `reason` label of the review metrics.
@@ -24,6 +25,8 @@ pub enum DenyReason {
     Conflict,
     InvalidObject,
     Policy,
+    UnknownSecret,
+    StoreUnavailable,
 }
 
 impl DenyReason {
@@ -33,6 +36,8 @@ impl DenyReason {
             DenyReason::Conflict => "conflict",
             DenyReason::InvalidObject => "invalid-object",
             DenyReason::Policy => "policy",
+            DenyReason::UnknownSecret => "unknown-secret",
+            DenyReason::StoreUnavailable => "store-unavailable",
         }
     }
 
@@ -40,6 +45,8 @@ impl DenyReason {
     fn code(self) -> u16 {
         match self {
             DenyReason::Policy => 403,
+            DenyReason::UnknownSecret => 404,
+            DenyReason::StoreUnavailable => 503,
             _ => 400,
         }
     }
@@ -47,6 +54,8 @@ impl DenyReason {
     fn status_reason(self) -> &'static str {
         match self {
             DenyReason::Policy => "Forbidden",
+            DenyReason::UnknownSecret => "NotFound",
+            DenyReason::StoreUnavailable => "ServiceUnavailable",
             _ => "BadRequest",
         }
     }
@@ -143,29 +152,45 @@ pub struct Options {
     /// exemption is the object author's own call; clusters that want exemptions to be an
     /// administrator's decision turn this off.
     pub allow_env_exemptions: bool,
+    /// Whether a pod that declares secrets is refused when the secret store cannot be read
+    /// (fail closed), or admitted without the existence check.
+    pub deny_when_store_unavailable: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             allow_env_exemptions: true,
+            deny_when_store_unavailable: true,
         }
     }
 }
 
-/// Answers one AdmissionReview body with the default [`Options`].
+/// What a review may consult besides the request.
+#[derive(Clone, Copy, Default)]
+pub struct Context<'a> {
+    pub options: Options,
+    /// Which secrets exist; without one, declared secrets are not checked for existence.
+    pub catalogue: Option<&'a dyn Catalogue>,
+}
+
+/// Answers one AdmissionReview body with the default [`Options`] and no catalogue.
 pub fn review(endpoint: Endpoint, body: &[u8]) -> Result<Answer, BadReview> {
-    review_with(endpoint, Options::default(), body)
+    review_with(endpoint, Context::default(), body)
 }
 
 /// Answers one AdmissionReview body.
-pub fn review_with(endpoint: Endpoint, options: Options, body: &[u8]) -> Result<Answer, BadReview> {
+pub fn review_with(
+    endpoint: Endpoint,
+    context: Context<'_>,
+    body: &[u8],
+) -> Result<Answer, BadReview> {
     let review: wire::Review =
         serde_json::from_slice(body).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
     let request = review.request.ok_or(BadReview::NoRequest)?;
     let outcome = match endpoint {
-        Endpoint::Mutate => answer_mutate(&request),
-        Endpoint::Validate(levels) => answer_validate(&request, levels, options),
+        Endpoint::Mutate => answer_mutate(&request, context),
+        Endpoint::Validate(levels) => answer_validate(&request, levels, context.options),
     };
     let decision = outcome.decision;
     let response = to_response(request.uid.clone(), outcome)
@@ -209,7 +234,51 @@ fn read(
     workload::read_object(&request.kind.group, &request.kind.kind, &mut de)
 }
 
-fn answer_mutate(request: &wire::Request) -> Outcome {
+/// Refuses references to secrets the catalogue does not hold, naming each with the command
+/// that creates it.
+fn check_existence(
+    request: &wire::Request,
+    template: &workload::Template,
+    context: Context<'_>,
+) -> Option<Denial> {
+    let catalogue = context.catalogue?;
+    let namespace = request.namespace.as_deref().unwrap_or("default");
+    let declared = template
+        .annotations
+        .as_ref()?
+        .get(spec::SECRETS_ANNOTATION)?;
+    let refs = spec::parse_secrets(declared).ok()?;
+    let mut missing = Vec::new();
+    for r in &refs {
+        match catalogue.presence(namespace, &r.source) {
+            Presence::Present => {}
+            Presence::Absent => missing.push(r.source.as_str()),
+            Presence::Unknown if context.options.deny_when_store_unavailable => {
+                return Some(Denial::new(
+                    DenyReason::StoreUnavailable,
+                    "the runsecrets secret store cannot be read, so the declared secrets cannot be \
+                     checked; try again shortly",
+                ));
+            }
+            Presence::Unknown => {}
+        }
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    let lines: Vec<String> = missing
+        .iter()
+        .map(|name| {
+            format!(
+                "secret {name:?} does not exist in namespace {namespace:?}; create it with: \
+                 runsecrets secret create -n {namespace} {name} FILE"
+            )
+        })
+        .collect();
+    Some(Denial::new(DenyReason::UnknownSecret, lines.join("; ")))
+}
+
+fn answer_mutate(request: &wire::Request, context: Context<'_>) -> Outcome {
     let is_pod_create = request.kind.group.is_empty()
         && request.kind.kind == "Pod"
         && request.sub_resource.is_none()
@@ -228,11 +297,17 @@ fn answer_mutate(request: &wire::Request) -> Outcome {
         }
         Err(e) => return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string())),
     };
-    match mutate(
+    let mutation = mutate(
         template.annotations.as_ref(),
         &template.spec,
         template.prefix,
-    ) {
+    );
+    if mutation.is_ok() {
+        if let Some(denial) = check_existence(request, &template, context) {
+            return Outcome::deny(denial);
+        }
+    }
+    match mutation {
         Ok(Mutation::NotRequested) => Outcome::allow("not-applicable"),
         Ok(Mutation::AlreadyInjected) => Outcome::allow("unchanged"),
         Ok(Mutation::Patch(patch)) => Outcome {

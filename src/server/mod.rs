@@ -15,6 +15,11 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerArgs;
+use crate::store::catalogue::{Catalogue, FileCatalogue};
+use crate::store::{FileStore, StoreError};
+
+/// How often the catalogue of existing secrets is reread; misses are checked directly.
+const CATALOGUE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 use metrics::Metrics;
 use routes::AppState;
 use tls::{Certificates, PairPaths, TlsError};
@@ -29,6 +34,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("opening the secret store: {0}")]
+    Store(#[from] StoreError),
     #[error("shutdown: connections still open after {0:?}")]
     Drain(std::time::Duration),
 }
@@ -36,6 +43,7 @@ pub enum ServerError {
 /// A server whose sockets are bound and whose certificate is loaded, not yet serving.
 pub struct Server {
     args: ServerArgs,
+    catalogue: Option<Arc<FileCatalogue>>,
     certs: Arc<Certificates>,
     webhook: TcpListener,
     admin: TcpListener,
@@ -73,6 +81,23 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
         };
+        let catalogue = match args.store_dir() {
+            Some(dir) => {
+                let store = FileStore::open(&dir)?;
+                Some(
+                    tokio::task::spawn_blocking(move || FileCatalogue::new(store))
+                        .await
+                        .map_err(|e| {
+                            ServerError::Store(StoreError::Io {
+                                step: "opening",
+                                path: dir.display().to_string(),
+                                source: std::io::Error::other(e),
+                            })
+                        })?,
+                )
+            }
+            None => None,
+        };
         let webhook = bind(args.listen).await?;
         let admin = bind(args.admin_listen).await?;
         let state = AppState {
@@ -80,11 +105,15 @@ impl Server {
             defaults: args.default_levels(),
             options: crate::admission::Options {
                 allow_env_exemptions: args.allow_env_exemptions,
+                deny_when_store_unavailable: args.store_unavailable
+                    == crate::config::UnavailablePolicy::Deny,
             },
+            catalogue: catalogue.clone().map(|c| c as Arc<dyn Catalogue>),
             ready: Arc::new(AtomicBool::new(false)),
         };
         Ok(Self {
             args,
+            catalogue,
             certs,
             webhook,
             admin,
@@ -106,6 +135,7 @@ impl Server {
         let (webhook_addr, admin_addr) = (self.webhook_addr(), self.admin_addr());
         let Server {
             args,
+            catalogue,
             certs,
             webhook,
             admin,
@@ -114,6 +144,7 @@ impl Server {
         } = self;
         let acceptor = TlsAcceptor::from(certs.server_config()?);
         let reloader = tokio::spawn(certs.clone().watch(args.tls_reload_interval));
+        let refresher = catalogue.map(|c| tokio::spawn(c.watch(CATALOGUE_REFRESH)));
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = args.shutdown_timeout;
         let webhook_router =
@@ -152,6 +183,9 @@ impl Server {
         tracing::info!("shutting down: no new connections, draining in-flight reviews");
         let _ = stop_tx.send(true);
         reloader.abort();
+        if let Some(refresher) = refresher {
+            refresher.abort();
+        }
         let drained = webhook_task.await.unwrap_or(false);
         let _ = admin_stop_tx.send(true);
         let _ = admin_task.await;

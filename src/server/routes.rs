@@ -15,6 +15,7 @@ use axum::Router;
 use super::metrics::Metrics;
 use crate::admission::{self, Endpoint};
 use crate::policy::{Level, Levels, Mode};
+use crate::store::catalogue::Catalogue;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -22,6 +23,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub defaults: Levels,
     pub options: admission::Options,
+    /// Which secrets exist; `None` when the server runs without a store.
+    pub catalogue: Option<Arc<dyn Catalogue>>,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -116,12 +119,18 @@ const INLINE_BODY_MAX: usize = 64 * 1024;
 async fn answer(state: &AppState, name: &'static str, endpoint: Endpoint, body: Bytes) -> Response {
     let started = Instant::now();
     let options = state.options;
+    let catalogue = state.catalogue.clone();
+    let run = move |body: &[u8]| {
+        let context = admission::Context {
+            options,
+            catalogue: catalogue.as_deref(),
+        };
+        admission::review_with(endpoint, context, body)
+    };
     let result = if body.len() <= INLINE_BODY_MAX {
-        admission::review_with(endpoint, options, &body)
+        run(&body)
     } else {
-        match tokio::task::spawn_blocking(move || admission::review_with(endpoint, options, &body))
-            .await
-        {
+        match tokio::task::spawn_blocking(move || run(&body)).await {
             Ok(result) => result,
             Err(_) => {
                 return (StatusCode::INTERNAL_SERVER_ERROR, "review failed\n").into_response()

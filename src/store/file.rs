@@ -38,6 +38,12 @@ impl FileStore {
         Ok(self.namespace_dir(namespace)?.join(format!("{name}.json")))
     }
 
+    /// Whether a record exists, without reading it.
+    pub fn exists(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        let path = self.path(namespace, name)?;
+        path.try_exists().map_err(io_error("checking", &path))
+    }
+
     fn read(path: &Path) -> Result<Option<SecretRecord>, StoreError> {
         match fs::read(path) {
             Ok(bytes) => {

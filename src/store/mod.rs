@@ -3,6 +3,7 @@
 //! Records hold ciphertext only: no plaintext and no digest of it (a hash of a low-entropy
 //! password can be brute-forced); the digest is of the ciphertext.
 
+pub mod catalogue;
 mod file;
 pub mod resource;
 

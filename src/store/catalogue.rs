@@ -1,0 +1,111 @@
+//! The catalogue the webhook consults: which secrets exist, answered from memory so the review
+//! path does no network I/O. A background task refreshes it; a miss is checked against the
+//! store itself (one `stat` for the file store), so a secret created a moment ago is found.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::{FileStore, Store, StoreError};
+
+/// What the catalogue knows about one secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presence {
+    Present,
+    Absent,
+    /// The store could not be read.
+    Unknown,
+}
+
+/// Answers "does secret `namespace/name` exist?" without blocking on a network.
+pub trait Catalogue: Send + Sync {
+    fn presence(&self, namespace: &str, name: &str) -> Presence;
+}
+
+/// The catalogue of the embedded file store.
+pub struct FileCatalogue {
+    store: FileStore,
+    known: ArcSwap<HashSet<String>>,
+    readable: AtomicBool,
+}
+
+fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+impl FileCatalogue {
+    /// A catalogue over `store`, filled once before it is used.
+    pub fn new(store: FileStore) -> Arc<Self> {
+        let catalogue = Arc::new(Self {
+            store,
+            known: ArcSwap::from_pointee(HashSet::new()),
+            readable: AtomicBool::new(false),
+        });
+        let _ = catalogue.refresh();
+        catalogue
+    }
+
+    /// Rereads the store's names.
+    pub fn refresh(&self) -> Result<usize, StoreError> {
+        match self.store.list(None) {
+            Ok(records) => {
+                let names: HashSet<String> =
+                    records.iter().map(|r| key(&r.namespace, &r.name)).collect();
+                let count = names.len();
+                self.known.store(Arc::new(names));
+                self.readable.store(true, Ordering::Relaxed);
+                Ok(count)
+            }
+            Err(e) => {
+                self.readable.store(false, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Refreshes every `interval` until the task is dropped.
+    pub async fn watch(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let this = self.clone();
+            match tokio::task::spawn_blocking(move || this.refresh()).await {
+                Ok(Ok(_)) => failing = false,
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "secret store unreadable; pods declaring secrets are judged by --store-unavailable");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Catalogue for FileCatalogue {
+    fn presence(&self, namespace: &str, name: &str) -> Presence {
+        if self.known.load().contains(&key(namespace, name)) {
+            return Presence::Present;
+        }
+        match self.store.exists(namespace, name) {
+            Ok(true) => Presence::Present,
+            Ok(false) if self.readable.load(Ordering::Relaxed) => Presence::Absent,
+            _ => Presence::Unknown,
+        }
+    }
+}
+
+/// A fixed set of names, for tests and offline checks.
+impl Catalogue for HashSet<String> {
+    fn presence(&self, namespace: &str, name: &str) -> Presence {
+        if self.contains(&key(namespace, name)) {
+            Presence::Present
+        } else {
+            Presence::Absent
+        }
+    }
+}
