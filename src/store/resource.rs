@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("self == oldSelf").message("a RunSecret's spec is immutable: create a new secret (runsecrets secret rotate)"))]
+#[x_kube(validation = Rule::new("self == oldSelf").message("a RunSecret's spec is immutable: store the new value as a new secret"))]
 #[serde(rename_all = "camelCase")]
 pub struct RunSecretSpec {
     /// The secret's name as users write it (Swarm's rule: 1-64 of [a-zA-Z0-9-_.]); the
