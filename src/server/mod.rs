@@ -2,6 +2,7 @@
 
 mod listener;
 pub mod metrics;
+mod poll;
 pub mod routes;
 pub mod tls;
 
@@ -143,8 +144,19 @@ impl Server {
             ..
         } = self;
         let acceptor = TlsAcceptor::from(certs.server_config()?);
-        let reloader = tokio::spawn(certs.clone().watch(args.tls_reload_interval));
-        let refresher = catalogue.map(|c| tokio::spawn(c.watch(CATALOGUE_REFRESH)));
+        let reloading = certs.clone();
+        let reloader = tokio::spawn(poll::every(
+            args.tls_reload_interval,
+            "TLS certificate reload",
+            move || reloading.reload(),
+        ));
+        let refresher = catalogue.map(|c| {
+            tokio::spawn(poll::every(
+                CATALOGUE_REFRESH,
+                "secret catalogue refresh",
+                move || c.refresh(),
+            ))
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = args.shutdown_timeout;
         let webhook_router =

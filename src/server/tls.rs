@@ -7,7 +7,6 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rcgen::{
@@ -144,32 +143,6 @@ impl Certificates {
         self.resolver.current.store(Arc::new(key));
         *loaded = fingerprint;
         Ok(true)
-    }
-
-    /// Polls the files every `interval`. Polling, not inotify: a symlink swap in a Secret
-    /// volume and an in-place rewrite both show up, on every filesystem.
-    pub async fn watch(self: Arc<Self>, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tick.tick().await;
-            let this = self.clone();
-            let result = tokio::task::spawn_blocking(move || this.reload()).await;
-            match result {
-                Ok(Ok(true)) => {
-                    failing = false;
-                    tracing::info!(cert = %self.paths.cert.display(), "reloaded TLS certificate");
-                }
-                Ok(Ok(false)) => failing = false,
-                Ok(Err(e)) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "new TLS certificate rejected; still serving the previous one");
-                }
-                Ok(Err(_)) => {}
-                Err(e) => tracing::warn!(error = %e, "certificate reload task failed"),
-            }
-        }
     }
 }
 

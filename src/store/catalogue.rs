@@ -1,11 +1,10 @@
 //! The catalogue the webhook consults: which secrets exist, answered from memory so the review
-//! path does no network I/O. A background task refreshes it; a miss is checked against the
+//! path does no network I/O. The server refreshes it periodically; a miss is checked against the
 //! store itself (one `stat` for the file store), so a secret created a moment ago is found.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -48,39 +47,20 @@ impl FileCatalogue {
         catalogue
     }
 
-    /// Rereads the store's names.
-    pub fn refresh(&self) -> Result<usize, StoreError> {
+    /// Rereads the store's names; true when the set changed.
+    pub fn refresh(&self) -> Result<bool, StoreError> {
         match self.store.list(None) {
             Ok(records) => {
                 let names: HashSet<String> =
                     records.iter().map(|r| key(&r.namespace, &r.name)).collect();
-                let count = names.len();
+                let changed = **self.known.load() != names;
                 self.known.store(Arc::new(names));
                 self.readable.store(true, Ordering::Relaxed);
-                Ok(count)
+                Ok(changed)
             }
             Err(e) => {
                 self.readable.store(false, Ordering::Relaxed);
                 Err(e)
-            }
-        }
-    }
-
-    /// Refreshes every `interval` until the task is dropped.
-    pub async fn watch(self: Arc<Self>, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
-        loop {
-            tick.tick().await;
-            let this = self.clone();
-            match tokio::task::spawn_blocking(move || this.refresh()).await {
-                Ok(Ok(_)) => failing = false,
-                Ok(Err(e)) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "secret store unreadable; pods declaring secrets are judged by --store-unavailable");
-                }
-                _ => {}
             }
         }
     }
