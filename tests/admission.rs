@@ -518,7 +518,7 @@ fn exemptions_can_be_switched_off_cluster_wide() {
             allow_env_exemptions: false,
             ..Default::default()
         },
-        catalogue: None,
+        ..Default::default()
     };
     let answer = runsecrets::admission::review_with(ENFORCE_BASELINE, context, &body).unwrap();
     let r = response(&answer.body, &request);
@@ -645,6 +645,7 @@ fn an_unreadable_store_fails_closed_unless_told_otherwise() {
             deny_when_store_unavailable: false,
             ..Options::default()
         },
+        ..Context::default()
     };
     let r = response(
         &review_with(Endpoint::Mutate, open, &body).unwrap().body,
@@ -655,4 +656,91 @@ fn an_unreadable_store_fails_closed_unless_told_otherwise() {
     let plain = fixture_bytes("pod-env-literals.json");
     let r = review_with(Endpoint::Mutate, closed, &plain).unwrap();
     assert!(r.decision.allowed);
+}
+
+/// An AdmissionReview of a RunSecret as `kubectl apply` of `runsecrets seal`'s output sends it.
+fn run_secret_review(object: Value, operation: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "rs-1", "kind": {"group": "runsecrets.io", "version": "v1", "kind": "RunSecret"},
+            "resource": {"group": "runsecrets.io", "version": "v1", "resource": "runsecrets"},
+            "name": object["metadata"]["name"], "namespace": "shop", "operation": operation,
+            "userInfo": {"username": "dev"}, "object": object, "oldObject": null, "dryRun": false,
+        }
+    }))
+    .expect("json")
+}
+
+#[test]
+fn run_secrets_that_break_the_rules_are_refused_at_creation() {
+    use runsecrets::admission::{review_with, Context};
+    use runsecrets::seal::Keyring;
+    let ring = Keyring::generate();
+    let keys = ring.public_keys().unwrap();
+    let yaml = runsecrets::secrets::seal_manifest(
+        &keys,
+        "shop",
+        "db_password",
+        zeroize::Zeroizing::new(b"v4lue".to_vec()),
+        Default::default(),
+        vec![],
+    )
+    .unwrap();
+    let good: Value = serde_norway::from_str(&yaml).unwrap();
+    let verdict = |object: Value, keys: &runsecrets::seal::PublicKeys| -> (bool, String) {
+        let body = run_secret_review(object, "CREATE");
+        let ctx = Context {
+            keys: Some(keys),
+            ..Context::default()
+        };
+        let answer = review_with(Endpoint::Validate(Levels::default()), ctx, &body).unwrap();
+        let r: Value = serde_json::from_slice(&answer.body).unwrap();
+        let message = r["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (r["response"]["allowed"] == true, message)
+    };
+    assert_eq!(verdict(good.clone(), &keys), (true, String::new()));
+
+    let other_cluster = Keyring::generate().public_keys().unwrap();
+    let (ok, message) = verdict(good.clone(), &other_cluster);
+    assert!(
+        !ok && message.contains("is not a key of this cluster"),
+        "{message}"
+    );
+
+    let mut renamed = good.clone();
+    renamed["metadata"]["name"] = "whatever".into();
+    assert!(verdict(renamed, &keys)
+        .1
+        .contains("metadata.name must be \"db-password-"));
+
+    let mut resized = good.clone();
+    resized["spec"]["size"] = 3.into();
+    assert!(verdict(resized, &keys)
+        .1
+        .contains("does not match the sealed envelope"));
+
+    let mut tampered = good.clone();
+    tampered["spec"]["digest"] = "sha256:00".into();
+    assert!(verdict(tampered, &keys).1.contains("digest does not match"));
+
+    let mut bad_name = good.clone();
+    bad_name["spec"]["name"] = "-x".into();
+    assert!(verdict(bad_name, &keys).1.contains("invalid name"));
+
+    // Label changes (UPDATE) are the apiserver's CEL rule's business, not ours.
+    let ctx = Context {
+        keys: Some(&other_cluster),
+        ..Context::default()
+    };
+    let update = review_with(
+        Endpoint::Validate(Levels::default()),
+        ctx,
+        &run_secret_review(good, "UPDATE"),
+    )
+    .unwrap();
+    assert!(update.decision.allowed);
 }

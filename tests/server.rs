@@ -126,6 +126,14 @@ async fn embedded_default_serves_reviews_over_tls_and_reuses_its_ca() {
             .any(|v| v.name == "runsecrets"));
     }
 
+    // The keyring's public keys are published for offline sealing.
+    let (status, body) = client.send("GET", "/v1/keys", vec![]).await;
+    assert_eq!(status, 200);
+    let keys: runsecrets::seal::PublicKeys = serde_json::from_slice(&body).expect("public keys");
+    let ring = runsecrets::secrets::load_or_create_keyring(dir.path()).expect("keyring");
+    assert_eq!(keys, ring.public_keys().expect("keys"));
+    assert!(!String::from_utf8_lossy(&body).contains("private"));
+
     // The apiserver speaks HTTP/2 when it is offered.
     let (status, body) = h2_post(
         server.webhook,

@@ -3,6 +3,7 @@
 
 mod mutate;
 mod patch;
+mod runsecret;
 mod wire;
 pub mod workload;
 
@@ -14,6 +15,7 @@ use std::collections::HashSet;
 use kube::core::admission::Operation;
 
 use crate::policy::{self, Levels, Report};
+use crate::seal::PublicKeys;
 use crate::spec;
 use crate::store::catalogue::{Catalogue, Presence};
 use workload::describe_json_error;
@@ -172,6 +174,8 @@ pub struct Context<'a> {
     pub options: Options,
     /// Which secrets exist; without one, declared secrets are not checked for existence.
     pub catalogue: Option<&'a dyn Catalogue>,
+    /// The cluster's public keys; `RunSecret`s sealed with another key are refused.
+    pub keys: Option<&'a PublicKeys>,
 }
 
 /// Answers one AdmissionReview body with the default [`Options`] and no catalogue.
@@ -190,6 +194,12 @@ pub fn review_with(
     let request = review.request.ok_or(BadReview::NoRequest)?;
     let outcome = match endpoint {
         Endpoint::Mutate => answer_mutate(&request, context),
+        Endpoint::Validate(_) if runsecret::applies(&request) => {
+            match runsecret::check(&request, context.keys) {
+                Some(denial) => Outcome::deny(denial),
+                None => Outcome::allow("allowed"),
+            }
+        }
         Endpoint::Validate(levels) => answer_validate(&request, levels, context.options),
     };
     let decision = outcome.decision;

@@ -82,6 +82,23 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
         };
+        let keys = match args.store_dir() {
+            Some(dir) => {
+                let ring = tokio::task::spawn_blocking(move || {
+                    crate::secrets::load_or_create_keyring(&dir).and_then(|r| Ok(r.public_keys()?))
+                })
+                .await
+                .map_err(|e| {
+                    ServerError::Store(StoreError::Io {
+                        step: "loading the keyring",
+                        path: args.data_dir.display().to_string(),
+                        source: std::io::Error::other(e),
+                    })
+                })??;
+                Some(Arc::new(ring))
+            }
+            None => None,
+        };
         let catalogue = match args.store_dir() {
             Some(dir) => {
                 let store = FileStore::open(&dir)?;
@@ -110,6 +127,7 @@ impl Server {
                     == crate::config::UnavailablePolicy::Deny,
             },
             catalogue: catalogue.clone().map(|c| c as Arc<dyn Catalogue>),
+            keys,
             ready: Arc::new(AtomicBool::new(false)),
         };
         Ok(Self {

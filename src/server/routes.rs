@@ -15,6 +15,7 @@ use axum::Router;
 use super::metrics::Metrics;
 use crate::admission::{self, Endpoint};
 use crate::policy::{Level, Levels, Mode};
+use crate::seal::PublicKeys;
 use crate::store::catalogue::Catalogue;
 
 /// What every handler shares.
@@ -25,6 +26,8 @@ pub struct AppState {
     pub options: admission::Options,
     /// Which secrets exist; `None` when the server runs without a store.
     pub catalogue: Option<Arc<dyn Catalogue>>,
+    /// The public keys of the store's keyring, served at `GET /v1/keys`.
+    pub keys: Option<Arc<PublicKeys>>,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -37,6 +40,7 @@ pub fn webhook(state: AppState, max_body: usize, timeout: Duration) -> Router {
         .route("/validate", post(validate_defaults))
         .route("/validate/{mode}/{level}", post(validate_selected))
         .route("/livez", get(|| async { "ok" }))
+        .route("/v1/keys", get(public_keys))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(timeout, deadline))
         .with_state(state)
@@ -55,6 +59,18 @@ async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "review timed out\n").into_response(),
+    }
+}
+
+/// The public keys, so anyone can seal offline (`runsecrets seal --key`).
+async fn public_keys(State(state): State<AppState>) -> Response {
+    match &state.keys {
+        Some(keys) => axum::Json(keys.as_ref().clone()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "this server has no keyring (--store none)\n",
+        )
+            .into_response(),
     }
 }
 
@@ -120,10 +136,12 @@ async fn answer(state: &AppState, name: &'static str, endpoint: Endpoint, body: 
     let started = Instant::now();
     let options = state.options;
     let catalogue = state.catalogue.clone();
+    let keys = state.keys.clone();
     let run = move |body: &[u8]| {
         let context = admission::Context {
             options,
             catalogue: catalogue.as_deref(),
+            keys: keys.as_deref(),
         };
         admission::review_with(endpoint, context, body)
     };

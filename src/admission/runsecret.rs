@@ -1,0 +1,89 @@
+//! Admission of `RunSecret` objects: what `kubectl apply` stores must follow the same rules as
+//! what `runsecrets secret create` stores (name, size, an envelope that matches its spec, a
+//! key the cluster holds), so a bad object is refused when it is created, not when a pod
+//! needs it.
+
+use base64::Engine;
+use kube::core::admission::Operation;
+use sha2::{Digest, Sha256};
+
+use super::{wire, workload::describe_json_error, Denial, DenyReason};
+use crate::seal::{self, PublicKeys};
+use crate::spec;
+use crate::store::{object_name, RunSecret, MAX_SECRET_BYTES};
+
+/// Whether the request is about a `RunSecret`.
+pub fn applies(request: &wire::Request) -> bool {
+    request.kind.group == "runsecrets.io" && request.kind.kind == "RunSecret"
+}
+
+fn invalid(message: String) -> Denial {
+    Denial::new(DenyReason::InvalidObject, message)
+}
+
+/// Checks a `RunSecret` on CREATE (its spec cannot change afterwards); `None` allows it.
+pub fn check(request: &wire::Request, keys: Option<&PublicKeys>) -> Option<Denial> {
+    if !matches!(request.operation, Operation::Create) {
+        return None;
+    }
+    let raw = request.object()?;
+    let object: RunSecret = match serde_json::from_str(raw) {
+        Ok(o) => o,
+        Err(e) => {
+            return Some(invalid(format!(
+                "cannot read the RunSecret: {}",
+                describe_json_error(&e)
+            )))
+        }
+    };
+    let spec = &object.spec;
+    if spec::check_name(&spec.name).is_err() {
+        return Some(invalid(
+            "spec.name: invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]".into(),
+        ));
+    }
+    let expected = object_name(&spec.name);
+    if object.metadata.name.as_deref() != Some(expected.as_str()) {
+        return Some(invalid(format!(
+            "metadata.name must be {expected:?} for secret {:?} (runsecrets seal writes it)",
+            spec.name
+        )));
+    }
+    if spec.size < 1 || spec.size >= MAX_SECRET_BYTES as i64 {
+        return Some(invalid(
+            "spec.size: secret data must be larger than 0 and less than 512000 bytes".into(),
+        ));
+    }
+    let Ok(envelope) = base64::engine::general_purpose::STANDARD.decode(&spec.ciphertext) else {
+        return Some(invalid("spec.ciphertext is not base64".into()));
+    };
+    let digest: String = Sha256::digest(&envelope)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if spec.digest != format!("sha256:{digest}") {
+        return Some(invalid("spec.digest does not match spec.ciphertext".into()));
+    }
+    match (seal::key_id(&envelope), seal::plaintext_len(&envelope)) {
+        (Ok(id), Ok(len)) if id == spec.key_id && len as i64 == spec.size => {}
+        (Ok(_), Ok(_)) => {
+            return Some(invalid(
+                "spec.keyId or spec.size does not match the sealed envelope".into(),
+            ))
+        }
+        _ => {
+            return Some(invalid(
+                "spec.ciphertext is not a runsecrets envelope".into(),
+            ))
+        }
+    }
+    if let Some(keys) = keys {
+        if !keys.keys.iter().any(|k| k.id == spec.key_id) {
+            return Some(invalid(format!(
+                "spec.keyId {:?} is not a key of this cluster; seal with its public keys (GET /v1/keys)",
+                spec.key_id
+            )));
+        }
+    }
+    None
+}
