@@ -376,12 +376,5 @@ fn digest(refs: &[SecretRef], containers: &[String]) -> String {
     h.update(spec::canonical_list(refs).as_bytes());
     h.update(b"\ncontainers=");
     h.update(containers.join(",").as_bytes());
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for b in h.finalize() {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    out
+    format!("sha256:{}", crate::seal::hex(&h.finalize()))
 }

@@ -54,10 +54,6 @@ impl PatchBuilder {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
     pub fn build(self) -> Patch {
         Patch(self.ops)
     }

@@ -5,12 +5,11 @@
 
 use base64::Engine;
 use kube::core::admission::Operation;
-use sha2::{Digest, Sha256};
 
 use super::{wire, workload::describe_json_error, Denial, DenyReason};
 use crate::seal::{self, PublicKeys};
 use crate::spec;
-use crate::store::{object_name, RunSecret, MAX_SECRET_BYTES};
+use crate::store::{envelope_digest, object_name, RunSecret, MAX_SECRET_BYTES};
 
 /// Whether the request is about a `RunSecret`.
 pub fn applies(request: &wire::Request) -> bool {
@@ -57,11 +56,7 @@ pub fn check(request: &wire::Request, keys: Option<&PublicKeys>) -> Option<Denia
     let Ok(envelope) = base64::engine::general_purpose::STANDARD.decode(&spec.ciphertext) else {
         return Some(invalid("spec.ciphertext is not base64".into()));
     };
-    let digest: String = Sha256::digest(&envelope)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if spec.digest != format!("sha256:{digest}") {
+    if spec.digest != envelope_digest(&envelope) {
         return Some(invalid("spec.digest does not match spec.ciphertext".into()));
     }
     match (seal::key_id(&envelope), seal::plaintext_len(&envelope)) {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{SealError, KEY_ID_LEN};
+use super::{hex, now_rfc3339, SealError, KEY_ID_LEN};
 
 type Kem = X25519HkdfSha256;
 
@@ -77,12 +77,7 @@ mod b64 {
 /// Key id: 16 hex digits of the SHA-256 of the public key, so anyone can check which key an
 /// envelope names.
 fn key_id(public: &[u8]) -> String {
-    let digest = Sha256::digest(public);
-    let mut id = String::with_capacity(KEY_ID_LEN);
-    for b in &digest[..KEY_ID_LEN / 2] {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    hex(&Sha256::digest(public)[..KEY_ID_LEN / 2])
 }
 
 impl KeyEntry {
@@ -119,12 +114,6 @@ impl KeyEntry {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Keyring {
     keys: Vec<KeyEntry>,
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 impl Keyring {

@@ -44,6 +44,24 @@ pub enum SealError {
     BadKey(String),
 }
 
+/// Lowercase hex, the form every digest and key id of runsecrets is written in.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// The current time in RFC 3339, as keys and records show it.
+pub(crate) fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
 /// The associated data: what the ciphertext is bound to.
 fn aad(namespace: &str, name: &str, key_id: &str) -> Vec<u8> {
     let mut aad = Vec::with_capacity(32 + namespace.len() + name.len());

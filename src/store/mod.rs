@@ -94,14 +94,9 @@ pub fn check_namespace(namespace: &str) -> Result<(), StoreError> {
     }
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// `sha256:<hex>` of an envelope: what records carry instead of any digest of the plaintext.
+pub fn envelope_digest(envelope: &[u8]) -> String {
+    format!("sha256:{}", seal::hex(&Sha256::digest(envelope)))
 }
 
 impl SecretRecord {
@@ -123,18 +118,18 @@ impl SecretRecord {
         }
         let key = keys.newest()?;
         let envelope = seal::seal(key, namespace, name, plaintext)?;
-        let digest = Sha256::digest(&envelope);
+        let digest = envelope_digest(&envelope);
         let mut idh = Sha256::new();
         idh.update(namespace.as_bytes());
         idh.update([0]);
         idh.update(name.as_bytes());
         idh.update([0]);
-        idh.update(digest);
-        let now = now_rfc3339();
+        idh.update(digest.as_bytes());
+        let now = seal::now_rfc3339();
         Ok(Self {
             namespace: namespace.to_string(),
             name: name.to_string(),
-            id: hex(&idh.finalize())[..25].to_string(),
+            id: seal::hex(&idh.finalize())[..25].to_string(),
             labels,
             created: now.clone(),
             updated: now,
@@ -144,7 +139,7 @@ impl SecretRecord {
                 key_id: key.id.clone(),
                 size: i64::try_from(plaintext.len())
                     .map_err(|_| StoreError::Size(plaintext.len()))?,
-                digest: format!("sha256:{}", hex(&digest)),
+                digest,
                 service_accounts,
             },
         })
@@ -159,7 +154,7 @@ impl SecretRecord {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&self.spec.ciphertext)
             .map_err(|_| corrupt())?;
-        if format!("sha256:{}", hex(&Sha256::digest(&bytes))) != self.spec.digest {
+        if envelope_digest(&bytes) != self.spec.digest {
             return Err(corrupt());
         }
         Ok(bytes)

@@ -73,7 +73,7 @@ pub fn object_name(secret_name: &str) -> String {
         .collect();
     let base = base.trim_matches(|c| c == '-' || c == '.');
     let hash = Sha256::digest(secret_name.as_bytes());
-    let suffix: String = hash[..4].iter().map(|b| format!("{b:02x}")).collect();
+    let suffix = crate::seal::hex(&hash[..4]);
     let keep = base.len().min(63 - 9);
     if keep == 0 {
         format!("secret-{suffix}")
