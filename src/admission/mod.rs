@@ -7,7 +7,7 @@ mod runsecret;
 mod wire;
 pub mod workload;
 
-pub use mutate::{mutate, Mutation};
+pub use mutate::{declared, mutate, mutate_declared, Declared, Mutation};
 pub use patch::PatchBuilder;
 
 use std::collections::HashSet;
@@ -248,18 +248,13 @@ fn read(
 /// that creates it.
 fn check_existence(
     request: &wire::Request,
-    template: &workload::Template,
+    refs: &[spec::SecretRef],
     context: Context<'_>,
 ) -> Option<Denial> {
     let catalogue = context.catalogue?;
     let namespace = request.namespace.as_deref().unwrap_or("default");
-    let declared = template
-        .annotations
-        .as_ref()?
-        .get(spec::SECRETS_ANNOTATION)?;
-    let refs = spec::parse_secrets(declared).ok()?;
     let mut missing = Vec::new();
-    for r in &refs {
+    for r in refs {
         match catalogue.presence(namespace, &r.source) {
             Presence::Present => {}
             Presence::Absent => missing.push(r.source.as_str()),
@@ -307,13 +302,19 @@ fn answer_mutate(request: &wire::Request, context: Context<'_>) -> Outcome {
         }
         Err(e) => return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string())),
     };
-    let mutation = mutate(
+    let declared = match declared(template.annotations.as_ref()) {
+        Ok(Some(d)) => d,
+        Ok(None) => return Outcome::allow("not-applicable"),
+        Err(denial) => return Outcome::deny(denial),
+    };
+    let mutation = mutate_declared(
+        &declared,
         template.annotations.as_ref(),
         &template.spec,
         template.prefix,
     );
     if mutation.is_ok() {
-        if let Some(denial) = check_existence(request, &template, context) {
+        if let Some(denial) = check_existence(request, &declared.refs, context) {
             return Outcome::deny(denial);
         }
     }

@@ -29,6 +29,33 @@ struct Selected<'a> {
     container: &'a Container,
 }
 
+/// What a pod template declares: its references and the containers named to get them.
+#[derive(Debug)]
+pub struct Declared {
+    pub refs: Vec<SecretRef>,
+    pub containers: Vec<String>,
+}
+
+/// Reads the annotations once; `Ok(None)` when the template declares no secrets.
+pub fn declared(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<Option<Declared>, Denial> {
+    let Some(value) = annotations.and_then(|a| a.get(spec::SECRETS_ANNOTATION)) else {
+        return Ok(None);
+    };
+    let refs = spec::parse_secrets(value).map_err(|e| {
+        Denial::new(
+            DenyReason::InvalidAnnotation,
+            format!("annotation {}: {e}", spec::SECRETS_ANNOTATION),
+        )
+    })?;
+    let containers = annotations
+        .and_then(|a| a.get(spec::CONTAINERS_ANNOTATION))
+        .map(|v| spec::parse_containers(v))
+        .unwrap_or_default();
+    Ok(Some(Declared { refs, containers }))
+}
+
 /// Computes the mutation for a pod template. `prefix` locates the template in the object
 /// (empty for a Pod) so workloads can be previewed offline with the same code.
 pub fn mutate(
@@ -36,31 +63,32 @@ pub fn mutate(
     spec: &PodSpec,
     prefix: &[&str],
 ) -> Result<Mutation, Denial> {
-    let Some(declared) = annotations.and_then(|a| a.get(spec::SECRETS_ANNOTATION)) else {
-        return Ok(Mutation::NotRequested);
-    };
-    let refs = spec::parse_secrets(declared).map_err(|e| {
-        Denial::new(
-            DenyReason::InvalidAnnotation,
-            format!("annotation {}: {e}", spec::SECRETS_ANNOTATION),
-        )
-    })?;
-    let wanted = annotations
-        .and_then(|a| a.get(spec::CONTAINERS_ANNOTATION))
-        .map(|v| spec::parse_containers(v))
-        .unwrap_or_default();
-    let digest = digest(&refs, &wanted);
+    match declared(annotations)? {
+        Some(d) => mutate_declared(&d, annotations, spec, prefix),
+        None => Ok(Mutation::NotRequested),
+    }
+}
+
+/// [`mutate`] for references already read with [`declared`].
+pub fn mutate_declared(
+    declared: &Declared,
+    annotations: Option<&BTreeMap<String, String>>,
+    spec: &PodSpec,
+    prefix: &[&str],
+) -> Result<Mutation, Denial> {
+    let (refs, wanted) = (&declared.refs, &declared.containers);
+    let digest = digest(refs, wanted);
     let volumes = spec.volumes.as_deref().unwrap_or_default();
     if let Some(index) = volumes.iter().position(|v| v.name == spec::VOLUME_NAME) {
         let injected = annotations.and_then(|a| a.get(spec::INJECTED_ANNOTATION));
-        if injected != Some(&digest) || !is_expected(&volumes[index], &refs) {
+        if injected != Some(&digest) || !is_expected(&volumes[index], refs) {
             return Err(conflict(format!(
                 "the pod already has a volume named {:?} that runsecrets did not add for these                  secrets; remove it, and any {} annotation, from the manifest",
                 spec::VOLUME_NAME,
                 spec::INJECTED_ANNOTATION
             )));
         }
-        check_our_mounts(spec, &refs)?;
+        check_our_mounts(spec, refs)?;
         // A reinvocation: only the containers that got the mount matter, not sidecars that
         // later webhooks added.
         let selected: Vec<_> = all_containers(spec)
@@ -72,7 +100,7 @@ pub fn mutate(
                     .any(|m| m.name == spec::VOLUME_NAME && m.mount_path == spec::MOUNT_PATH)
             })
             .collect();
-        let mountpoints = mountpoints(&selected, &refs)?;
+        let mountpoints = mountpoints(&selected, refs)?;
         return Ok(refresh_mountpoints(
             &volumes[index],
             index,
@@ -93,8 +121,8 @@ pub fn mutate(
             spec::VOLUME_NAME
         )));
     }
-    let selected = select(spec, &wanted)?;
-    let mountpoints = mountpoints(&selected, &refs)?;
+    let selected = select(spec, wanted)?;
+    let mountpoints = mountpoints(&selected, refs)?;
 
     let mut patch = PatchBuilder::under(prefix);
     patch.add(
@@ -104,9 +132,9 @@ pub fn mutate(
     patch.append(
         &["spec", "volumes"],
         spec.volumes.is_some(),
-        vec![volume(&refs, &mountpoints)],
+        vec![volume(refs, &mountpoints)],
     );
-    let mounts = mounts(&refs);
+    let mounts = mounts(refs);
     for s in &selected {
         let index = s.index.to_string();
         patch.append(
