@@ -471,3 +471,32 @@ fn zero_durations_are_refused_at_startup() {
     }
     assert!(ServerArgs::try_parse_from(["server", "--shutdown-delay", "0s"]).is_ok());
 }
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &["--max-connections", "1"]).await;
+    let ca_pem = ca(dir.path());
+    let mut first = Client::open(server.webhook, &ca_pem).await;
+    assert_eq!(first.send("GET", "/livez", vec![]).await.0, 200);
+    // The second handshake is not served while the first connection holds the only slot…
+    let (addr, pem) = (server.webhook, ca_pem.clone());
+    let second = tokio::spawn(async move { connect(addr, &pem).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "served beyond --max-connections");
+    // …and is once it is released.
+    drop(first);
+    let stream = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("served after the slot frees")
+        .expect("task");
+    assert_eq!(
+        Client::new(stream)
+            .await
+            .send("GET", "/livez", vec![])
+            .await
+            .0,
+        200
+    );
+    server.stop().await.expect("clean stop");
+}

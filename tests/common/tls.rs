@@ -121,14 +121,15 @@ pub async fn plain_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .body(Full::new(Bytes::new()))
         .expect("request");
     let response = sender.send_request(request).await.expect("admin answers");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let (status, body) = read_response(response).await;
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Status and whole body of a response.
+async fn read_response(response: hyper::Response<hyper::body::Incoming>) -> (u16, Vec<u8>) {
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.expect("body");
+    (status, body.to_bytes().to_vec())
 }
 
 /// One HTTP/2 request over a fresh TLS connection that negotiated `h2`, as the apiserver does.
@@ -160,13 +161,5 @@ pub async fn h2_post(addr: SocketAddr, ca_pem: &[u8], path: &str, body: Vec<u8>)
         .send_request(request)
         .await
         .expect("answered over h2");
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes()
-        .to_vec();
-    (status, body)
+    read_response(response).await
 }
