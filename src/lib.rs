@@ -5,6 +5,8 @@
 pub mod admission;
 pub mod cli;
 pub mod config;
+pub mod delivery;
+pub mod node;
 pub mod offline;
 pub mod policy;
 pub mod seal;
