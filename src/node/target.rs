@@ -1,0 +1,157 @@
+//! Target paths, checked on the node before the plugin (running as root) mounts or removes
+//! anything there: absolute, normalised, inside kubelet's directory, and not reached through a
+//! symlink.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use tonic::Code;
+
+use super::request::truncate;
+use super::service::Failure;
+
+const STEP: &str = "checking the target path";
+
+/// Where kubelet's volumes live, as configured and as the kernel names it.
+#[derive(Debug, Clone)]
+pub struct KubeletDir {
+    pub configured: PathBuf,
+    pub real: PathBuf,
+}
+
+/// A checked target: `real` is the path with its parent resolved, which is how the mount
+/// table names it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub real: PathBuf,
+    /// False when nothing exists at the path yet.
+    pub exists: bool,
+}
+
+fn invalid(message: String) -> Failure {
+    Failure::new(Code::InvalidArgument, STEP, message)
+}
+
+/// Checks the spelling of a target path: absolute, no `.`/`..`/empty components, strictly
+/// inside the kubelet directory.
+pub fn check_lexical(raw: &str, kubelet: &KubeletDir) -> Result<PathBuf, Failure> {
+    let shown = truncate(raw);
+    let Some(rest) = raw.strip_prefix('/') else {
+        return Err(invalid(format!("target path {shown:?} is not absolute")));
+    };
+    if raw.contains('\0') {
+        return Err(invalid("target path contains NUL".into()));
+    }
+    if rest
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(invalid(format!(
+            "target path {shown:?} is not normalised (empty, . or .. component)"
+        )));
+    }
+    let path = PathBuf::from(raw);
+    let inside = [&kubelet.configured, &kubelet.real]
+        .iter()
+        .any(|dir| path.starts_with(dir) && path != **dir);
+    if !inside {
+        return Err(invalid(format!(
+            "target path {shown:?} is outside the kubelet directory {}",
+            kubelet.configured.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Full check for a publish: the parent must exist and resolve inside the kubelet directory,
+/// and the target must be a directory or absent, never a symlink.
+pub fn check_publish(raw: &str, kubelet: &KubeletDir) -> Result<Target, Failure> {
+    let path = check_lexical(raw, kubelet)?;
+    match resolve(&path, kubelet)? {
+        Some(target) => Ok(target),
+        None => Err(Failure::new(
+            Code::FailedPrecondition,
+            STEP,
+            format!(
+                "the parent of target path {:?} does not exist",
+                truncate(raw)
+            ),
+        )),
+    }
+}
+
+/// Check for an unpublish: `None` when the target (or its parent) is already gone.
+pub fn check_unpublish(raw: &str, kubelet: &KubeletDir) -> Result<Option<Target>, Failure> {
+    let path = check_lexical(raw, kubelet)?;
+    Ok(resolve(&path, kubelet)?.filter(|t| t.exists))
+}
+
+fn resolve(path: &Path, kubelet: &KubeletDir) -> Result<Option<Target>, Failure> {
+    let shown = truncate(&path.to_string_lossy());
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(invalid(format!("target path {shown:?} has no parent")));
+    };
+    let parent = match std::fs::canonicalize(parent) {
+        Ok(p) => p,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Failure::new(
+                Code::Internal,
+                STEP,
+                format!("resolving the parent of {shown:?}: {e}"),
+            ))
+        }
+    };
+    if !parent.starts_with(&kubelet.real) {
+        return Err(invalid(format!(
+            "target path {shown:?} leads outside the kubelet directory through a symlink"
+        )));
+    }
+    let real = parent.join(name);
+    let exists = match std::fs::symlink_metadata(&real) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return Err(invalid(format!("target path {shown:?} is a symlink")))
+        }
+        Ok(meta) if !meta.is_dir() => {
+            return Err(invalid(format!(
+                "target path {shown:?} exists and is not a directory"
+            )))
+        }
+        Ok(_) => true,
+        Err(e) if e.kind() == ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(Failure::new(
+                Code::Internal,
+                STEP,
+                format!("inspecting {shown:?}: {e}"),
+            ))
+        }
+    };
+    Ok(Some(Target { real, exists }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spelling_is_checked_before_the_filesystem() {
+        let kubelet = KubeletDir {
+            configured: "/var/lib/kubelet".into(),
+            real: "/var/lib/kubelet".into(),
+        };
+        for bad in [
+            "relative/mount",
+            "/var/lib/kubelet",
+            "/var/lib/kubelet/../../etc",
+            "/var/lib/kubelet/pods//mount",
+            "/var/lib/kubelet/pods/./mount",
+            "/var/lib/kubelet/pods/x/mount/",
+            "/var/lib/kubeletx/mount",
+            "/etc/mount",
+        ] {
+            assert!(check_lexical(bad, &kubelet).is_err(), "{bad} accepted");
+        }
+        assert!(check_lexical("/var/lib/kubelet/pods/u/volumes/x/mount", &kubelet).is_ok());
+    }
+}
