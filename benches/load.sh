@@ -37,7 +37,7 @@ trap cleanup EXIT
 printf 'bench-root-password' | "$BIN" secret create --store "file:$WORK/data" -n shop mysql_root_password - >/dev/null
 
 RUST_LOG=warn taskset -c 0 "$BIN" server --listen "127.0.0.1:$PORT" \
-  --admin-listen "127.0.0.1:$ADMIN_PORT" --data-dir "$WORK/data" &
+  --admin-listen "127.0.0.1:$ADMIN_PORT" --delivery-listen 127.0.0.1:0 --data-dir "$WORK/data" &
 PID=$!
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break

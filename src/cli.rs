@@ -34,7 +34,7 @@ pub enum Command {
     Review(ReviewArgs),
     /// Check manifests for credentials in env; exit 1 on findings, 2 on unreadable input.
     Scan(ScanArgs),
-    /// Swarm's `docker secret` verbs: create, ls, inspect, rm.
+    /// Swarm's `docker secret` verbs: create, ls, inspect, rm, rotate.
     Secret(SecretCommand),
     /// Seal a secret offline: prints a RunSecret manifest, safe to commit and kubectl apply.
     Seal(SealArgs),
@@ -47,6 +47,8 @@ pub enum Command {
 pub enum StoreLocation {
     /// The embedded file store in a data directory.
     File(PathBuf),
+    /// RunSecret objects in the cluster of the current kubeconfig context.
+    Kubernetes,
 }
 
 impl std::str::FromStr for StoreLocation {
@@ -54,9 +56,8 @@ impl std::str::FromStr for StoreLocation {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.strip_prefix("file:") {
             Some(dir) if !dir.is_empty() => Ok(StoreLocation::File(PathBuf::from(dir))),
-            _ => Err(format!(
-                "unknown store {s:?}: use file:DIR (the Kubernetes store is not available yet)"
-            )),
+            _ if s == "kubernetes" => Ok(StoreLocation::Kubernetes),
+            _ => Err(format!("unknown store {s:?}: use file:DIR or kubernetes")),
         }
     }
 }
@@ -64,7 +65,8 @@ impl std::str::FromStr for StoreLocation {
 /// Which store and namespace a verb works on.
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
-    /// Secret store: file:DIR (the embedded store, shared with `runsecrets server`).
+    /// Secret store: file:DIR (the embedded store, shared with `runsecrets server`), or
+    /// kubernetes (RunSecret objects, through the current kubeconfig context).
     #[arg(
         long,
         env = "RUNSECRETS_STORE",
@@ -81,6 +83,15 @@ pub struct StoreArgs {
         global = true
     )]
     pub namespace: String,
+    /// With --store kubernetes: the ConfigMap the server publishes its public keys in
+    /// (NAMESPACE/NAME), used to seal new secrets.
+    #[arg(
+        long,
+        env = "RUNSECRETS_PUBLIC_KEYS",
+        default_value = "runsecrets/runsecrets-public-keys",
+        global = true
+    )]
+    pub public_keys: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -125,10 +136,21 @@ pub enum SecretVerb {
         #[arg(long)]
         pretty: bool,
     },
-    /// Remove secrets.
+    /// Remove secrets; refused while a pod declares one of them.
     Rm {
         #[arg(required = true)]
         names: Vec<String>,
+    },
+    /// Store a new value as the next version (NAME.v2, …) and, with --workload, move the
+    /// workload's reference to it keeping the file path, so the workload rolls.
+    Rotate {
+        /// Workload whose pod template references the secret: deployment/NAME, statefulset/,
+        /// daemonset/, replicaset/, cronjob/ or replicationcontroller/ (needs --store kubernetes).
+        #[arg(long)]
+        workload: Option<crate::secrets::WorkloadRef>,
+        name: String,
+        #[arg(value_name = "FILE|-")]
+        file: PathBuf,
     },
 }
 

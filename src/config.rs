@@ -23,7 +23,15 @@ pub struct ServerArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub admin_listen: SocketAddr,
-    /// Where generated certificates (and later the embedded store) live.
+    /// HTTPS address of the delivery API that node plugins call (same certificate).
+    #[arg(
+        long,
+        env = "RUNSECRETS_DELIVERY_LISTEN",
+        default_value = "127.0.0.1:8444"
+    )]
+    pub delivery_listen: SocketAddr,
+    /// Where generated certificates, the embedded store, its keyring and the local node token
+    /// live.
     #[arg(long, env = "RUNSECRETS_DATA_DIR", default_value = "./runsecrets-data")]
     pub data_dir: PathBuf,
     /// PEM certificate chain; reloaded when the file changes. Without it a CA and a serving
@@ -56,14 +64,44 @@ pub struct ServerArgs {
     /// the audit log). `false` makes exemptions an administrator's decision only.
     #[arg(long, env = "RUNSECRETS_ALLOW_ENV_EXEMPTIONS", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_env_exemptions: bool,
-    /// Secret store the webhook checks declared secrets against: file:DIR, or none (no
-    /// existence check). Default: the file store in --data-dir.
+    /// Secret store: file:DIR, kubernetes (RunSecret objects, keyring in a Secret of the
+    /// server's namespace), or none (no existence check, no delivery). Default: the file store
+    /// in --data-dir.
     #[arg(long, env = "RUNSECRETS_STORE")]
     pub store: Option<StoreChoice>,
     /// When the store cannot be read: deny pods that declare secrets (fail closed) or allow
     /// them without the existence check.
     #[arg(long, env = "RUNSECRETS_STORE_UNAVAILABLE", default_value = "deny")]
     pub store_unavailable: UnavailablePolicy,
+    /// Who may fetch secrets: `kubernetes` reviews the node plugin's and the pod's tokens with
+    /// TokenReview; `local` (NOT FOR CLUSTERS) trusts a node token file in --data-dir and reads
+    /// pod tokens' claims without checking their signature.
+    #[arg(long, env = "RUNSECRETS_AUTHENTICATOR", default_value = "local")]
+    pub authenticator: AuthenticatorChoice,
+    /// The node plugin's service account, NAMESPACE/NAME: with --authenticator kubernetes, only
+    /// callers presenting its token may fetch secrets.
+    #[arg(
+        long,
+        env = "RUNSECRETS_NODE_SERVICE_ACCOUNT",
+        default_value = "runsecrets/runsecrets-node"
+    )]
+    pub node_service_account: String,
+    /// With --store kubernetes: the Secret (in the server's namespace) holding the keyring;
+    /// created by the first replica if absent.
+    #[arg(
+        long,
+        env = "RUNSECRETS_KEYRING_SECRET",
+        default_value = "runsecrets-keyring"
+    )]
+    pub keyring_secret: String,
+    /// With --store kubernetes: the ConfigMap (in the server's namespace) the public keys are
+    /// published in, for offline sealing.
+    #[arg(
+        long,
+        env = "RUNSECRETS_PUBLIC_KEYS_CONFIGMAP",
+        default_value = "runsecrets-public-keys"
+    )]
+    pub public_keys_configmap: String,
     /// Largest accepted review body; the apiserver sends at most about 3 MiB.
     #[arg(long, env = "RUNSECRETS_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -86,7 +124,17 @@ pub struct ServerArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChoice {
     File(PathBuf),
+    Kubernetes,
     None,
+}
+
+/// The delivery API's `--authenticator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthenticatorChoice {
+    /// TokenReview against the cluster's apiserver.
+    Kubernetes,
+    /// No cluster: a node token file and unverified pod token claims. Not for clusters.
+    Local,
 }
 
 impl std::str::FromStr for StoreChoice {
@@ -94,9 +142,10 @@ impl std::str::FromStr for StoreChoice {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match (s, s.strip_prefix("file:")) {
             ("none", _) => Ok(StoreChoice::None),
+            ("kubernetes", _) => Ok(StoreChoice::Kubernetes),
             (_, Some(dir)) if !dir.is_empty() => Ok(StoreChoice::File(PathBuf::from(dir))),
             _ => Err(format!(
-                "unknown store {s:?}: use file:DIR or none (the Kubernetes store is not available yet)"
+                "unknown store {s:?}: use file:DIR, kubernetes or none"
             )),
         }
     }
@@ -115,7 +164,7 @@ impl ServerArgs {
         match &self.store {
             None => Some(self.data_dir.clone()),
             Some(StoreChoice::File(dir)) => Some(dir.clone()),
-            Some(StoreChoice::None) => None,
+            Some(StoreChoice::None | StoreChoice::Kubernetes) => None,
         }
     }
 

@@ -8,15 +8,25 @@ use runsecrets::cli::{
 };
 use runsecrets::config::ServerArgs;
 use runsecrets::offline::{self, OutputFormat, ReviewOutput};
-use runsecrets::secrets::{self, LsFormat};
+use runsecrets::seal::PublicKeys;
+use runsecrets::secrets::{self, Cluster, LsFormat, NoCluster};
 use runsecrets::server::Server;
-use runsecrets::store::FileStore;
+use runsecrets::store::kubernetes::KubeStore;
+use runsecrets::store::{FileStore, Store, StoreError};
 use runsecrets::telemetry;
 use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format);
+    // Once per process: the server's listeners and every kube client use it.
+    if rustls::crypto::ring::default_provider()
+        .install_default()
+        .is_err()
+    {
+        eprintln!("runsecrets: a rustls crypto provider was already installed");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Server(args) => server(*args).map(|()| ExitCode::SUCCESS),
         Command::Review(args) => review(&args),
@@ -38,9 +48,6 @@ fn main() -> ExitCode {
 }
 
 fn server(args: ServerArgs) -> anyhow::Result<()> {
-    rustls::crypto::ring::default_provider()
-        .install_default()
-        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,10 +155,34 @@ fn read_data(path: &std::path::Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
 }
 
 fn secret(args: SecretCommand) -> anyhow::Result<String> {
-    let StoreLocation::File(dir) = &args.target.store;
-    let store = FileStore::open(dir)?;
-    let ns = &args.target.namespace;
-    Ok(match args.verb {
+    match &args.target.store {
+        StoreLocation::File(dir) => {
+            let store = FileStore::open(dir)?;
+            let keys = || {
+                secrets::load_or_create_keyring(dir)?
+                    .public_keys()
+                    .map_err(Into::into)
+            };
+            verb(&store, &NoCluster, &keys, &args.target.namespace, args.verb)
+        }
+        StoreLocation::Kubernetes => {
+            let store = KubeStore::connect()?;
+            let keys = || store.public_keys(&args.target.public_keys);
+            verb(&store, &store, &keys, &args.target.namespace, args.verb)
+        }
+    }
+}
+
+type KeySource<'a> = &'a dyn Fn() -> Result<PublicKeys, StoreError>;
+
+fn verb(
+    store: &dyn Store,
+    cluster: &dyn Cluster,
+    keys: KeySource<'_>,
+    ns: &str,
+    verb: SecretVerb,
+) -> anyhow::Result<String> {
+    Ok(match verb {
         SecretVerb::Create {
             labels,
             service_accounts,
@@ -160,8 +191,7 @@ fn secret(args: SecretCommand) -> anyhow::Result<String> {
         } => {
             let labels = secrets::parse_labels(&labels).map_err(anyhow::Error::msg)?;
             let data = read_data(&file)?;
-            let keys = secrets::load_or_create_keyring(dir)?.public_keys()?;
-            let id = secrets::create(&store, &keys, ns, &name, data, labels, service_accounts)?;
+            let id = secrets::create(store, &keys()?, ns, &name, data, labels, service_accounts)?;
             format!("{id}\n")
         }
         SecretVerb::Ls {
@@ -175,12 +205,31 @@ fn secret(args: SecretCommand) -> anyhow::Result<String> {
                 (false, Some(t)) => LsFormat::Template(t.to_string()),
                 (false, None) => LsFormat::Table,
             };
-            secrets::ls(&store, ns, &filters, &format)?
+            secrets::ls(store, ns, &filters, &format)?
         }
         SecretVerb::Inspect { names, pretty } => {
-            secrets::inspect(&store, ns, &names, pretty)? + "\n"
+            secrets::inspect(store, ns, &names, pretty)? + "\n"
         }
-        SecretVerb::Rm { names } => secrets::rm(&store, ns, &names)?,
+        SecretVerb::Rm { names } => secrets::rm(store, cluster, ns, &names)?,
+        SecretVerb::Rotate {
+            workload,
+            name,
+            file,
+        } => {
+            let data = read_data(&file)?;
+            let done =
+                secrets::rotate(store, cluster, &keys()?, ns, &name, data, workload.as_ref())?;
+            match done.workload {
+                Some(w) => format!(
+                    "{}\n{} now uses {} (same target); it rolls out\n",
+                    done.id, w, done.name
+                ),
+                None => format!(
+                    "{}\ncreated {}; move references from {name} to it (or use --workload)\n",
+                    done.id, done.name
+                ),
+            }
+        }
     })
 }
 
@@ -188,10 +237,12 @@ fn seal(args: SealArgs) -> anyhow::Result<String> {
     let labels = secrets::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
     let keys = match &args.key {
         Some(path) => secrets::public_keys_from_file(path)?,
-        None => {
-            let StoreLocation::File(dir) = &args.target.store;
-            secrets::load_or_create_keyring(dir)?.public_keys()?
-        }
+        None => match &args.target.store {
+            StoreLocation::File(dir) => secrets::load_or_create_keyring(dir)?.public_keys()?,
+            StoreLocation::Kubernetes => {
+                KubeStore::connect()?.public_keys(&args.target.public_keys)?
+            }
+        },
     };
     let data = read_data(&args.file)?;
     Ok(secrets::seal_manifest(

@@ -1105,7 +1105,7 @@ fn rbac_grants_exactly_what_the_code_calls() {
             ]),
             "{set:?}: server ClusterRole"
         );
-        let role: Role = r.one("Role", None);
+        let role: Role = r.one("Role", Some(&server_name));
         assert_eq!(role.metadata.name.as_deref(), Some(server_name.as_str()));
         assert_eq!(
             role.rules,
@@ -1113,14 +1113,32 @@ fn rbac_grants_exactly_what_the_code_calls() {
                 rule(&[""], &["secrets"], &[], &["create"]),
                 rule(&[""], &["secrets"], &[&keyring], &["get"]),
                 rule(&[""], &["configmaps"], &[], &["create"]),
-                rule(
-                    &[""],
-                    &["configmaps"],
-                    &[&public_keys],
-                    &["get", "update", "patch"]
-                ),
+                rule(&[""], &["configmaps"], &[&public_keys], &["get", "update"]),
             ]),
             "{set:?}: server Role"
+        );
+        // Anyone signed in may read the public keys (the CLI seals with them), nothing else.
+        let readers = format!("{server_name}-public-keys");
+        let reader: Role = r.one("Role", Some(&readers));
+        assert_eq!(
+            reader.rules,
+            Some(vec![rule(
+                &[""],
+                &["configmaps"],
+                &[&public_keys],
+                &["get"]
+            )])
+        );
+        let reader_binding: RoleBinding = r.one("RoleBinding", Some(&readers));
+        assert_eq!(reader_binding.role_ref.name, readers);
+        let subjects = reader_binding.subjects.expect("subjects");
+        assert_eq!(
+            (
+                subjects.len(),
+                subjects[0].kind.as_str(),
+                subjects[0].name.as_str()
+            ),
+            (1, "Group", "system:authenticated")
         );
         // User-facing roles, aggregated into the built-in ones.
         let labels = |name: &str| {
@@ -1168,7 +1186,7 @@ fn rbac_grants_exactly_what_the_code_calls() {
 
         // Bindings: the server's roles to the server's ServiceAccount, nothing to the node's.
         let crb: ClusterRoleBinding = r.one("ClusterRoleBinding", None);
-        let rb: RoleBinding = r.one("RoleBinding", None);
+        let rb: RoleBinding = r.one("RoleBinding", Some(&server_name));
         assert_eq!(crb.role_ref.name, server_name);
         assert_eq!(crb.role_ref.kind, "ClusterRole");
         assert_eq!(rb.role_ref.name, server_name);

@@ -32,6 +32,8 @@ impl Running {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            "--delivery-listen",
+            "127.0.0.1:0",
             "--data-dir",
             data_dir.to_str().expect("utf-8 path"),
         ];

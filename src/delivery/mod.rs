@@ -1,4 +1,195 @@
 //! The delivery API: node plugins ask for a pod's secrets, the server checks who is asking and
 //! for which pod, unseals, and answers over TLS.
+//!
+//! Nothing the node plugin says about the pod is trusted: the pod's identity (namespace,
+//! service account, pod name and uid) comes from reviewing the pod's own token, which must be
+//! bound to exactly the pod the plugin names. A secret is served only within its namespace and,
+//! when it lists service accounts, only to those.
 
+pub mod auth;
+pub mod routes;
+pub mod tokenreview;
 pub mod wire;
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use zeroize::Zeroizing;
+
+use crate::seal::Keyring;
+use crate::store::{check_namespace, SecretRecord, StoreError};
+use auth::{AuthError, Authenticator, Identity};
+use wire::{DeliveredSecret, DeliveryError, PublishRequest, PublishResponse, Reason};
+
+/// Most secrets one volume may ask for.
+pub const MAX_SECRETS_PER_VOLUME: usize = 256;
+
+/// Reads one sealed secret without network I/O on the request path (the file store reads a
+/// small file; the Kubernetes store answers from its watch cache).
+pub trait SecretLookup: Send + Sync {
+    fn lookup(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>, StoreError>;
+}
+
+impl SecretLookup for crate::store::FileStore {
+    fn lookup(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        crate::store::Store::get(self, namespace, name)
+    }
+}
+
+/// The delivery service: authenticator, secret lookup and the keys that open them.
+pub struct Delivery {
+    pub auth: Arc<dyn Authenticator>,
+    pub secrets: Arc<dyn SecretLookup>,
+    pub keyring: Arc<Keyring>,
+}
+
+fn deny(reason: Reason, message: impl Into<String>) -> DeliveryError {
+    DeliveryError {
+        reason,
+        message: message.into(),
+    }
+}
+
+impl Delivery {
+    /// Authenticates the node plugin and the pod, authorizes every requested secret, and
+    /// returns their values. Every outcome is one audit line; values never are.
+    pub async fn publish(
+        &self,
+        bearer: &str,
+        request: PublishRequest,
+    ) -> Result<PublishResponse, DeliveryError> {
+        let result = self.decide(bearer, &request).await;
+        let pod = format!("{}/{}", request.pod_namespace, request.pod_name);
+        let secrets = request.secrets.join(",");
+        match &result {
+            Ok(_) => tracing::info!(
+                target: "runsecrets::audit",
+                node = %request.node_id, pod = %pod, uid = %request.pod_uid, secrets = %secrets,
+                decision = "granted", "secret delivery"
+            ),
+            Err(e) => tracing::warn!(
+                target: "runsecrets::audit",
+                node = %request.node_id, pod = %pod, uid = %request.pod_uid, secrets = %secrets,
+                decision = "denied", reason = ?e.reason, message = %e.message, "secret delivery"
+            ),
+        }
+        result
+    }
+
+    async fn decide(
+        &self,
+        bearer: &str,
+        request: &PublishRequest,
+    ) -> Result<PublishResponse, DeliveryError> {
+        check_request(request)?;
+        self.auth.node(bearer).await.map_err(|e| match e {
+            AuthError::Unavailable(m) => deny(Reason::Unavailable, m),
+            e => deny(
+                Reason::Unauthenticated,
+                format!("the caller is not the runsecrets node plugin: {e}"),
+            ),
+        })?;
+        let identity = self
+            .auth
+            .review(&request.token)
+            .await
+            .map_err(|e| match e {
+                AuthError::Unavailable(m) => deny(Reason::Unavailable, m),
+                e => deny(Reason::Forbidden, format!("pod token refused: {e}")),
+            })?;
+        check_binding(&identity, request)?;
+        let mut granted = Vec::with_capacity(request.secrets.len());
+        for name in &request.secrets {
+            let record = self
+                .secrets
+                .lookup(&identity.namespace, name)
+                .map_err(|e| deny(Reason::Unavailable, format!("reading secret '{name}': {e}")))?
+                .ok_or_else(|| {
+                    deny(
+                        Reason::NotFound,
+                        format!(
+                            "secret '{name}' does not exist in namespace {}",
+                            identity.namespace
+                        ),
+                    )
+                })?;
+            let allowed = &record.spec.service_accounts;
+            if !allowed.is_empty() && !allowed.contains(&identity.service_account) {
+                return Err(deny(
+                    Reason::Forbidden,
+                    format!(
+                        "secret '{name}' is only for service accounts {}; the pod runs as {}",
+                        allowed.join(", "),
+                        identity.service_account
+                    ),
+                ));
+            }
+            let value = record
+                .unseal(&self.keyring)
+                .map_err(|e| deny(Reason::Unavailable, format!("opening secret '{name}': {e}")))?;
+            granted.push(DeliveredSecret {
+                name: name.clone(),
+                data: Zeroizing::new(B64.encode(value.as_slice())),
+            });
+        }
+        Ok(PublishResponse { secrets: granted })
+    }
+}
+
+/// Shape checks before any token is reviewed.
+fn check_request(request: &PublishRequest) -> Result<(), DeliveryError> {
+    let bad = |m: String| Err(deny(Reason::InvalidRequest, m));
+    if check_namespace(&request.pod_namespace).is_err() {
+        return bad("podNamespace is not a namespace name".into());
+    }
+    if request.pod_name.is_empty() || request.pod_uid.is_empty() {
+        return bad("podName and podUid are required".into());
+    }
+    if request.secrets.is_empty() || request.secrets.len() > MAX_SECRETS_PER_VOLUME {
+        return bad(format!(
+            "ask for 1 to {MAX_SECRETS_PER_VOLUME} secrets (got {})",
+            request.secrets.len()
+        ));
+    }
+    for (i, name) in request.secrets.iter().enumerate() {
+        if crate::spec::check_name(name).is_err() {
+            return bad(format!("secrets[{i}] is not a valid secret name"));
+        }
+        if request.secrets[..i].contains(name) {
+            return bad(format!("secrets[{i}] repeats '{name}'"));
+        }
+    }
+    Ok(())
+}
+
+/// The token must be bound to the pod the node plugin publishes for.
+fn check_binding(identity: &Identity, request: &PublishRequest) -> Result<(), DeliveryError> {
+    let Some(pod) = &identity.pod else {
+        return Err(deny(
+            Reason::Forbidden,
+            "pod token refused: it is not bound to a pod (use the token kubelet requests for the CSIDriver)",
+        ));
+    };
+    if identity.namespace != request.pod_namespace
+        || pod.name != request.pod_name
+        || pod.uid != request.pod_uid
+    {
+        return Err(deny(
+            Reason::Forbidden,
+            format!(
+                "pod token refused: it belongs to pod {}/{} (uid {}), not {}/{} (uid {})",
+                identity.namespace,
+                pod.name,
+                pod.uid,
+                request.pod_namespace,
+                request.pod_name,
+                request.pod_uid
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -84,4 +84,15 @@ impl Reason {
             Reason::Unavailable => 503,
         }
     }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::InvalidRequest => "invalid_request",
+            Reason::Unauthenticated => "unauthenticated",
+            Reason::Forbidden => "forbidden",
+            Reason::NotFound => "not_found",
+            Reason::Unavailable => "unavailable",
+        }
+    }
 }

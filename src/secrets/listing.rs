@@ -70,7 +70,7 @@ fn render(template: &str, r: &SecretRecord) -> String {
 
 /// `secret ls`: all filters must match (Docker's rule for different keys).
 pub fn ls(
-    store: &impl Store,
+    store: &dyn Store,
     namespace: &str,
     filters: &[Filter],
     format: &LsFormat,

@@ -1,11 +1,15 @@
 //! Swarm's `docker secret` verbs (create, ls, inspect, rm) and `seal`, over a [`Store`].
 //! Each verb returns what it prints, so tests drive them without a terminal.
 
+pub mod cluster;
 mod keys;
 mod listing;
+mod rotate;
 
+pub use cluster::{Cluster, NoCluster, WorkloadRef};
 pub use keys::{load_or_create_keyring, public_keys_from_file};
 pub use listing::{ls, Filter, LsFormat};
+pub use rotate::{move_references, next_version, rotate, Rotation};
 
 use std::collections::BTreeMap;
 
@@ -27,7 +31,7 @@ pub fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, Strin
 
 /// `secret create`: seals and stores; returns the new id.
 pub fn create(
-    store: &impl Store,
+    store: &dyn Store,
     keys: &PublicKeys,
     namespace: &str,
     name: &str,
@@ -42,7 +46,7 @@ pub fn create(
 
 /// `secret inspect`: the records as JSON, without the ciphertext (the value is never shown).
 pub fn inspect(
-    store: &impl Store,
+    store: &dyn Store,
     namespace: &str,
     names: &[String],
     pretty: bool,
@@ -87,7 +91,23 @@ pub fn inspect(
 }
 
 /// `secret rm`: removes each name; a missing one is an error after the others are removed.
-pub fn rm(store: &impl Store, namespace: &str, names: &[String]) -> Result<String, StoreError> {
+/// A secret that a pod still declares is not removed (Swarm refuses while a service uses it).
+pub fn rm(
+    store: &dyn Store,
+    cluster: &dyn Cluster,
+    namespace: &str,
+    names: &[String],
+) -> Result<String, StoreError> {
+    // Every name is checked before any is removed, so a refusal removes nothing.
+    for name in names {
+        let pods = cluster.pods_using(namespace, name)?;
+        if !pods.is_empty() {
+            return Err(StoreError::InUse {
+                name: name.clone(),
+                pods,
+            });
+        }
+    }
     let mut out = String::new();
     let mut missing = None;
     for name in names {

@@ -70,10 +70,10 @@ fn create_ls_inspect_rm_round_trip_never_shows_the_value() {
         .expect("exists");
     assert_eq!(record.unseal(&ring).expect("opens").as_slice(), VALUE);
     assert_eq!(
-        rm(&store, "shop", &["tls_key".into()]).expect("rm"),
+        rm(&store, &NoCluster, "shop", &["tls_key".into()]).expect("rm"),
         "tls_key\n"
     );
-    let err = rm(&store, "shop", &["tls_key".into()]).expect_err("gone");
+    let err = rm(&store, &NoCluster, "shop", &["tls_key".into()]).expect_err("gone");
     assert_eq!(err.to_string(), "No such secret: tls_key");
     drop(dir);
 }
@@ -160,4 +160,172 @@ fn object_names_are_valid_kubernetes_names_and_distinct() {
             "{name}"
         );
     }
+}
+
+/// A cluster with fixed pods and one workload, recording the annotation it is given.
+struct FakeCluster {
+    pods: Vec<(String, String)>,
+    annotation: std::cell::RefCell<Option<String>>,
+}
+
+impl Cluster for FakeCluster {
+    fn pods_using(&self, _: &str, secret: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .pods
+            .iter()
+            .filter(|(_, a)| cluster::declares(a, secret))
+            .map(|(p, _)| p.clone())
+            .collect())
+    }
+    fn template_secrets(&self, _: &str, _: &WorkloadRef) -> Result<Option<String>, StoreError> {
+        Ok(self.annotation.borrow().clone())
+    }
+    fn set_template_secrets(&self, _: &str, _: &WorkloadRef, v: &str) -> Result<(), StoreError> {
+        *self.annotation.borrow_mut() = Some(v.to_string());
+        Ok(())
+    }
+}
+
+#[test]
+fn rm_is_refused_while_a_pod_declares_the_secret_and_removes_nothing() {
+    let (_dir, store, ring) = setup();
+    add(&store, &ring, "db_password", &[]);
+    add(&store, &ring, "tls_key", &[]);
+    let cluster = FakeCluster {
+        pods: vec![
+            ("web-0".into(), "source=db_password,target=db".into()),
+            ("web-1".into(), "db_password\ntls_key".into()),
+            ("other".into(), "unrelated".into()),
+        ],
+        annotation: Default::default(),
+    };
+    let err = rm(
+        &store,
+        &cluster,
+        "shop",
+        &["tls_key".into(), "db_password".into()],
+    )
+    .expect_err("in use");
+    assert_eq!(
+        err.to_string(),
+        "secret 'tls_key' is in use by the following pods: web-1"
+    );
+    assert!(
+        store.get("shop", "tls_key").expect("get").is_some(),
+        "nothing removed"
+    );
+    assert!(store.get("shop", "db_password").expect("get").is_some());
+}
+
+#[test]
+fn rotate_creates_the_next_version_and_moves_the_reference_keeping_the_target() {
+    let (_dir, store, ring) = setup();
+    add(&store, &ring, "db_password", &["env=prod"]);
+    let cluster = FakeCluster {
+        pods: vec![],
+        annotation: std::cell::RefCell::new(Some(
+            "db_password\nsource=tls_key,target=tls/key.pem".into(),
+        )),
+    };
+    let workload: WorkloadRef = "deploy/web".parse().expect("workload");
+    let keys = ring.public_keys().expect("keys");
+    let new_value = Zeroizing::new(b"the-next-value".to_vec());
+    let done = rotate(
+        &store,
+        &cluster,
+        &keys,
+        "shop",
+        "db_password",
+        new_value,
+        Some(&workload),
+    )
+    .expect("rotated");
+    assert_eq!(done.name, "db_password.v2");
+    assert_eq!(done.workload.as_deref(), Some("deployment/web"));
+    let record = store
+        .get("shop", "db_password.v2")
+        .expect("get")
+        .expect("created");
+    assert_eq!(record.labels.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(&record.unseal(&ring).expect("opens")[..], b"the-next-value");
+    // The old version stays for pods still running it; the file path does not move.
+    assert!(store.get("shop", "db_password").expect("get").is_some());
+    let annotation = cluster.annotation.borrow().clone().expect("patched");
+    let refs = crate::spec::parse_secrets(&annotation).expect("parses");
+    assert_eq!(refs[0].source, "db_password.v2");
+    assert_eq!(refs[0].target.container_path(), "/run/secrets/db_password");
+    assert_eq!(refs[1].source, "tls_key");
+
+    // Rotating again from the original name skips to v3.
+    let again = rotate(
+        &store,
+        &NoCluster,
+        &keys,
+        "shop",
+        "db_password",
+        Zeroizing::new(b"x".to_vec()),
+        None,
+    )
+    .expect("rotated");
+    assert_eq!(again.name, "db_password.v3");
+}
+
+#[test]
+fn rotate_refuses_a_workload_that_does_not_use_the_secret_before_creating_anything() {
+    let (_dir, store, ring) = setup();
+    add(&store, &ring, "db_password", &[]);
+    let cluster = FakeCluster {
+        pods: vec![],
+        annotation: std::cell::RefCell::new(Some("tls_key".into())),
+    };
+    let workload: WorkloadRef = "statefulset/db".parse().expect("workload");
+    let keys = ring.public_keys().expect("keys");
+    let err = rotate(
+        &store,
+        &cluster,
+        &keys,
+        "shop",
+        "db_password",
+        Zeroizing::new(b"v".to_vec()),
+        Some(&workload),
+    )
+    .expect_err("not declared");
+    assert!(
+        err.to_string()
+            .contains("statefulset/db does not declare secret 'db_password'"),
+        "{err}"
+    );
+    assert!(store.get("shop", "db_password.v2").expect("get").is_none());
+    assert!(matches!(
+        rotate(
+            &store,
+            &NoCluster,
+            &keys,
+            "shop",
+            "missing",
+            Zeroizing::new(b"v".to_vec()),
+            None
+        ),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn version_names_and_workload_kinds() {
+    assert_eq!(next_version("db").as_deref(), Some("db.v2"));
+    assert_eq!(next_version("db.v9").as_deref(), Some("db.v10"));
+    assert_eq!(next_version("db.vx").as_deref(), Some("db.vx.v2"));
+    assert_eq!(next_version(&"a".repeat(64)), None);
+    assert!("job/x"
+        .parse::<WorkloadRef>()
+        .expect_err("jobs")
+        .contains("cannot change"));
+    assert!("pod/x".parse::<WorkloadRef>().is_err());
+    assert_eq!(
+        "cj/nightly"
+            .parse::<WorkloadRef>()
+            .expect("cronjob")
+            .template_path(),
+        ["spec", "jobTemplate", "spec", "template"]
+    );
 }

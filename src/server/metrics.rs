@@ -24,6 +24,11 @@ struct ReviewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
 }
@@ -38,6 +43,8 @@ pub struct Metrics {
     reviews: Family<ReviewLabels, Counter>,
     latency: Family<EndpointLabels, Histogram, fn() -> Histogram>,
     rejected_bodies: Family<EndpointLabels, Counter>,
+    deliveries: Family<OutcomeLabels, Counter>,
+    delivery_latency: Histogram,
 }
 
 impl Default for Metrics {
@@ -61,11 +68,25 @@ impl Default for Metrics {
             "Requests that were not AdmissionReviews (answered 400)",
             rejected_bodies.clone(),
         );
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        let delivery_latency = histogram();
+        registry.register(
+            "deliveries",
+            "Secret deliveries to node plugins, by outcome (granted or the refusal reason)",
+            deliveries.clone(),
+        );
+        registry.register(
+            "delivery_duration_seconds",
+            "Time to answer a node plugin, token reviews included",
+            delivery_latency.clone(),
+        );
         Self {
             registry,
             reviews,
             latency,
             rejected_bodies,
+            deliveries,
+            delivery_latency,
         }
     }
 }
@@ -88,6 +109,14 @@ impl Metrics {
         self.rejected_bodies
             .get_or_create(&EndpointLabels { endpoint })
             .inc();
+    }
+
+    /// One answered delivery: `granted` or the refusal's reason label.
+    pub fn delivery(&self, outcome: &'static str, seconds: f64) {
+        self.deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        self.delivery_latency.observe(seconds);
     }
 
     /// The Prometheus text exposition.

@@ -1,5 +1,6 @@
 //! `runsecrets server`: the HTTPS admission webhook and the plain-HTTP admin listener.
 
+mod backend;
 mod listener;
 pub mod metrics;
 mod poll;
@@ -16,8 +17,10 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerArgs;
-use crate::store::catalogue::{Catalogue, FileCatalogue};
-use crate::store::{FileStore, StoreError};
+use crate::delivery::Delivery;
+use crate::store::catalogue::FileCatalogue;
+use crate::store::StoreError;
+use backend::Backend;
 
 /// How often the catalogue of existing secrets is reread; misses are checked directly.
 const CATALOGUE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
@@ -45,6 +48,7 @@ pub enum ServerError {
 pub struct Server {
     args: ServerArgs,
     catalogue: Option<Arc<FileCatalogue>>,
+    delivery: Option<(Arc<Delivery>, TcpListener)>,
     certs: Arc<Certificates>,
     webhook: TcpListener,
     admin: TcpListener,
@@ -82,38 +86,9 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
         };
-        let keys = match args.store_dir() {
-            Some(dir) => {
-                let ring = tokio::task::spawn_blocking(move || {
-                    crate::secrets::load_or_create_keyring(&dir).and_then(|r| Ok(r.public_keys()?))
-                })
-                .await
-                .map_err(|e| {
-                    ServerError::Store(StoreError::Io {
-                        step: "loading the keyring",
-                        path: args.data_dir.display().to_string(),
-                        source: std::io::Error::other(e),
-                    })
-                })??;
-                Some(Arc::new(ring))
-            }
-            None => None,
-        };
-        let catalogue = match args.store_dir() {
-            Some(dir) => {
-                let store = FileStore::open(&dir)?;
-                Some(
-                    tokio::task::spawn_blocking(move || FileCatalogue::new(store))
-                        .await
-                        .map_err(|e| {
-                            ServerError::Store(StoreError::Io {
-                                step: "opening",
-                                path: dir.display().to_string(),
-                                source: std::io::Error::other(e),
-                            })
-                        })?,
-                )
-            }
+        let backend = Backend::open(&args).await?;
+        let delivery = match backend.delivery(&args).await? {
+            Some(service) => Some((service, bind(args.delivery_listen).await?)),
             None => None,
         };
         let webhook = bind(args.listen).await?;
@@ -126,13 +101,14 @@ impl Server {
                 deny_when_store_unavailable: args.store_unavailable
                     == crate::config::UnavailablePolicy::Deny,
             },
-            catalogue: catalogue.clone().map(|c| c as Arc<dyn Catalogue>),
-            keys,
+            catalogue: backend.catalogue.clone(),
+            keys: backend.public_keys.clone(),
             ready: Arc::new(AtomicBool::new(false)),
         };
         Ok(Self {
             args,
-            catalogue,
+            catalogue: backend.refresh.clone(),
+            delivery,
             certs,
             webhook,
             admin,
@@ -145,6 +121,13 @@ impl Server {
         self.webhook.local_addr().unwrap_or(self.args.listen)
     }
 
+    /// The delivery listener's address, when the server delivers secrets.
+    pub fn delivery_addr(&self) -> Option<SocketAddr> {
+        self.delivery
+            .as_ref()
+            .map(|(_, l)| l.local_addr().unwrap_or(self.args.delivery_listen))
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr().unwrap_or(self.args.admin_listen)
     }
@@ -152,9 +135,11 @@ impl Server {
     /// Serves until `shutdown` completes, then drains within `--shutdown-timeout`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (webhook_addr, admin_addr) = (self.webhook_addr(), self.admin_addr());
+        let delivery_addr = self.delivery_addr();
         let Server {
             args,
             catalogue,
+            delivery,
             certs,
             webhook,
             admin,
@@ -179,6 +164,18 @@ impl Server {
         let grace = args.shutdown_timeout;
         let webhook_router =
             routes::webhook(state.clone(), args.max_body_bytes, args.request_timeout);
+        let delivery_task = delivery.map(|(service, socket)| {
+            tokio::spawn(listener::serve(
+                socket,
+                Some(acceptor.clone()),
+                crate::delivery::routes::router(service, state.metrics.clone()),
+                stop_rx.clone(),
+                listener::Limits {
+                    grace,
+                    max_connections: args.max_connections,
+                },
+            ))
+        });
         let webhook_task = tokio::spawn(listener::serve(
             webhook,
             Some(acceptor),
@@ -202,7 +199,14 @@ impl Server {
             },
         ));
         state.ready.store(true, Ordering::Relaxed);
-        tracing::info!(webhook = %webhook_addr, admin = %admin_addr, "serving");
+        match delivery_addr {
+            Some(delivery) => {
+                tracing::info!(webhook = %webhook_addr, delivery = %delivery, admin = %admin_addr, "serving")
+            }
+            None => {
+                tracing::info!(webhook = %webhook_addr, admin = %admin_addr, "serving (no store: no delivery API)")
+            }
+        }
 
         shutdown.await;
         state.ready.store(false, Ordering::Relaxed);
@@ -216,7 +220,10 @@ impl Server {
         if let Some(refresher) = refresher {
             refresher.abort();
         }
-        let drained = webhook_task.await.unwrap_or(false);
+        let mut drained = webhook_task.await.unwrap_or(false);
+        if let Some(task) = delivery_task {
+            drained &= task.await.unwrap_or(false);
+        }
         let _ = admin_stop_tx.send(true);
         let _ = admin_task.await;
         if drained {

@@ -75,7 +75,8 @@ async fn public_keys(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
+    let loaded = state.catalogue.as_ref().is_none_or(|c| c.ready());
+    if state.ready.load(Ordering::Relaxed) && loaded {
         "ok".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()

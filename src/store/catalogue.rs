@@ -22,6 +22,12 @@ pub enum Presence {
 /// Answers "does secret `namespace/name` exist?" without blocking on a network.
 pub trait Catalogue: Send + Sync {
     fn presence(&self, namespace: &str, name: &str) -> Presence;
+
+    /// False while the catalogue is still loading; `/readyz` waits for it, so a replica takes
+    /// no reviews before it can answer them.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// The catalogue of the embedded file store.

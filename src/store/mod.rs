@@ -5,6 +5,7 @@
 
 pub mod catalogue;
 mod file;
+pub mod kubernetes;
 pub mod resource;
 
 pub use file::FileStore;
@@ -52,6 +53,9 @@ pub enum StoreError {
     Name,
     #[error("secret data must be larger than 0 and less than 512000 bytes (got {0})")]
     Size(usize),
+    /// Swarm's wording, with pods where Swarm has services.
+    #[error("secret '{name}' is in use by the following pods: {}", pods.join(", "))]
+    InUse { name: String, pods: Vec<String> },
     #[error("No such secret: {0}")]
     NotFound(String),
     #[error("sealing: {0}")]
@@ -64,6 +68,9 @@ pub enum StoreError {
     },
     #[error("{path} is not a readable secret record")]
     Corrupt { path: String },
+    /// A Kubernetes API call failed; the text is the apiserver's status, never a body we sent.
+    #[error("{step}: {message}")]
+    Api { step: &'static str, message: String },
 }
 
 /// Wraps an I/O error with the step and the path it happened on.
@@ -119,17 +126,11 @@ impl SecretRecord {
         let key = keys.newest()?;
         let envelope = seal::seal(key, namespace, name, plaintext)?;
         let digest = envelope_digest(&envelope);
-        let mut idh = Sha256::new();
-        idh.update(namespace.as_bytes());
-        idh.update([0]);
-        idh.update(name.as_bytes());
-        idh.update([0]);
-        idh.update(digest.as_bytes());
         let now = seal::now_rfc3339();
         Ok(Self {
             namespace: namespace.to_string(),
             name: name.to_string(),
-            id: seal::hex(&idh.finalize())[..25].to_string(),
+            id: Self::derive_id(namespace, name, &digest),
             labels,
             created: now.clone(),
             updated: now,
@@ -143,6 +144,18 @@ impl SecretRecord {
                 service_accounts,
             },
         })
+    }
+
+    /// Swarm-style id: 25 hex digits of a hash of namespace, name and envelope digest, so every
+    /// backend shows the same id for the same secret.
+    pub fn derive_id(namespace: &str, name: &str, digest: &str) -> String {
+        let mut idh = Sha256::new();
+        idh.update(namespace.as_bytes());
+        idh.update([0]);
+        idh.update(name.as_bytes());
+        idh.update([0]);
+        idh.update(digest.as_bytes());
+        seal::hex(&idh.finalize())[..25].to_string()
     }
 
     /// The envelope bytes, checked against the recorded digest.

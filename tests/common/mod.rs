@@ -1,6 +1,7 @@
 //! Shared test helpers: the real apiserver fixtures, patch application, and a TLS client.
 #![allow(dead_code)]
 
+pub mod apiserver;
 pub mod tls;
 
 use std::path::PathBuf;

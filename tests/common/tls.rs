@@ -77,14 +77,27 @@ impl Client {
         path: &str,
         body: Vec<u8>,
     ) -> Option<(u16, Vec<u8>)> {
+        self.try_send_with(method, path, &[], body).await
+    }
+
+    /// Sends a request with extra headers.
+    pub async fn try_send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Option<(u16, Vec<u8>)> {
         self.sender.ready().await.ok()?;
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", "localhost")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .expect("request");
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(Bytes::from(body))).expect("request");
         let response = self.sender.send_request(request).await.ok()?;
         let status = response.status().as_u16();
         let body = response

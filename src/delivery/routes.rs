@@ -1,0 +1,76 @@
+//! The delivery listener's routes: `POST /v1/publish` for node plugins, `GET /livez`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+
+use super::wire::{DeliveryError, PublishRequest, Reason, PUBLISH_PATH};
+use super::Delivery;
+use crate::server::metrics::Metrics;
+
+/// A publish request names at most 256 secrets and one token: 64 KiB is plenty.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+struct DeliveryState {
+    delivery: Arc<Delivery>,
+    metrics: Arc<Metrics>,
+}
+
+/// The router served on `--delivery-listen`.
+pub fn router(delivery: Arc<Delivery>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route(PUBLISH_PATH, post(publish))
+        .route("/livez", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(DeliveryState { delivery, metrics })
+}
+
+fn error_response(error: &DeliveryError) -> Response {
+    let status =
+        StatusCode::from_u16(error.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(error)).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+async fn publish(State(state): State<DeliveryState>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let outcome = match serde_json::from_slice::<PublishRequest>(&body) {
+        Err(e) => Err(DeliveryError {
+            reason: Reason::InvalidRequest,
+            // serde's message names the field and position, not the content.
+            message: format!(
+                "the body is not a publish request (line {}, column {}: {:?})",
+                e.line(),
+                e.column(),
+                e.classify()
+            ),
+        }),
+        Ok(request) => state.delivery.publish(bearer(&headers), request).await,
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(answer) => {
+            state.metrics.delivery("granted", seconds);
+            axum::Json(answer).into_response()
+        }
+        Err(error) => {
+            state.metrics.delivery(error.reason.label(), seconds);
+            error_response(&error)
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Opens what the server's `--store` and `--authenticator` name: the catalogue the webhook
+//! checks, the lookup and keyring the delivery API unseals with, and the authenticator.
+
+use std::sync::Arc;
+
+use crate::config::{AuthenticatorChoice, ServerArgs, StoreChoice};
+use crate::delivery::auth::{Authenticator, LocalAuthenticator};
+use crate::delivery::tokenreview::TokenReviewer;
+use crate::delivery::{Delivery, SecretLookup};
+use crate::seal::{Keyring, PublicKeys};
+use crate::store::catalogue::{Catalogue, FileCatalogue};
+use crate::store::kubernetes::{self, KubeCatalogue};
+use crate::store::{FileStore, StoreError};
+
+use super::ServerError;
+
+/// The opened store, whatever its kind.
+#[derive(Default)]
+pub struct Backend {
+    pub catalogue: Option<Arc<dyn Catalogue>>,
+    /// The file catalogue is re-read periodically; the Kubernetes one is kept by its watch.
+    pub refresh: Option<Arc<FileCatalogue>>,
+    pub lookup: Option<Arc<dyn SecretLookup>>,
+    pub keyring: Option<Arc<Keyring>>,
+    pub public_keys: Option<Arc<PublicKeys>>,
+    client: Option<kube::Client>,
+}
+
+fn blocking_failed(step: &'static str) -> impl FnOnce(tokio::task::JoinError) -> ServerError {
+    move |e| {
+        ServerError::Store(StoreError::Api {
+            step,
+            message: e.to_string(),
+        })
+    }
+}
+
+async fn client() -> Result<kube::Client, ServerError> {
+    kube::Client::try_default().await.map_err(|e| {
+        ServerError::Store(StoreError::Api {
+            step: "connecting to the cluster",
+            message: crate::delivery::tokenreview::describe_kube_error(&e),
+        })
+    })
+}
+
+impl Backend {
+    pub async fn open(args: &ServerArgs) -> Result<Self, ServerError> {
+        match (&args.store, args.store_dir()) {
+            (Some(StoreChoice::Kubernetes), _) => {
+                let client = client().await?;
+                let namespace = client.default_namespace().to_string();
+                let ring =
+                    kubernetes::ensure_keyring(&client, &namespace, &args.keyring_secret).await?;
+                let public = ring.public_keys().map_err(StoreError::from)?;
+                kubernetes::publish_public_keys(
+                    &client,
+                    &namespace,
+                    &args.public_keys_configmap,
+                    &public,
+                )
+                .await?;
+                let catalogue = KubeCatalogue::start(client.clone());
+                Ok(Self {
+                    catalogue: Some(catalogue.clone()),
+                    refresh: None,
+                    lookup: Some(catalogue),
+                    keyring: Some(Arc::new(ring)),
+                    public_keys: Some(Arc::new(public)),
+                    client: Some(client),
+                })
+            }
+            (_, Some(dir)) => {
+                let keyring_dir = dir.clone();
+                let ring = tokio::task::spawn_blocking(move || {
+                    crate::secrets::load_or_create_keyring(&keyring_dir)
+                })
+                .await
+                .map_err(blocking_failed("loading the keyring"))??;
+                let public = ring.public_keys().map_err(StoreError::from)?;
+                let store = FileStore::open(&dir)?;
+                let lookup = FileStore::open(&dir)?;
+                let catalogue = tokio::task::spawn_blocking(move || FileCatalogue::new(store))
+                    .await
+                    .map_err(blocking_failed("reading the store"))?;
+                Ok(Self {
+                    catalogue: Some(catalogue.clone()),
+                    refresh: Some(catalogue),
+                    lookup: Some(Arc::new(lookup)),
+                    keyring: Some(Arc::new(ring)),
+                    public_keys: Some(Arc::new(public)),
+                    client: None,
+                })
+            }
+            (_, None) => Ok(Self::default()),
+        }
+    }
+
+    /// The delivery service, when there is a store to deliver from.
+    pub async fn delivery(&self, args: &ServerArgs) -> Result<Option<Arc<Delivery>>, ServerError> {
+        let (Some(lookup), Some(keyring)) = (&self.lookup, &self.keyring) else {
+            return Ok(None);
+        };
+        let auth: Arc<dyn Authenticator> = match args.authenticator {
+            AuthenticatorChoice::Local => {
+                let dir = args.data_dir.clone();
+                let local =
+                    tokio::task::spawn_blocking(move || LocalAuthenticator::load_or_create(&dir))
+                        .await
+                        .map_err(blocking_failed("creating the node token"))?
+                        .map_err(|source| {
+                            ServerError::Store(StoreError::Io {
+                                step: "creating the node token in",
+                                path: args.data_dir.display().to_string(),
+                                source,
+                            })
+                        })?;
+                tracing::warn!(
+                    "delivery uses the local authenticator: pod tokens are not verified; not for clusters"
+                );
+                Arc::new(local)
+            }
+            AuthenticatorChoice::Kubernetes => {
+                let client = match &self.client {
+                    Some(c) => c.clone(),
+                    None => client().await?,
+                };
+                Arc::new(TokenReviewer::new(
+                    client,
+                    args.node_service_account.clone(),
+                ))
+            }
+        };
+        Ok(Some(Arc::new(Delivery {
+            auth,
+            secrets: lookup.clone(),
+            keyring: keyring.clone(),
+        })))
+    }
+}

@@ -1,0 +1,381 @@
+//! The Kubernetes backend: `RunSecret` objects through the API, etcd as the replicated store.
+//!
+//! Two faces: [`KubeStore`] for the CLI (one call per verb, through a blocking facade over its
+//! own small runtime), and [`KubeCatalogue`] for the server, a watch-backed cache (kube's
+//! reflector) so admission reviews and deliveries never wait on the network. The keyring lives in
+//! a Secret in the server's namespace, created by the first replica that starts; the public keys
+//! are published in a ConfigMap so anyone can seal offline.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::ByteString;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+
+use super::catalogue::{Catalogue, Presence};
+use super::{object_name, RunSecret, SecretRecord, Store, StoreError};
+use crate::delivery::SecretLookup;
+use crate::seal::{Keyring, PublicKeys};
+
+/// The key of the keyring in its Secret, and of the public keys in their ConfigMap.
+pub const KEYRING_KEY: &str = "keyring.json";
+pub const PUBLIC_KEYS_KEY: &str = "keys.json";
+
+fn api_error(step: &'static str) -> impl FnOnce(kube::Error) -> StoreError {
+    move |e| StoreError::Api {
+        step,
+        message: crate::delivery::tokenreview::describe_kube_error(&e),
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// A `RunSecret` as the store's record; `None` for an object that is not one of ours (its
+/// object name is not the one derived from `spec.name`).
+pub fn record_of(object: &RunSecret) -> Option<SecretRecord> {
+    let namespace = object.metadata.namespace.clone()?;
+    let name = object.spec.name.clone();
+    if object.metadata.name.as_deref() != Some(object_name(&name).as_str()) {
+        return None;
+    }
+    let created = object
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    Some(SecretRecord {
+        id: SecretRecord::derive_id(&namespace, &name, &object.spec.digest),
+        namespace,
+        name,
+        labels: object.metadata.labels.clone().unwrap_or_default(),
+        updated: created.clone(),
+        created,
+        spec: object.spec.clone(),
+    })
+}
+
+/// The object the store writes for a record.
+pub fn resource_of(record: &SecretRecord) -> RunSecret {
+    let mut object = RunSecret::new(&object_name(&record.name), record.spec.clone());
+    object.metadata.namespace = Some(record.namespace.clone());
+    if !record.labels.is_empty() {
+        object.metadata.labels = Some(record.labels.clone());
+    }
+    object
+}
+
+/// The CLI's store: each call is one request to the apiserver, with kubeconfig credentials.
+pub struct KubeStore {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl KubeStore {
+    /// Connects with the kubeconfig (or in-cluster) credentials.
+    pub fn connect() -> Result<Self, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Api {
+                step: "starting the client runtime",
+                message: e.to_string(),
+            })?;
+        let client = runtime
+            .block_on(Client::try_default())
+            .map_err(api_error("connecting to the cluster"))?;
+        Ok(Self { runtime, client })
+    }
+
+    /// A store over an existing client (tests point it at a stub apiserver).
+    pub fn with_client(runtime: tokio::runtime::Runtime, client: Client) -> Self {
+        Self { runtime, client }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs one API future to completion on the store's runtime.
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    fn api(&self, namespace: &str) -> Api<RunSecret> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+}
+
+impl Store for KubeStore {
+    fn create(&self, record: &SecretRecord) -> Result<(), StoreError> {
+        let object = resource_of(record);
+        match self.block_on(
+            self.api(&record.namespace)
+                .create(&PostParams::default(), &object),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => Err(StoreError::AlreadyExists {
+                namespace: record.namespace.clone(),
+                name: record.name.clone(),
+            }),
+            Err(e) => Err(api_error("creating the RunSecret")(e)),
+        }
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        let found = self
+            .block_on(self.api(namespace).get_opt(&object_name(name)))
+            .map_err(api_error("reading the RunSecret"))?;
+        Ok(found
+            .as_ref()
+            .and_then(record_of)
+            .filter(|r| r.name == name))
+    }
+
+    fn list(&self, namespace: Option<&str>) -> Result<Vec<SecretRecord>, StoreError> {
+        let api: Api<RunSecret> = match namespace {
+            Some(ns) => self.api(ns),
+            None => Api::all(self.client.clone()),
+        };
+        let list = self
+            .block_on(api.list(&ListParams::default()))
+            .map_err(api_error("listing RunSecrets"))?;
+        let mut records: Vec<SecretRecord> = list.items.iter().filter_map(record_of).collect();
+        records.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(records)
+    }
+
+    fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
+        if self.get(namespace, name)?.is_none() {
+            return Ok(false);
+        }
+        match self.block_on(
+            self.api(namespace)
+                .delete(&object_name(name), &DeleteParams::default()),
+        ) {
+            Ok(_) => Ok(true),
+            Err(e) if is_status(&e, 404) => Ok(false),
+            Err(e) => Err(api_error("deleting the RunSecret")(e)),
+        }
+    }
+}
+
+/// Loads the keyring from `namespace/secret`, creating it when absent. When replicas start
+/// together, one create wins and the others read the winner's keyring.
+pub async fn ensure_keyring(
+    client: &Client,
+    namespace: &str,
+    secret: &str,
+) -> Result<Keyring, StoreError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let read = |object: Secret| -> Result<Keyring, StoreError> {
+        let bytes = object
+            .data
+            .as_ref()
+            .and_then(|d| d.get(KEYRING_KEY))
+            .ok_or_else(|| StoreError::Corrupt {
+                path: format!("Secret {namespace}/{secret} (no {KEYRING_KEY})"),
+            })?;
+        let text = std::str::from_utf8(&bytes.0).map_err(|_| StoreError::Corrupt {
+            path: format!("Secret {namespace}/{secret}"),
+        })?;
+        Ok(Keyring::from_json(text)?)
+    };
+    if let Some(existing) = api
+        .get_opt(secret)
+        .await
+        .map_err(api_error("reading the keyring Secret"))?
+    {
+        return read(existing);
+    }
+    let ring = Keyring::generate();
+    let object = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some([("app.kubernetes.io/part-of".into(), "runsecrets".into())].into()),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            [(
+                KEYRING_KEY.to_string(),
+                ByteString(ring.to_json().as_bytes().to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &object).await {
+        Ok(_) => {
+            tracing::info!(secret = %format!("{namespace}/{secret}"), "created the keyring");
+            Ok(ring)
+        }
+        Err(e) if is_status(&e, 409) => {
+            let winner = api
+                .get(secret)
+                .await
+                .map_err(api_error("reading the keyring Secret"))?;
+            read(winner)
+        }
+        Err(e) => Err(api_error("creating the keyring Secret")(e)),
+    }
+}
+
+/// Writes the public keys to `namespace/configmap` (`keys.json`), creating or updating it.
+pub async fn publish_public_keys(
+    client: &Client,
+    namespace: &str,
+    configmap: &str,
+    keys: &PublicKeys,
+) -> Result<(), StoreError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let json = serde_json::to_string_pretty(keys).unwrap_or_default();
+    let data = [(PUBLIC_KEYS_KEY.to_string(), json)].into();
+    match api
+        .get_opt(configmap)
+        .await
+        .map_err(api_error("reading the public-key ConfigMap"))?
+    {
+        Some(existing) if existing.data.as_ref() == Some(&data) => Ok(()),
+        Some(mut existing) => {
+            existing.data = Some(data);
+            api.replace(configmap, &PostParams::default(), &existing)
+                .await
+                .map(|_| ())
+                .map_err(api_error("updating the public-key ConfigMap"))
+        }
+        None => {
+            let object = ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(configmap.to_string()),
+                    namespace: Some(namespace.to_string()),
+                    ..Default::default()
+                },
+                data: Some(data),
+                ..Default::default()
+            };
+            match api.create(&PostParams::default(), &object).await {
+                Ok(_) => Ok(()),
+                // Another replica published the same keys first.
+                Err(e) if is_status(&e, 409) => Ok(()),
+                Err(e) => Err(api_error("creating the public-key ConfigMap")(e)),
+            }
+        }
+    }
+}
+
+/// The server's view of every `RunSecret`, kept current by a watch.
+pub struct KubeCatalogue {
+    reader: reflector::Store<RunSecret>,
+    synced: AtomicBool,
+}
+
+impl KubeCatalogue {
+    /// Starts the watch on the current runtime; the catalogue answers `Unknown` until the
+    /// first full list has arrived.
+    pub fn start(client: Client) -> Arc<Self> {
+        let (reader, writer) = reflector::store();
+        let catalogue = Arc::new(Self {
+            reader: reader.clone(),
+            synced: AtomicBool::new(false),
+        });
+        let stream = reflector::reflector(
+            writer,
+            watcher(Api::<RunSecret>::all(client), watcher::Config::default()),
+        )
+        .default_backoff();
+        tokio::spawn(async move {
+            use tokio_stream::StreamExt;
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Err(e) = event {
+                    tracing::warn!(error = %e, "RunSecret watch failed; serving the last known catalogue while it retries");
+                }
+            }
+        });
+        let waiting = catalogue.clone();
+        tokio::spawn(async move {
+            if reader.wait_until_ready().await.is_ok() {
+                waiting.synced.store(true, Ordering::Relaxed);
+                tracing::info!(secrets = reader.state().len(), "RunSecret catalogue synced");
+            }
+        });
+        catalogue
+    }
+
+    /// True once the first list has been loaded.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    fn find(&self, namespace: &str, name: &str) -> Option<Arc<RunSecret>> {
+        self.reader
+            .get(&ObjectRef::new(&object_name(name)).within(namespace))
+            .filter(|o| o.spec.name == name)
+    }
+}
+
+impl Catalogue for KubeCatalogue {
+    fn ready(&self) -> bool {
+        self.is_synced()
+    }
+
+    fn presence(&self, namespace: &str, name: &str) -> Presence {
+        if !self.is_synced() {
+            Presence::Unknown
+        } else if self.find(namespace, name).is_some() {
+            Presence::Present
+        } else {
+            Presence::Absent
+        }
+    }
+}
+
+impl SecretLookup for KubeCatalogue {
+    fn lookup(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        if !self.is_synced() {
+            return Err(StoreError::Api {
+                step: "reading the RunSecret cache",
+                message: "the first list from the apiserver has not arrived yet".into(),
+            });
+        }
+        Ok(self.find(namespace, name).as_deref().and_then(record_of))
+    }
+}
+
+impl KubeStore {
+    /// Reads the public keys the server published in `NAMESPACE/NAME`, to seal new secrets.
+    pub fn public_keys(&self, configmap: &str) -> Result<PublicKeys, StoreError> {
+        let (namespace, name) = configmap.split_once('/').ok_or_else(|| StoreError::Api {
+            step: "finding the public keys",
+            message: format!("{configmap:?} is not NAMESPACE/NAME"),
+        })?;
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        let object = self
+            .block_on(api.get_opt(name))
+            .map_err(api_error("reading the public-key ConfigMap"))?
+            .ok_or_else(|| StoreError::Api {
+                step: "reading the public-key ConfigMap",
+                message: format!(
+                    "ConfigMap {configmap} does not exist: is runsecrets server running with --store kubernetes? (or pass --public-keys)"
+                ),
+            })?;
+        let text = object
+            .data
+            .as_ref()
+            .and_then(|d| d.get(PUBLIC_KEYS_KEY))
+            .ok_or_else(|| StoreError::Corrupt {
+                path: format!("ConfigMap {configmap} (no {PUBLIC_KEYS_KEY})"),
+            })?;
+        serde_json::from_str(text).map_err(|_| StoreError::Corrupt {
+            path: format!("ConfigMap {configmap}"),
+        })
+    }
+}
