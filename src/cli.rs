@@ -27,8 +27,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTPS admission webhook (/mutate, /validate) and the admin listener.
+    /// Run the HTTPS admission webhook (/mutate, /validate), the delivery API and the admin
+    /// listener.
     Server(Box<ServerArgs>),
+    /// Run the CSI node plugin (DaemonSet): secret files on a read-only tmpfs per pod volume.
+    Node(Box<crate::node::NodeArgs>),
     /// Show what the webhook does to manifests: the mutated objects as YAML, or the denial
     /// (exit 1).
     Review(ReviewArgs),

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Server(args) => server(*args).map(|()| ExitCode::SUCCESS),
+        Command::Node(args) => node(*args).map(|()| ExitCode::SUCCESS),
         Command::Review(args) => review(&args),
         Command::Scan(args) => Ok(scan(&args)),
         Command::Secret(args) => Ok(docker_style(secret(args))),
@@ -62,6 +63,16 @@ fn server(args: ServerArgs) -> anyhow::Result<()> {
         }
         server.run(terminated()).await.context("serving")
     })
+}
+
+fn node(args: runsecrets::node::NodeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(runsecrets::node::run(args, terminated()))
+        .context("node plugin")
 }
 
 /// Resolves on SIGTERM (Kubernetes) or Ctrl-C.

@@ -25,6 +25,8 @@ struct Inner {
     watchers: Vec<(String, mpsc::Sender<Result<Bytes, std::io::Error>>)>,
     /// token → TokenReview fixture to answer with.
     reviews: BTreeMap<String, String>,
+    /// token → TokenReview body to answer with (a fixture with fields changed).
+    review_bodies: BTreeMap<String, Value>,
     /// Every request line, for assertions on what the client called.
     calls: Vec<String>,
 }
@@ -165,6 +167,15 @@ impl ApiServer {
             .insert(token.into(), file.into());
     }
 
+    /// Answers TokenReviews of `token` with `body`.
+    pub fn review_body(&self, token: &str, body: Value) {
+        self.inner
+            .lock()
+            .expect("lock")
+            .review_bodies
+            .insert(token.into(), body);
+    }
+
     pub fn get(&self, collection: &str, namespace: &str, name: &str) -> Option<Value> {
         let inner = self.inner.lock().expect("lock");
         inner
@@ -253,6 +264,16 @@ async fn handle(State(server): State<ApiServer>, request: Request) -> Response {
         (Method::POST, None) if res == "tokenreviews" => {
             let review: Value = serde_json::from_slice(&body).unwrap_or_default();
             let token = review["spec"]["token"].as_str().unwrap_or_default();
+            let body = server
+                .inner
+                .lock()
+                .expect("lock")
+                .review_bodies
+                .get(token)
+                .cloned();
+            if let Some(body) = body {
+                return (StatusCode::CREATED, axum::Json(body)).into_response();
+            }
             let file = server
                 .inner
                 .lock()

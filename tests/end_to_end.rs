@@ -1,0 +1,146 @@
+//! The whole delivery path with nothing stubbed but the apiserver: kubelet's NodePublishVolume
+//! (the captured volume context of pod shop/web-sa) → `runsecrets node` on its unix socket →
+//! `runsecrets server --store kubernetes --authenticator kubernetes` over TLS → TokenReview (the
+//! captured bodies) → a RunSecret unsealed → a file on a read-only tmpfs.
+
+mod common;
+#[path = "common/node.rs"]
+mod node_harness;
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+
+use clap::Parser;
+use common::apiserver::ApiServer;
+use node_harness::{fixture, kubelet_request, Harness};
+use runsecrets::config::ServerArgs;
+use runsecrets::server::Server;
+use tonic::Code;
+
+const VALUE: &[u8] = b"end-to-end-root-password";
+
+#[tokio::test]
+async fn a_declared_secret_reaches_the_pod_and_only_that_pod() {
+    let api = ApiServer::start().await;
+    let data = tempfile::tempdir().expect("tmp");
+    let kubeconfig = api.kubeconfig(data.path(), "runsecrets");
+    // The only test of this binary; set before any client is built.
+    unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+
+    // The pod token kubelet put in the captured volume context reviews as shop/web, bound to
+    // pod web-sa; the node plugin's own token reviews as runsecrets/runsecrets-node.
+    let context = fixture("csi-volume-context.json");
+    let tokens: serde_json::Value = serde_json::from_str(
+        context["csi.storage.k8s.io/serviceAccount.tokens"]
+            .as_str()
+            .expect("tokens"),
+    )
+    .expect("json");
+    let pod_token = tokens["runsecrets.io"]["token"].as_str().expect("token");
+    api.review(pod_token, "tokenreview-response-ok.json");
+    let mut node_review = common::fixture("tokenreview-response-ok.json");
+    node_review["status"]["user"]["username"] =
+        "system:serviceaccount:runsecrets:runsecrets-node".into();
+    api.review_body("node-plugin-token", node_review);
+
+    let argv = [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--delivery-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.path().to_str().expect("utf-8"),
+        "--store",
+        "kubernetes",
+        "--authenticator",
+        "kubernetes",
+    ];
+    common::tls::init_crypto();
+    let server = Server::bind(ServerArgs::try_parse_from(argv).expect("flags"))
+        .await
+        .expect("starts");
+    let delivery = server.delivery_addr().expect("delivery listener");
+    let admin = server.admin_addr();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    // `kubectl apply` of a sealed RunSecret, sealed with the keys the server published.
+    let cm = api
+        .get("/api/v1/configmaps", "runsecrets", "runsecrets-public-keys")
+        .expect("keys");
+    let keys = serde_json::from_str(cm["data"]["keys.json"].as_str().expect("keys")).expect("keys");
+    let manifest = runsecrets::secrets::seal_manifest(
+        &keys,
+        "shop",
+        "mysql_root_password",
+        zeroize::Zeroizing::new(VALUE.to_vec()),
+        Default::default(),
+        vec![],
+    )
+    .expect("sealed");
+    api.put(
+        "/apis/runsecrets.io/v1/runsecrets",
+        serde_norway::from_str(&manifest).expect("yaml"),
+    );
+    for _ in 0..200 {
+        if common::tls::plain_get(admin, "/readyz").await.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+
+    let token_file = data.path().join("node-plugin-token");
+    std::fs::write(&token_file, "node-plugin-token\n").expect("token file");
+    let ca = data.path().join("tls/ca.crt");
+    let node = Harness::start_with(&[], |args| {
+        args.server = Some(format!("https://127.0.0.1:{}", delivery.port()));
+        args.server_ca = Some(ca.clone());
+        args.token_file = Some(token_file.clone());
+    })
+    .await;
+
+    // kubelet's request shape, with the volume context of pod shop/web-sa.
+    let uid = context["csi.storage.k8s.io/pod.uid"].as_str().expect("uid");
+    let target = node.target(uid);
+    let mut request = kubelet_request(&target, "mysql_root_password");
+    request.volume_context = context
+        .as_object()
+        .expect("context")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().expect("string").to_string()))
+        .collect::<HashMap<_, _>>();
+    node.publish(request.clone()).await.expect("published");
+    let file = target.join("mysql_root_password");
+    assert_eq!(std::fs::read(&file).expect("file"), VALUE);
+    assert_eq!(
+        std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777,
+        0o444
+    );
+    assert!(target.join("kubernetes.io/serviceaccount").is_dir());
+
+    // The same token presented for a pod in another namespace gets nothing.
+    let other_target = node.target("11111111-2222-3333-4444-555555555555");
+    let mut other = request.clone();
+    other.target_path = other_target.to_string_lossy().into_owned();
+    other
+        .volume_context
+        .insert("csi.storage.k8s.io/pod.namespace".into(), "bank".into());
+    let err = node.publish(other).await.expect_err("another namespace");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(
+        err.message().contains("belongs to pod shop/web-sa"),
+        "{}",
+        err.message()
+    );
+    assert!(!other_target.join("mysql_root_password").exists());
+
+    node.unpublish(&request.volume_id, &target)
+        .await
+        .expect("unpublished");
+    assert!(!target.exists());
+}
