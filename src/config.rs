@@ -75,9 +75,10 @@ pub struct ServerArgs {
     pub store_unavailable: UnavailablePolicy,
     /// Who may fetch secrets: `kubernetes` reviews the node plugin's and the pod's tokens with
     /// TokenReview; `local` (NOT FOR CLUSTERS) trusts a node token file in --data-dir and reads
-    /// pod tokens' claims without checking their signature.
-    #[arg(long, env = "RUNSECRETS_AUTHENTICATOR", default_value = "local")]
-    pub authenticator: AuthenticatorChoice,
+    /// pod tokens' claims without checking their signature. Default: kubernetes with
+    /// --store kubernetes, else local.
+    #[arg(long, env = "RUNSECRETS_AUTHENTICATOR")]
+    pub authenticator: Option<AuthenticatorChoice>,
     /// The node plugin's service account, NAMESPACE/NAME: with --authenticator kubernetes, only
     /// callers presenting its token may fetch secrets.
     #[arg(
@@ -165,6 +166,15 @@ impl ServerArgs {
             None => Some(self.data_dir.clone()),
             Some(StoreChoice::File(dir)) => Some(dir.clone()),
             Some(StoreChoice::None | StoreChoice::Kubernetes) => None,
+        }
+    }
+
+    /// The authenticator in effect: a cluster store never defaults to the local one.
+    pub fn authenticator(&self) -> AuthenticatorChoice {
+        match (self.authenticator, &self.store) {
+            (Some(choice), _) => choice,
+            (None, Some(StoreChoice::Kubernetes)) => AuthenticatorChoice::Kubernetes,
+            (None, _) => AuthenticatorChoice::Local,
         }
     }
 

@@ -1272,6 +1272,8 @@ fn node_plugin_is_wired_to_kubelet_and_the_server() {
             "tolerates every taint"
         );
         let plugin = container(&pod, "plugin");
+        // The plugin refuses targets outside its kubelet dir: it must be the one mounted.
+        assert_eq!(flag(plugin, "kubelet-dir"), kubelet, "{set:?}");
         let registrar = container(&pod, "node-driver-registrar");
         assert!(registrar.image.as_deref().is_some_and(
             |i| i.starts_with("registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.")

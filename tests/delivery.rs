@@ -178,15 +178,14 @@ async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
     let kubeconfig = api.kubeconfig(dir.path(), "runsecrets");
     // This binary's only test that reads KUBECONFIG; set before any client is built.
     unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+    // No --authenticator: a Kubernetes store means TokenReview.
     let server = start(
         dir.path(),
         &[
             "--store",
             "kubernetes",
-            "--authenticator",
-            "kubernetes",
             "--node-service-account",
-            "shop/web",
+            "runsecrets/runsecrets-node",
         ],
     )
     .await;
@@ -236,7 +235,19 @@ async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
     // The pod token and the node token are both TokenReviewed (the fixture is pod web-sa of
     // shop/web, which this test also names as the node plugin's account).
     api.review("pod-token", "tokenreview-response-ok.json");
-    api.review("node-token", "tokenreview-response-ok.json");
+    // The node plugin's own token: a pod-bound token of its service account, on node-1 (where
+    // the fixture's pod web-sa runs) or on node-2.
+    let node_review = |node: &str| {
+        let mut body = common::fixture("tokenreview-response-ok.json");
+        body["status"]["user"]["username"] =
+            "system:serviceaccount:runsecrets:runsecrets-node".into();
+        body["status"]["user"]["extra"]["authentication.kubernetes.io/node-name"] = json!([node]);
+        body
+    };
+    api.review_body("node-token", node_review("node-1"));
+    api.review_body("node-2-token", node_review("node-2"));
+    // The pod's own token is not a node plugin credential.
+    api.review("web-token", "tokenreview-response-ok.json");
     api.review("stale-token", "tokenreview-response-deleted-pod.json");
     let mut client = Client::open(server.delivery, &ca).await;
     let body = request(
@@ -285,21 +296,35 @@ async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
         .expect("answered");
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&answer).contains("invalidated"));
-    let bad_node = request(
-        "pod-token",
-        "shop",
-        "web-sa",
-        "a5e3d57f-d0e0-490f-89da-1c15ed2326ba",
-        &["mysql_root_password"],
-    );
-    let (status, _) = client
+    let good = || {
+        request(
+            "pod-token",
+            "shop",
+            "web-sa",
+            "a5e3d57f-d0e0-490f-89da-1c15ed2326ba",
+            &["mysql_root_password"],
+        )
+    };
+    // Callers that are not the node plugin: a stale token, and a valid token of another
+    // service account (the pod's own).
+    for bearer in ["Bearer stale-token", "Bearer web-token"] {
+        let (status, answer) = client
+            .try_send_with("POST", PUBLISH_PATH, &[("authorization", bearer)], good())
+            .await
+            .expect("answered");
+        assert_eq!(status, 401, "{bearer}");
+        assert!(String::from_utf8_lossy(&answer).contains("not the runsecrets node plugin"));
+    }
+    // The node plugin of another node: the pod runs on node-1.
+    let (status, answer) = client
         .try_send_with(
             "POST",
             PUBLISH_PATH,
-            &[("authorization", "Bearer stale-token")],
-            bad_node,
+            &[("authorization", "Bearer node-2-token")],
+            good(),
         )
         .await
         .expect("answered");
-    assert_eq!(status, 401);
+    assert_eq!(status, 403);
+    assert!(String::from_utf8_lossy(&answer).contains("runs on node node-1"));
 }

@@ -21,12 +21,14 @@ pub const NODE_TOKEN_FILE: &str = "delivery/node-token";
 /// A boxed future, so authenticators can live behind `dyn`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A reviewed token: the service account, and the pod it is bound to (if any).
+/// A reviewed token: the service account, and the pod and node it is bound to (if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub namespace: String,
     pub service_account: String,
     pub pod: Option<BoundPod>,
+    /// The node the bound pod was scheduled to, when the issuer says (Kubernetes ≥ 1.30).
+    pub node: Option<String>,
 }
 
 /// The pod a token is bound to, as the token's issuer says.
@@ -48,6 +50,7 @@ impl Identity {
             namespace: namespace.to_string(),
             service_account: name.to_string(),
             pod: None,
+            node: None,
         })
     }
 
@@ -83,8 +86,9 @@ pub trait Authenticator: Send + Sync {
     /// Checks the token of a pod (audience [`TOKEN_AUDIENCE`]) and says whose it is.
     fn review<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Identity, AuthError>>;
 
-    /// Checks that `bearer` is the node plugin's token.
-    fn node<'a>(&'a self, bearer: &'a str) -> BoxFuture<'a, Result<(), AuthError>>;
+    /// Checks that `bearer` is the node plugin's token; returns the node the plugin runs on
+    /// when its token says, so pods are only served to the node they were scheduled to.
+    fn node<'a>(&'a self, bearer: &'a str) -> BoxFuture<'a, Result<Option<String>, AuthError>>;
 }
 
 /// The no-cluster authenticator: **not for clusters**. The node plugin proves itself with a
@@ -141,12 +145,12 @@ impl Authenticator for LocalAuthenticator {
         Box::pin(async move { unverified_claims(token, now_unix()) })
     }
 
-    fn node<'a>(&'a self, bearer: &'a str) -> BoxFuture<'a, Result<(), AuthError>> {
+    fn node<'a>(&'a self, bearer: &'a str) -> BoxFuture<'a, Result<Option<String>, AuthError>> {
         Box::pin(async move {
             if bearer.is_empty() {
                 Err(AuthError::Missing)
             } else if constant_time_eq(bearer.as_bytes(), self.node_token.as_bytes()) {
-                Ok(())
+                Ok(None)
             } else {
                 Err(AuthError::Invalid("not the node plugin's token".into()))
             }
@@ -191,6 +195,7 @@ struct KubernetesClaims {
     namespace: String,
     pod: Option<NamedUid>,
     serviceaccount: Option<NamedUid>,
+    node: Option<NamedUid>,
 }
 
 #[derive(Deserialize)]
@@ -243,6 +248,7 @@ pub fn unverified_claims(token: &str, now: i64) -> Result<Identity, AuthError> {
             name: p.name,
             uid: p.uid,
         });
+        identity.node = k.node.map(|n| n.name);
     }
     Ok(identity)
 }

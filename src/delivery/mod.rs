@@ -60,8 +60,15 @@ impl Delivery {
         request: PublishRequest,
     ) -> Result<PublishResponse, DeliveryError> {
         let result = self.decide(bearer, &request).await;
-        let pod = format!("{}/{}", request.pod_namespace, request.pod_name);
-        let secrets = request.secrets.join(",");
+        // The fields are the caller's words until checked: bounded and without control
+        // characters, so a hostile request cannot forge or flood audit lines.
+        let pod = clean(&format!("{}/{}", request.pod_namespace, request.pod_name));
+        let secrets = clean(&request.secrets.join(","));
+        let request = PublishRequest {
+            node_id: clean(&request.node_id),
+            pod_uid: clean(&request.pod_uid),
+            ..request
+        };
         match &result {
             Ok(_) => tracing::info!(
                 target: "runsecrets::audit",
@@ -83,7 +90,7 @@ impl Delivery {
         request: &PublishRequest,
     ) -> Result<PublishResponse, DeliveryError> {
         check_request(request)?;
-        self.auth.node(bearer).await.map_err(|e| match e {
+        let caller_node = self.auth.node(bearer).await.map_err(|e| match e {
             AuthError::Unavailable(m) => deny(Reason::Unavailable, m),
             e => deny(
                 Reason::Unauthenticated,
@@ -98,7 +105,7 @@ impl Delivery {
                 AuthError::Unavailable(m) => deny(Reason::Unavailable, m),
                 e => deny(Reason::Forbidden, format!("pod token refused: {e}")),
             })?;
-        check_binding(&identity, request)?;
+        check_binding(&identity, request, caller_node.as_deref())?;
         let mut granted = Vec::with_capacity(request.secrets.len());
         for name in &request.secrets {
             let record = self
@@ -137,6 +144,14 @@ impl Delivery {
     }
 }
 
+/// At most 256 characters, control characters replaced: safe for a log line.
+fn clean(text: &str) -> String {
+    text.chars()
+        .take(256)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Shape checks before any token is reviewed.
 fn check_request(request: &PublishRequest) -> Result<(), DeliveryError> {
     let bad = |m: String| Err(deny(Reason::InvalidRequest, m));
@@ -163,8 +178,14 @@ fn check_request(request: &PublishRequest) -> Result<(), DeliveryError> {
     Ok(())
 }
 
-/// The token must be bound to the pod the node plugin publishes for.
-fn check_binding(identity: &Identity, request: &PublishRequest) -> Result<(), DeliveryError> {
+/// The token must be bound to the pod the node plugin publishes for, and that pod must run on
+/// the caller's node (when both tokens name a node), so a node plugin's credential cannot pull
+/// another node's pods' secrets.
+fn check_binding(
+    identity: &Identity,
+    request: &PublishRequest,
+    caller_node: Option<&str>,
+) -> Result<(), DeliveryError> {
     let Some(pod) = &identity.pod else {
         return Err(deny(
             Reason::Forbidden,
@@ -187,6 +208,17 @@ fn check_binding(identity: &Identity, request: &PublishRequest) -> Result<(), De
                 request.pod_uid
             ),
         ));
+    }
+    if let (Some(caller), Some(scheduled)) = (caller_node, identity.node.as_deref()) {
+        if caller != scheduled {
+            return Err(deny(
+                Reason::Forbidden,
+                format!(
+                    "pod {}/{} runs on node {scheduled}, not on the calling node plugin's node {caller}",
+                    identity.namespace, pod.name
+                ),
+            ));
+        }
     }
     Ok(())
 }

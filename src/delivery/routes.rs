@@ -1,7 +1,7 @@
 //! The delivery listener's routes: `POST /v1/publish` for node plugins, `GET /livez`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -16,6 +16,9 @@ use crate::server::metrics::Metrics;
 
 /// A publish request names at most 256 secrets and one token: 64 KiB is plenty.
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Body included: a client that trickles its body cannot hold a connection slot for longer.
+/// The node plugin gives up after its own --publish-timeout (10 s by default).
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 struct DeliveryState {
@@ -29,7 +32,18 @@ pub fn router(delivery: Arc<Delivery>, metrics: Arc<Metrics>) -> Router {
         .route(PUBLISH_PATH, post(publish))
         .route("/livez", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(axum::middleware::from_fn(deadline))
         .with_state(DeliveryState { delivery, metrics })
+}
+
+async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error_response(&DeliveryError {
+            reason: Reason::Unavailable,
+            message: format!("the request took longer than {REQUEST_DEADLINE:?}"),
+        }),
+    }
 }
 
 fn error_response(error: &DeliveryError) -> Response {

@@ -24,7 +24,10 @@ impl SecretLookup for Memory {
 
 /// A service-account JWT with the claims a bound token carries (unsigned: local mode).
 fn token(namespace: &str, sa: &str, pod: Option<(&str, &str)>, aud: &str, exp: i64) -> String {
-    let mut k = serde_json::json!({"namespace": namespace, "serviceaccount": {"name": sa, "uid": "sa-uid"}});
+    let mut k = serde_json::json!({
+        "namespace": namespace, "serviceaccount": {"name": sa, "uid": "sa-uid"},
+        "node": {"name": "node-1", "uid": "node-uid"},
+    });
     if let Some((name, uid)) = pod {
         k["pod"] = serde_json::json!({"name": name, "uid": uid});
     }
@@ -369,4 +372,55 @@ fn the_real_kubelet_token_claims_are_read_in_local_mode() {
     let identity = unverified_claims(jwt, 1_795_720_646 - 1).expect("valid then");
     assert_eq!(identity.account(), "shop/web");
     assert_eq!(identity.pod.expect("bound").name, "web-sa");
+}
+
+/// The local authenticator, with the node plugin's token bound to node `self.1`.
+struct OnNode(LocalAuthenticator, &'static str);
+
+impl Authenticator for OnNode {
+    fn review<'a>(&'a self, token: &'a str) -> auth::BoxFuture<'a, Result<Identity, AuthError>> {
+        self.0.review(token)
+    }
+    fn node<'a>(
+        &'a self,
+        bearer: &'a str,
+    ) -> auth::BoxFuture<'a, Result<Option<String>, AuthError>> {
+        Box::pin(async move { self.0.node(bearer).await.map(|_| Some(self.1.to_string())) })
+    }
+}
+
+#[tokio::test]
+async fn a_pod_is_only_served_to_the_node_it_was_scheduled_to() {
+    let s = setup();
+    let on = |node: &'static str| Delivery {
+        auth: Arc::new(OnNode(
+            LocalAuthenticator::load_or_create(s._dir.path()).expect("same node token"),
+            node,
+        )),
+        secrets: s.memory.clone(),
+        keyring: Arc::new(s.ring.clone()),
+    };
+    let request = || PublishRequest {
+        token: Zeroizing::new(live("shop", "web", "web-0", "uid-web-0")),
+        pod_namespace: "shop".into(),
+        pod_name: "web-0".into(),
+        pod_uid: "uid-web-0".into(),
+        secrets: vec!["db_password".into()],
+        node_id: "node-2".into(),
+    };
+    let e = on("node-2")
+        .publish(&s.node_token, request())
+        .await
+        .expect_err("web-0 runs on node-1");
+    assert_eq!(e.reason, Reason::Forbidden);
+    assert!(
+        e.message
+            .contains("runs on node node-1, not on the calling node plugin's node node-2"),
+        "{}",
+        e.message
+    );
+    on("node-1")
+        .publish(&s.node_token, request())
+        .await
+        .expect("the pod's own node");
 }

@@ -12,12 +12,25 @@ use super::wire::TOKEN_AUDIENCE;
 /// The `user.extra` keys the apiserver sets for pod-bound service-account tokens.
 const EXTRA_POD_NAME: &str = "authentication.kubernetes.io/pod-name";
 const EXTRA_POD_UID: &str = "authentication.kubernetes.io/pod-uid";
+const EXTRA_NODE_NAME: &str = "authentication.kubernetes.io/node-name";
+
+/// A review that takes longer is treated as unavailable (the node plugin gives up at 10 s).
+const REVIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long an accepted node-plugin token is remembered: every publish and republish carries
+/// it, and the apiserver itself caches successful reviews for 10 s.
+const NODE_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+const NODE_CACHE_MAX: usize = 4096;
+
+type NodeCache =
+    std::sync::Mutex<std::collections::HashMap<[u8; 32], (std::time::Instant, Option<String>)>>;
 
 /// Reviews tokens against the cluster's apiserver.
 pub struct TokenReviewer {
     api: Api<TokenReview>,
     /// The node plugin's service account, `NAMESPACE/NAME`.
     node_account: String,
+    /// SHA-256 of accepted node tokens → when accepted, and the node they are bound to.
+    accepted_nodes: NodeCache,
 }
 
 impl TokenReviewer {
@@ -25,6 +38,7 @@ impl TokenReviewer {
         Self {
             api: Api::all(client),
             node_account,
+            accepted_nodes: Default::default(),
         }
     }
 
@@ -39,12 +53,29 @@ impl TokenReviewer {
             },
             ..Default::default()
         };
-        let answer = self
-            .api
-            .create(&PostParams::default(), &review)
-            .await
+        let answer = tokio::time::timeout(
+            REVIEW_TIMEOUT,
+            self.api.create(&PostParams::default(), &review),
+        )
+        .await;
+        let mut review = review;
+        wipe(&mut review);
+        let mut answer = answer
+            .map_err(|_| {
+                AuthError::Unavailable(format!("no TokenReview answer within {REVIEW_TIMEOUT:?}"))
+            })?
             .map_err(|e| AuthError::Unavailable(describe_kube_error(&e)))?;
+        // The apiserver echoes the token in `spec`; only `status` is read.
+        wipe(&mut answer);
         identity_of(answer.status.unwrap_or_default())
+    }
+}
+
+/// Overwrites the token a review carries before it is dropped.
+fn wipe(review: &mut TokenReview) {
+    use zeroize::Zeroize;
+    if let Some(token) = review.spec.token.as_mut() {
+        token.zeroize();
     }
 }
 
@@ -99,6 +130,7 @@ pub fn identity_of(status: TokenReviewStatus) -> Result<Identity, AuthError> {
     if let (Some(name), Some(uid)) = (one(EXTRA_POD_NAME), one(EXTRA_POD_UID)) {
         identity.pod = Some(BoundPod { name, uid });
     }
+    identity.node = one(EXTRA_NODE_NAME);
     Ok(identity)
 }
 
@@ -107,18 +139,32 @@ impl Authenticator for TokenReviewer {
         Box::pin(self.create(token))
     }
 
-    fn node<'a>(&'a self, bearer: &'a str) -> BoxFuture<'a, Result<(), AuthError>> {
+    fn node<'a>(&'a self, bearer: &'a str) -> BoxFuture<'a, Result<Option<String>, AuthError>> {
         Box::pin(async move {
+            use sha2::{Digest, Sha256};
+            let key: [u8; 32] = Sha256::digest(bearer.as_bytes()).into();
+            if let Ok(cache) = self.accepted_nodes.lock() {
+                if let Some((at, node)) = cache.get(&key) {
+                    if at.elapsed() < NODE_CACHE_TTL {
+                        return Ok(node.clone());
+                    }
+                }
+            }
             let identity = self.create(bearer).await?;
-            if identity.account() == self.node_account {
-                Ok(())
-            } else {
-                Err(AuthError::Invalid(format!(
+            if identity.account() != self.node_account {
+                return Err(AuthError::Invalid(format!(
                     "service account {} is not the node plugin's ({})",
                     identity.account(),
                     self.node_account
-                )))
+                )));
             }
+            if let Ok(mut cache) = self.accepted_nodes.lock() {
+                if cache.len() >= NODE_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(key, (std::time::Instant::now(), identity.node.clone()));
+            }
+            Ok(identity.node)
         })
     }
 }

@@ -101,7 +101,7 @@ impl Backend {
         let (Some(lookup), Some(keyring)) = (&self.lookup, &self.keyring) else {
             return Ok(None);
         };
-        let auth: Arc<dyn Authenticator> = match args.authenticator {
+        let auth: Arc<dyn Authenticator> = match args.authenticator() {
             AuthenticatorChoice::Local => {
                 let dir = args.data_dir.clone();
                 let local =

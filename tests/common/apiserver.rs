@@ -264,6 +264,11 @@ async fn handle(State(server): State<ApiServer>, request: Request) -> Response {
         (Method::POST, None) if res == "tokenreviews" => {
             let review: Value = serde_json::from_slice(&body).unwrap_or_default();
             let token = review["spec"]["token"].as_str().unwrap_or_default();
+            // As the apiserver: a review for another audience fails whatever the token.
+            if review["spec"]["audiences"] != json!(["runsecrets.io"]) {
+                let wrong = super::fixture_bytes("tokenreview-response-wrong-audience.json");
+                return (StatusCode::CREATED, wrong).into_response();
+            }
             let body = server
                 .inner
                 .lock()
