@@ -5,7 +5,9 @@
 //! - latency of a first publish (TLS call + tmpfs mount + 10 × 4 KiB files + remount ro) and
 //!   of a republish with unchanged data, p50/p99 over many runs;
 //! - 100 concurrent publishes for different pods: wall time against 100 × one publish;
-//! - the plugin's RSS idle and with 110 volumes mounted (kubelet's default pod limit).
+//! - the plugin's RSS idle and with 110 volumes mounted (kubelet's default pod limit);
+//! - the first-publish latency again against the real `runsecrets server` (embedded file
+//!   store, local authenticator) on loopback, so unsealing and the token check are included.
 //!
 //! Needs root (it mounts tmpfs): `cargo bench --bench node`.
 
@@ -271,4 +273,128 @@ async fn parent() {
     }
     drop(plugin.stdin.take());
     let _ = plugin.wait();
+
+    real_server(&values, &attribute).await;
+}
+
+/// An unsigned service-account token for `pod`, as the local authenticator reads it.
+fn local_token(namespace: &str, pod: &str, uid: &str) -> String {
+    use base64::Engine;
+    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+    let claims = serde_json::json!({
+        "aud": ["runsecrets.io"], "exp": exp, "sub": format!("system:serviceaccount:{namespace}:default"),
+        "kubernetes.io": {"namespace": namespace, "pod": {"name": pod, "uid": uid}},
+    });
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.sig",
+        b64.encode(b"{}"),
+        b64.encode(claims.to_string())
+    )
+}
+
+/// First publishes against the real server: TLS, the node and pod token checks, 10 unseals.
+async fn real_server(values: &[(String, Vec<u8>)], attribute: &str) {
+    let data = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _guard = MountGuard(dir.path().to_path_buf());
+    let probe = request_for_pod(Path::new("/x"), attribute, 0);
+    let namespace = probe.volume_context[runsecrets::node::POD_NAMESPACE_KEY].clone();
+    {
+        let store = runsecrets::store::FileStore::open(data.path()).expect("store");
+        let keys = runsecrets::secrets::load_or_create_keyring(data.path())
+            .expect("keyring")
+            .public_keys()
+            .expect("keys");
+        for (name, value) in values {
+            runsecrets::secrets::create(
+                &store,
+                &keys,
+                &namespace,
+                name,
+                zeroize::Zeroizing::new(value.clone()),
+                Default::default(),
+                vec![],
+            )
+            .expect("secret");
+        }
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = runsecrets::config::ServerArgs::try_parse_from([
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--delivery-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.path().to_str().expect("utf-8"),
+    ])
+    .expect("server flags");
+    let server = runsecrets::server::Server::bind(args)
+        .await
+        .expect("server");
+    let port = server.delivery_addr().expect("delivery").port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let kubelet = dir.path().join("kubelet");
+    std::fs::create_dir_all(&kubelet).expect("kubelet");
+    let socket = dir.path().join("csi.sock");
+    let mut plugin: Child = Command::new(std::env::current_exe().expect("exe"))
+        .env("RUNSECRETS_NODE_BENCH_CHILD", "1")
+        .env("CSI_ENDPOINT", format!("unix://{}", socket.display()))
+        .env("NODE_NAME", "bench-node")
+        .env(
+            "RUNSECRETS_NODE_SERVER",
+            format!("https://127.0.0.1:{port}"),
+        )
+        .env("RUNSECRETS_NODE_SERVER_CA", data.path().join("tls/ca.crt"))
+        .env(
+            "RUNSECRETS_NODE_TOKEN_FILE",
+            data.path().join("delivery/node-token"),
+        )
+        .env("RUNSECRETS_NODE_KUBELET_DIR", &kubelet)
+        .env("RUNSECRETS_NODE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start the plugin");
+    while !socket.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut client = NodeClient::new(uds_channel(socket.clone()).await);
+    let t = target(&kubelet, 0);
+    let mut req = request_for_pod(&t, attribute, 0);
+    let (pod, uid) = (
+        req.volume_context[runsecrets::node::POD_NAME_KEY].clone(),
+        req.volume_context[runsecrets::node::POD_UID_KEY].clone(),
+    );
+    let tokens = serde_json::json!({"runsecrets.io": {
+        "token": local_token(&namespace, &pod, &uid), "expirationTimestamp": "2099-01-01T00:00:00Z"}});
+    req.volume_context
+        .insert(runsecrets::node::TOKENS_KEY.into(), tokens.to_string());
+    for _ in 0..20 {
+        client
+            .node_publish_volume(req.clone())
+            .await
+            .expect("warm-up");
+        unpublish(&mut client, &req.volume_id, &t).await;
+    }
+    let mut first = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        client
+            .node_publish_volume(req.clone())
+            .await
+            .expect("publish");
+        first.push(started.elapsed());
+        unpublish(&mut client, &req.volume_id, &t).await;
+    }
+    report("publish 10 x 4 KiB (first mount), real server", first);
+    drop(plugin.stdin.take());
+    let _ = plugin.wait();
+    let _ = stop.send(());
 }
