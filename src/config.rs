@@ -41,6 +41,22 @@ pub struct ServerArgs {
     /// PEM private key matching --tls-cert.
     #[arg(long, env = "RUNSECRETS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Keep the CA in this Secret of the server's namespace (created by the first replica,
+    /// read by the others) instead of only in --data-dir: every replica issues its own serving
+    /// certificate from the shared CA for the --tls-san names. Needs a cluster.
+    #[arg(long, env = "RUNSECRETS_TLS_CA_SECRET", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_ca_secret: Option<String>,
+    /// Where to publish the CA so clients trust it: mutatingwebhookconfiguration/NAME or
+    /// validatingwebhookconfiguration/NAME (the caBundle of every webhook in it), or
+    /// configmap/NAME (key ca.crt, in the server's namespace: the node plugin's --server-ca).
+    /// Repeatable; refreshed every minute.
+    #[arg(
+        long = "publish-ca-to",
+        env = "RUNSECRETS_PUBLISH_CA_TO",
+        value_delimiter = ',',
+        requires = "tls_ca_secret"
+    )]
+    pub publish_ca_to: Vec<crate::server::ca::CaTarget>,
     /// Extra DNS name or IP for the generated certificate (repeatable; localhost and 127.0.0.1
     /// are always included).
     #[arg(long = "tls-san", env = "RUNSECRETS_TLS_SAN", value_delimiter = ',')]

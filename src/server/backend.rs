@@ -35,7 +35,7 @@ fn blocking_failed(step: &'static str) -> impl FnOnce(tokio::task::JoinError) ->
     }
 }
 
-async fn client() -> Result<kube::Client, ServerError> {
+pub(super) async fn client() -> Result<kube::Client, ServerError> {
     kube::Client::try_default().await.map_err(|e| {
         ServerError::Store(StoreError::Api {
             step: "connecting to the cluster",

@@ -1,6 +1,7 @@
 //! `runsecrets server`: the HTTPS admission webhook and the plain-HTTP admin listener.
 
 mod backend;
+pub mod ca;
 mod listener;
 pub mod metrics;
 mod poll;
@@ -22,6 +23,8 @@ use crate::store::catalogue::FileCatalogue;
 use crate::store::StoreError;
 use backend::Backend;
 
+/// How often the CA is published again (a re-applied webhook configuration loses its caBundle).
+const CA_PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often the catalogue of existing secrets is reread; misses are checked directly.
 const CATALOGUE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 use metrics::Metrics;
@@ -46,6 +49,8 @@ pub enum ServerError {
 
 /// A server whose sockets are bound and whose certificate is loaded, not yet serving.
 pub struct Server {
+    /// The cluster client, namespace and CA when the CA is shared through a Secret.
+    shared_ca: Option<(kube::Client, String, String)>,
     args: ServerArgs,
     catalogue: Option<Arc<FileCatalogue>>,
     delivery: Option<(Arc<Delivery>, TcpListener)>,
@@ -60,6 +65,17 @@ pub struct Server {
 impl Server {
     /// Loads (or generates) the certificate and binds both listeners.
     pub async fn bind(args: ServerArgs) -> Result<Self, ServerError> {
+        // With --tls-ca-secret the CA comes from the cluster, then the usual generation issues
+        // this replica's serving certificate from it.
+        let shared_ca = match &args.tls_ca_secret {
+            Some(secret) => {
+                let client = backend::client().await?;
+                let namespace = client.default_namespace().to_string();
+                let pem = ca::ensure_shared_ca(&client, &namespace, secret, &args.data_dir).await?;
+                Some((client, namespace, pem))
+            }
+            None => None,
+        };
         let (paths, generated_ca) = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => (
                 PairPaths {
@@ -106,6 +122,7 @@ impl Server {
             ready: Arc::new(AtomicBool::new(false)),
         };
         Ok(Self {
+            shared_ca,
             args,
             catalogue: backend.refresh.clone(),
             delivery,
@@ -137,6 +154,7 @@ impl Server {
         let (webhook_addr, admin_addr) = (self.webhook_addr(), self.admin_addr());
         let delivery_addr = self.delivery_addr();
         let Server {
+            shared_ca,
             args,
             catalogue,
             delivery,
@@ -153,6 +171,15 @@ impl Server {
             "TLS certificate reload",
             move || reloading.reload(),
         ));
+        let publisher = shared_ca.map(|(client, namespace, pem)| {
+            tokio::spawn(ca::keep_published(
+                client,
+                namespace,
+                pem,
+                args.publish_ca_to.clone(),
+                CA_PUBLISH_INTERVAL,
+            ))
+        });
         let refresher = catalogue.map(|c| {
             tokio::spawn(poll::every(
                 CATALOGUE_REFRESH,
@@ -217,6 +244,9 @@ impl Server {
         tracing::info!("shutting down: no new connections, draining in-flight reviews");
         let _ = stop_tx.send(true);
         reloader.abort();
+        if let Some(publisher) = publisher {
+            publisher.abort();
+        }
         if let Some(refresher) = refresher {
             refresher.abort();
         }

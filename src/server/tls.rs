@@ -172,6 +172,32 @@ fn ca_params() -> Result<CertificateParams, rcgen::Error> {
     Ok(params)
 }
 
+/// A new CA: its certificate and private key, PEM.
+pub fn new_ca() -> Result<(String, zeroize::Zeroizing<String>), TlsError> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let ca = ca_params()?.self_signed(&key)?;
+    Ok((ca.pem(), zeroize::Zeroizing::new(key.serialize_pem())))
+}
+
+/// Puts a shared CA into `dir/tls` for [`ensure_generated`]; when it differs from the CA there,
+/// the serving certificate is reissued from it.
+pub fn install_ca(data_dir: &Path, ca_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+    let dir = data_dir.join("tls");
+    fs::create_dir_all(&dir).map_err(|source| TlsError::Write {
+        path: dir.clone(),
+        source,
+    })?;
+    let ca_path = dir.join("ca.crt");
+    if fs::read_to_string(&ca_path).ok().as_deref() == Some(ca_pem) {
+        return Ok(());
+    }
+    KeyPair::from_pem(key_pem)?;
+    write_file(&dir.join("ca.key"), key_pem.as_bytes(), true)?;
+    write_file(&ca_path, ca_pem.as_bytes(), false)?;
+    let _ = fs::remove_file(dir.join("tls.meta"));
+    Ok(())
+}
+
 /// Reuses the CA and serving pair in `dir/tls`, or makes them. The serving certificate is
 /// reissued from the same CA when the wanted names change, so clients keep trusting the CA.
 pub fn ensure_generated(data_dir: &Path, sans: &[String]) -> Result<Generated, TlsError> {

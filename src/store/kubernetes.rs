@@ -235,26 +235,40 @@ pub async fn publish_public_keys(
     configmap: &str,
     keys: &PublicKeys,
 ) -> Result<(), StoreError> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let json = serde_json::to_string_pretty(keys).unwrap_or_default();
-    let data = [(PUBLIC_KEYS_KEY.to_string(), json)].into();
-    match api
-        .get_opt(configmap)
+    ensure_configmap(client, namespace, configmap, PUBLIC_KEYS_KEY, &json)
         .await
-        .map_err(api_error("reading the public-key ConfigMap"))?
+        .map(|_| ())
+}
+
+/// Makes `namespace/name` hold exactly `{key: value}`: created when absent (a concurrent
+/// create by another replica is fine), replaced when different. Returns whether it changed.
+pub async fn ensure_configmap(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Result<bool, StoreError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let data = [(key.to_string(), value.to_string())].into();
+    match api
+        .get_opt(name)
+        .await
+        .map_err(api_error("reading a ConfigMap"))?
     {
-        Some(existing) if existing.data.as_ref() == Some(&data) => Ok(()),
+        Some(existing) if existing.data.as_ref() == Some(&data) => Ok(false),
         Some(mut existing) => {
             existing.data = Some(data);
-            api.replace(configmap, &PostParams::default(), &existing)
+            api.replace(name, &PostParams::default(), &existing)
                 .await
-                .map(|_| ())
-                .map_err(api_error("updating the public-key ConfigMap"))
+                .map(|_| true)
+                .map_err(api_error("updating a ConfigMap"))
         }
         None => {
             let object = ConfigMap {
                 metadata: ObjectMeta {
-                    name: Some(configmap.to_string()),
+                    name: Some(name.to_string()),
                     namespace: Some(namespace.to_string()),
                     ..Default::default()
                 },
@@ -262,10 +276,10 @@ pub async fn publish_public_keys(
                 ..Default::default()
             };
             match api.create(&PostParams::default(), &object).await {
-                Ok(_) => Ok(()),
-                // Another replica published the same keys first.
-                Err(e) if is_status(&e, 409) => Ok(()),
-                Err(e) => Err(api_error("creating the public-key ConfigMap")(e)),
+                Ok(_) => Ok(true),
+                // Another replica published the same content first.
+                Err(e) if is_status(&e, 409) => Ok(false),
+                Err(e) => Err(api_error("creating a ConfigMap")(e)),
             }
         }
     }

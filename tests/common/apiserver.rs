@@ -365,7 +365,26 @@ async fn handle(State(server): State<ApiServer>, request: Request) -> Response {
             let Some(mut object) = server.get(&target.collection, &key(name).1, name) else {
                 return not_found(name);
             };
-            let patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let mut patch: Value = serde_json::from_slice(&body).unwrap_or_default();
+            let strategic = parts
+                .headers
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes() == b"application/strategic-merge-patch+json");
+            // Strategic merge of the one list this project patches: webhooks, merged by name.
+            if let (true, Some(entries)) = (strategic, patch.get_mut("webhooks").map(Value::take)) {
+                let Some(live) = object["webhooks"].as_array_mut() else {
+                    return status(422, "Invalid", "no webhooks to merge into".into());
+                };
+                for entry in entries.as_array().into_iter().flatten() {
+                    match live.iter_mut().find(|w| w["name"] == entry["name"]) {
+                        Some(w) => json_patch::merge(w, entry),
+                        None => live.push(entry.clone()),
+                    }
+                }
+                if let Some(map) = patch.as_object_mut() {
+                    map.remove("webhooks");
+                }
+            }
             json_patch::merge(&mut object, &patch);
             axum::Json(server.put(&target.collection, object)).into_response()
         }
