@@ -41,21 +41,24 @@ const REGENERATE: &str = "python3 tests/helm/render.py --manifests > manifests/r
 /// The values sets the tests look at; each is rendered once per test run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Set {
-    /// Default values (tls.mode=helm), release `runsecrets` in namespace `runsecrets`.
+    /// Default values (tls.mode=server), release `runsecrets` in namespace `runsecrets`.
     Default,
+    /// tls.mode=helm: Helm generates the CA and the certificate.
+    Helm,
     /// tls.mode=secret, release `rs` in namespace `secrets-system`: names and exclusions must
     /// follow the release, not a hard-coded `runsecrets`.
     Secret,
     /// tls.mode=certManager.
     CertManager,
-    /// Non-default policy and placement values.
+    /// Non-default policy, placement and CA Secret name values (tls.mode=server).
     Tuned,
     /// What `--manifests` renders for manifests/runsecrets.yaml.
     Manifests,
 }
 
-const SETS: [Set; 5] = [
+const SETS: [Set; 6] = [
     Set::Default,
+    Set::Helm,
     Set::Secret,
     Set::CertManager,
     Set::Tuned,
@@ -86,6 +89,7 @@ impl Set {
         ];
         let extra: Vec<String> = match self {
             Set::Default => vec![],
+            Set::Helm => vec!["--tls-mode".into(), "helm".into()],
             Set::Secret => vec![
                 "--tls-mode".into(),
                 "secret".into(),
@@ -102,6 +106,8 @@ impl Set {
                 "server.replicas=1,node.kubeletDir=/var/lib/k0s/kubelet".into(),
                 "--set-json".into(),
                 r#"webhook={"excludeNamespaces":["cert-manager"]}"#.into(),
+                "--set".into(),
+                "tls.server.caSecret=my-runsecrets-ca".into(),
             ],
             Set::Manifests => return vec!["--manifests".into()],
         };
@@ -215,7 +221,7 @@ struct Rendered {
 }
 
 fn rendered(set: Set) -> &'static Rendered {
-    static CACHE: [OnceLock<Rendered>; 5] = [const { OnceLock::new() }; 5];
+    static CACHE: [OnceLock<Rendered>; SETS.len()] = [const { OnceLock::new() }; SETS.len()];
     let index = SETS.iter().position(|s| *s == set).expect("a known set");
     CACHE[index].get_or_init(|| {
         let yaml = render_py(&set.args())
@@ -379,6 +385,15 @@ fn flag(c: &Container, name: &str) -> String {
     found[0].clone()
 }
 
+/// Every value of a repeatable `--flag=value` in a container's args.
+fn flags(c: &Container, name: &str) -> Vec<String> {
+    let prefix = format!("--{name}=");
+    args(c)
+        .iter()
+        .filter_map(|a| a.strip_prefix(&prefix).map(str::to_string))
+        .collect()
+}
+
 fn port_of(addr: &str) -> i32 {
     addr.rsplit_once(':')
         .and_then(|(_, p)| p.parse().ok())
@@ -408,8 +423,39 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 #[test]
 fn chart_lints_and_renders_in_every_tls_mode() {
+    // server (the default): nothing TLS is rendered; the server makes its CA, keeps it in a
+    // Secret and fills caBundle itself (server_mode_manages_its_own_ca checks the wiring).
+    let server = rendered(Set::Default);
+    assert!(
+        server.of_kind("Secret").is_empty(),
+        "server mode renders no Secret"
+    );
+    assert!(
+        server.of_kind("ConfigMap").is_empty(),
+        "server mode renders no ConfigMap: the server owns the CA ConfigMap"
+    );
+    assert!(server.of_kind("Certificate").is_empty());
+    assert!(server.of_kind("Issuer").is_empty());
+    for annotations in [
+        server.mutating().metadata.annotations,
+        server.validating().metadata.annotations,
+    ] {
+        assert!(
+            !annotations
+                .unwrap_or_default()
+                .contains_key("cert-manager.io/inject-ca-from"),
+            "server mode needs no cert-manager"
+        );
+    }
+    for (name, client, ..) in server.webhooks() {
+        assert!(
+            client.ca_bundle.is_none(),
+            "{name}: in server mode the server writes caBundle"
+        );
+    }
+
     // helm: the chart makes the CA and the certificate, and puts the CA in every webhook.
-    let helm = rendered(Set::Default);
+    let helm = rendered(Set::Helm);
     let secret: Secret = helm.one("Secret", Some(&helm.name("tls")));
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let data = secret.data.expect("data");
@@ -541,13 +587,7 @@ fn check_type<T: DeserializeOwned + serde::Serialize>(doc: &Value) {
 
 #[test]
 fn every_object_is_a_valid_kubernetes_object() {
-    for set in [
-        Set::Default,
-        Set::Secret,
-        Set::CertManager,
-        Set::Tuned,
-        Set::Manifests,
-    ] {
+    for set in SETS {
         let r = rendered(set);
         let mut kinds = BTreeSet::new();
         for doc in &r.docs {
@@ -636,25 +676,22 @@ fn every_object_is_a_valid_kubernetes_object() {
 
 #[test]
 fn server_args_are_the_binarys_flags() {
-    for set in [Set::Default, Set::Secret, Set::Tuned] {
+    let sets = [Set::Default, Set::Helm, Set::Secret, Set::Tuned];
+    for set in sets {
         let r = rendered(set);
         let pod = pod_spec_of_deployment(&r.server());
         let c = container(&pod, "server");
-        let cli = parse_cli(c).unwrap_or_else(|e| panic!("{set:?}: server args: {e}"));
-        let Sub::Server(server) = cli.command else {
-            panic!("{set:?}: not `runsecrets server`")
-        };
-        assert_eq!(
-            u16::try_from(container_port(c, "webhook")).ok(),
-            Some(server.listen.port())
-        );
-        assert_eq!(
-            u16::try_from(container_port(c, "admin")).ok(),
-            Some(server.admin_listen.port())
-        );
         assert!(
-            server.listen.ip().is_unspecified(),
-            "the webhook must listen on the pod IP"
+            server_listen(c).ip().is_unspecified(),
+            "{set:?}: the webhook must listen on the pod IP"
+        );
+        assert_eq!(
+            container_port(c, "webhook"),
+            i32::from(server_listen(c).port())
+        );
+        assert_eq!(
+            container_port(c, "admin"),
+            port_of(&flag(c, "admin-listen"))
         );
         assert_eq!(
             container_port(c, "delivery"),
@@ -672,9 +709,6 @@ fn server_args_are_the_binarys_flags() {
             Some(r.name("node"))
         );
         assert_eq!(flag(c, "log-format"), "json");
-        // Cert and key come from the TLS Secret volume, reloaded in place (no subPath).
-        let tls = volume_at(&pod, c, "/etc/runsecrets/tls");
-        assert!(tls.secret.is_some(), "TLS from a Secret");
         for m in c.volume_mounts.as_ref().expect("mounts") {
             assert!(
                 m.sub_path.is_none(),
@@ -682,8 +716,39 @@ fn server_args_are_the_binarys_flags() {
                 m.name
             );
         }
-        assert_eq!(flag(c, "tls-cert"), "/etc/runsecrets/tls/tls.crt");
-        assert_eq!(flag(c, "tls-key"), "/etc/runsecrets/tls/tls.key");
+        if tls_mode(set) == "server" {
+            // The server issues its certificate from its CA Secret: no files, no TLS volume.
+            for name in ["tls-cert", "tls-key"] {
+                assert!(
+                    flags(c, name).is_empty(),
+                    "{set:?}: --{name} in server mode"
+                );
+            }
+            assert!(
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .all(|m| m.mount_path != "/etc/runsecrets/tls"),
+                "{set:?}: TLS volume in server mode"
+            );
+            assert!(
+                pod.volumes.iter().flatten().all(|v| v.secret.is_none()),
+                "{set:?}: the server pod mounts no Secret in server mode"
+            );
+            assert!(!flag(c, "tls-ca-secret").is_empty());
+        } else {
+            // Cert and key come from the TLS Secret volume, reloaded in place (no subPath).
+            let tls = volume_at(&pod, c, "/etc/runsecrets/tls");
+            assert!(tls.secret.is_some(), "TLS from a Secret");
+            assert_eq!(flag(c, "tls-cert"), "/etc/runsecrets/tls/tls.crt");
+            assert_eq!(flag(c, "tls-key"), "/etc/runsecrets/tls/tls.key");
+            for name in ["tls-ca-secret", "tls-san", "publish-ca-to"] {
+                assert!(
+                    flags(c, name).is_empty(),
+                    "{set:?}: --{name} outside server mode"
+                );
+            }
+        }
         // The data directory is writable (the root filesystem is not).
         let data = volume_at(&pod, c, &flag(c, "data-dir"));
         assert!(data.empty_dir.is_some());
@@ -694,6 +759,164 @@ fn server_args_are_the_binarys_flags() {
     let c = container(&pod, "server");
     assert_eq!(flag(c, "default-enforce"), "strict");
     assert_eq!(flag(c, "default-warn"), "off");
+
+    // Last, so that every check above runs even while the binary lacks a flag: the binary's own
+    // parser accepts the args of every set, and reads the ports the container declares.
+    let mut refused = Vec::new();
+    for set in sets {
+        let r = rendered(set);
+        let pod = pod_spec_of_deployment(&r.server());
+        let c = container(&pod, "server");
+        let cli = match parse_cli(c) {
+            Ok(cli) => cli,
+            Err(e) => {
+                refused.push(format!("{set:?}: server args: {e}"));
+                continue;
+            }
+        };
+        let Sub::Server(server) = cli.command else {
+            panic!("{set:?}: not `runsecrets server`")
+        };
+        assert_eq!(
+            u16::try_from(container_port(c, "webhook")).ok(),
+            Some(server.listen.port())
+        );
+        assert_eq!(
+            u16::try_from(container_port(c, "admin")).ok(),
+            Some(server.admin_listen.port())
+        );
+        assert!(server.listen.ip().is_unspecified());
+    }
+    assert!(refused.is_empty(), "{}", refused.join("\n"));
+}
+
+/// The server's --listen address, as the chart writes it.
+fn server_listen(c: &Container) -> std::net::SocketAddr {
+    let listen = flag(c, "listen");
+    listen
+        .parse()
+        .unwrap_or_else(|e| panic!("--listen={listen}: {e}"))
+}
+
+/// The tls.mode a set renders.
+fn tls_mode(set: Set) -> &'static str {
+    match set {
+        Set::Helm => "helm",
+        Set::Secret => "secret",
+        Set::CertManager => "certManager",
+        Set::Default | Set::Tuned | Set::Manifests => "server",
+    }
+}
+
+/// tls.mode=server: the names the server is given are the objects the chart renders (and the
+/// one it must not render), so renaming one side without the other fails here.
+#[test]
+fn server_mode_manages_its_own_ca() {
+    for set in [Set::Default, Set::Tuned, Set::Manifests] {
+        let r = rendered(set);
+        let pod = pod_spec_of_deployment(&r.server());
+        let c = container(&pod, "server");
+
+        // The CA Secret: the chart's default name, or tls.server.caSecret.
+        let expected_ca_secret = match set {
+            Set::Tuned => "my-runsecrets-ca".to_string(),
+            _ => r.name("server-ca"),
+        };
+        assert_eq!(flag(c, "tls-ca-secret"), expected_ca_secret, "{set:?}");
+        assert!(
+            r.of_kind("Secret").is_empty(),
+            "{set:?}: the server creates its CA Secret; Helm must not"
+        );
+
+        // Certificates for every name a client dials.
+        let sans: BTreeSet<String> = flags(c, "tls-san")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            sans,
+            service_names(r).into_iter().collect::<BTreeSet<_>>(),
+            "{set:?}: --tls-san"
+        );
+        let node = pod_spec_of_daemonset(&r.node());
+        let plugin = container(&node, "plugin");
+        let dialed = flag(plugin, "server");
+        let host = dialed
+            .trim_start_matches("https://")
+            .rsplit_once(':')
+            .expect("host:port")
+            .0;
+        assert!(sans.contains(host), "{set:?}: the node plugin dials {host}");
+
+        // The CA goes where it is read: both webhook configurations the chart renders, and the
+        // ConfigMap the node plugin mounts as its --server-ca.
+        let ca_file = flag(plugin, "server-ca");
+        let ca_volume = volume_at(&node, plugin, ca_file.rsplit_once('/').expect("dir").0);
+        let ca_config_map = ca_volume
+            .config_map
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_else(|| panic!("{set:?}: the node plugin's CA is not a ConfigMap"));
+        assert_ne!(
+            ca_volume.config_map.as_ref().and_then(|c| c.optional),
+            Some(true),
+            "{set:?}: the node pods wait for the CA ConfigMap"
+        );
+        let mut expected = BTreeSet::new();
+        for kind in [
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        ] {
+            let objects = r.of_kind(kind);
+            assert!(!objects.is_empty(), "{set:?}: no {kind}");
+            for o in objects {
+                let name = o["metadata"]["name"].as_str().expect("name");
+                expected.insert(format!("{}/{name}", kind.to_lowercase()));
+            }
+        }
+        expected.insert(format!("configmap/{ca_config_map}"));
+        let published: BTreeSet<String> = flags(c, "publish-ca-to")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(published, expected, "{set:?}: --publish-ca-to");
+        assert!(
+            r.of_kind("ConfigMap")
+                .iter()
+                .all(|m| m["metadata"]["name"] != ca_config_map.as_str()),
+            "{set:?}: Helm must not template {ca_config_map}, the server owns it"
+        );
+
+        // Nothing for cert-manager, no caBundle (the server patches it in), and nothing that
+        // changes between renders.
+        assert!(r.of_kind("Certificate").is_empty() && r.of_kind("Issuer").is_empty());
+        for (name, client, ..) in r.webhooks() {
+            assert!(client.ca_bundle.is_none(), "{set:?}: {name} has a caBundle");
+        }
+        for annotations in [
+            r.mutating().metadata.annotations,
+            r.validating().metadata.annotations,
+        ] {
+            assert!(annotations.unwrap_or_default().is_empty(), "{set:?}");
+        }
+        for template in [
+            r.server().spec.expect("spec").template,
+            r.node().spec.expect("spec").template,
+        ] {
+            let annotations = template.metadata.and_then(|m| m.annotations);
+            assert!(
+                annotations.is_none_or(|a| !a.contains_key("checksum/tls")),
+                "{set:?}: no certificate material to follow"
+            );
+        }
+    }
+    // Rendered twice, the same bytes: GitOps sees no drift.
+    assert_eq!(
+        render_py(&Set::Default.args()).expect("render"),
+        render_py(&Set::Default.args()).expect("render")
+    );
 }
 
 #[test]
@@ -754,7 +977,13 @@ fn services_route_to_the_server_ports() {
 
 #[test]
 fn webhooks_call_routes_the_server_serves() {
-    for set in [Set::Default, Set::Secret, Set::CertManager, Set::Tuned] {
+    for set in [
+        Set::Default,
+        Set::Helm,
+        Set::Secret,
+        Set::CertManager,
+        Set::Tuned,
+    ] {
         let r = rendered(set);
         let hooks = r.webhooks();
         let mut names = BTreeSet::new();
@@ -836,7 +1065,13 @@ fn mutating_webhook_sees_only_pods_that_declare_secrets() {
 
 #[test]
 fn webhooks_never_see_kube_system_or_the_release_namespace() {
-    for set in [Set::Default, Set::Secret, Set::CertManager, Set::Tuned] {
+    for set in [
+        Set::Default,
+        Set::Helm,
+        Set::Secret,
+        Set::CertManager,
+        Set::Tuned,
+    ] {
         let r = rendered(set);
         for (name, _, exprs, _) in r.webhooks() {
             let excluded = exprs
@@ -1012,16 +1247,16 @@ fn server_pod_is_restricted_and_highly_available() {
             .is_some_and(|r| r.contains_key("cpu") && r.contains_key("memory")));
         assert!(resources.limits.is_some_and(|l| l.contains_key("memory")));
     }
-    // A new certificate rolls the pods.
-    let annotations = deployment
+    // Where Helm knows the certificate material (helm mode), a new one rolls the pods.
+    let helm_annotations = rendered(Set::Helm)
+        .server()
         .spec
-        .clone()
         .expect("spec")
         .template
         .metadata
         .expect("meta")
         .annotations;
-    assert!(annotations.is_some_and(|a| a.get("checksum/tls").is_some_and(|c| c.len() == 64)));
+    assert!(helm_annotations.is_some_and(|a| a.get("checksum/tls").is_some_and(|c| c.len() == 64)));
     // Spread over nodes, and never below one replica during drains.
     let anti = pod
         .affinity
@@ -1062,13 +1297,20 @@ fn rule(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> 
 
 #[test]
 fn rbac_grants_exactly_what_the_code_calls() {
-    for set in [Set::Default, Set::Secret] {
+    for set in [
+        Set::Default,
+        Set::Helm,
+        Set::Secret,
+        Set::CertManager,
+        Set::Tuned,
+    ] {
         let r = rendered(set);
         let server_name = r.name("server");
         let pod = pod_spec_of_deployment(&r.server());
         let c = container(&pod, "server");
         let keyring = flag(c, "keyring-secret");
         let public_keys = flag(c, "public-keys-configmap");
+        let server_mode = tls_mode(set) == "server";
 
         let cluster_roles: BTreeMap<String, ClusterRole> = r
             .of_kind("ClusterRole")
@@ -1087,33 +1329,70 @@ fn rbac_grants_exactly_what_the_code_calls() {
             BTreeSet::from([server_name.clone(), edit.clone(), view.clone()]),
             "{set:?}: ClusterRoles"
         );
+        let mut cluster_rules = vec![
+            rule(
+                &["authentication.k8s.io"],
+                &["tokenreviews"],
+                &[],
+                &["create"],
+            ),
+            rule(
+                &["runsecrets.io"],
+                &["runsecrets"],
+                &[],
+                &["get", "list", "watch"],
+            ),
+        ];
+        let mut secrets = vec![keyring.clone()];
+        let mut config_maps = vec![public_keys.clone()];
+        if server_mode {
+            // --publish-ca-to: get and patch of the rendered webhook configurations, by name;
+            // the CA Secret and the CA ConfigMap next to the keyring and the public keys.
+            for (kind, resource) in [
+                (
+                    "MutatingWebhookConfiguration",
+                    "mutatingwebhookconfigurations",
+                ),
+                (
+                    "ValidatingWebhookConfiguration",
+                    "validatingwebhookconfigurations",
+                ),
+            ] {
+                let names: Vec<&str> = r
+                    .of_kind(kind)
+                    .iter()
+                    .map(|o| o["metadata"]["name"].as_str().expect("name"))
+                    .collect();
+                cluster_rules.push(rule(
+                    &["admissionregistration.k8s.io"],
+                    &[resource],
+                    &names,
+                    &["get", "patch"],
+                ));
+            }
+            secrets.push(flag(c, "tls-ca-secret"));
+            let node = pod_spec_of_daemonset(&r.node());
+            let plugin = container(&node, "plugin");
+            let ca_file = flag(plugin, "server-ca");
+            let ca = volume_at(&node, plugin, ca_file.rsplit_once('/').expect("dir").0);
+            config_maps.push(ca.config_map.as_ref().expect("CA ConfigMap").name.clone());
+        }
         assert_eq!(
             cluster_roles[&server_name].rules,
-            Some(vec![
-                rule(
-                    &["authentication.k8s.io"],
-                    &["tokenreviews"],
-                    &[],
-                    &["create"]
-                ),
-                rule(
-                    &["runsecrets.io"],
-                    &["runsecrets"],
-                    &[],
-                    &["get", "list", "watch"]
-                ),
-            ]),
+            Some(cluster_rules),
             "{set:?}: server ClusterRole"
         );
+        let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        let config_maps: Vec<&str> = config_maps.iter().map(String::as_str).collect();
         let role: Role = r.one("Role", Some(&server_name));
         assert_eq!(role.metadata.name.as_deref(), Some(server_name.as_str()));
         assert_eq!(
             role.rules,
             Some(vec![
                 rule(&[""], &["secrets"], &[], &["create"]),
-                rule(&[""], &["secrets"], &[&keyring], &["get"]),
+                rule(&[""], &["secrets"], &secrets, &["get"]),
                 rule(&[""], &["configmaps"], &[], &["create"]),
-                rule(&[""], &["configmaps"], &[&public_keys], &["get", "update"]),
+                rule(&[""], &["configmaps"], &config_maps, &["get", "update"]),
             ]),
             "{set:?}: server Role"
         );
@@ -1229,7 +1508,7 @@ fn csi_driver_is_the_one_the_webhook_writes() {
 
 #[test]
 fn node_args_are_the_binarys_flags() {
-    for set in [Set::Default, Set::Secret, Set::Tuned] {
+    for set in [Set::Default, Set::Helm, Set::Secret, Set::Tuned] {
         let r = rendered(set);
         let pod = pod_spec_of_daemonset(&r.node());
         let plugin = container(&pod, "plugin");
@@ -1434,7 +1713,7 @@ fn generated_certificate_verifies_for_every_service_name() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
-    let r = rendered(Set::Default);
+    let r = rendered(Set::Helm);
     let secret: Secret = r.one("Secret", Some(&r.name("tls")));
     let data = secret.data.expect("data");
     let ca = CertificateDer::from_pem_slice(&data["ca.crt"].0).expect("ca.crt PEM");
@@ -1478,46 +1757,45 @@ fn generated_certificate_verifies_for_every_service_name() {
 
 #[test]
 fn cert_manager_certificate_covers_every_service_name() {
-    for set in [Set::CertManager, Set::Manifests] {
-        let r = rendered(set);
-        let cert = r
-            .of_kind("Certificate")
-            .into_iter()
-            .find(|c| c["metadata"]["name"] == r.name("tls").as_str())
-            .expect("serving Certificate");
-        let dns: BTreeSet<String> =
-            serde_json::from_value(cert["spec"]["dnsNames"].clone()).expect("dnsNames");
-        for name in service_names(r) {
-            assert!(dns.contains(&name), "{set:?}: Certificate lacks {name}");
-        }
-        // The Secret it writes is the one both components mount.
-        let secret_name = cert["spec"]["secretName"].as_str().expect("secretName");
-        let server = pod_spec_of_deployment(&r.server());
-        let tls = volume_at(&server, container(&server, "server"), "/etc/runsecrets/tls");
-        assert_eq!(
-            tls.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
-            Some(secret_name)
-        );
-        let node = pod_spec_of_daemonset(&r.node());
-        let ca_file = flag(container(&node, "plugin"), "server-ca");
-        let ca = volume_at(
-            &node,
-            container(&node, "plugin"),
-            ca_file.rsplit_once('/').expect("dir").0,
-        );
-        assert_eq!(
-            ca.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
-            Some(secret_name)
-        );
-        // Its issuer chain is rendered too.
-        let issuer = cert["spec"]["issuerRef"]["name"]
-            .as_str()
-            .expect("issuerRef");
-        assert!(r
-            .of_kind("Issuer")
-            .iter()
-            .any(|i| i["metadata"]["name"] == issuer));
+    let set = Set::CertManager;
+    let r = rendered(set);
+    let cert = r
+        .of_kind("Certificate")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == r.name("tls").as_str())
+        .expect("serving Certificate");
+    let dns: BTreeSet<String> =
+        serde_json::from_value(cert["spec"]["dnsNames"].clone()).expect("dnsNames");
+    for name in service_names(r) {
+        assert!(dns.contains(&name), "{set:?}: Certificate lacks {name}");
     }
+    // The Secret it writes is the one both components mount.
+    let secret_name = cert["spec"]["secretName"].as_str().expect("secretName");
+    let server = pod_spec_of_deployment(&r.server());
+    let tls = volume_at(&server, container(&server, "server"), "/etc/runsecrets/tls");
+    assert_eq!(
+        tls.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+        Some(secret_name)
+    );
+    let node = pod_spec_of_daemonset(&r.node());
+    let ca_file = flag(container(&node, "plugin"), "server-ca");
+    let ca = volume_at(
+        &node,
+        container(&node, "plugin"),
+        ca_file.rsplit_once('/').expect("dir").0,
+    );
+    assert_eq!(
+        ca.secret.as_ref().and_then(|s| s.secret_name.as_deref()),
+        Some(secret_name)
+    );
+    // Its issuer chain is rendered too.
+    let issuer = cert["spec"]["issuerRef"]["name"]
+        .as_str()
+        .expect("issuerRef");
+    assert!(r
+        .of_kind("Issuer")
+        .iter()
+        .any(|i| i["metadata"]["name"] == issuer));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1554,6 +1832,15 @@ fn manifests_match_the_chart() {
         Some("privileged"),
         "the node plugin is privileged"
     );
-    // Deterministic: no Helm-generated key material.
+    // The chart's default values (tls.mode=server) and nothing else: no cert-manager objects,
+    // no Helm-generated key material.
+    assert_eq!(
+        &fresh[1..],
+        &rendered(Set::Default).docs[..],
+        "manifests/runsecrets.yaml is not the chart with its default values"
+    );
     assert!(fresh.iter().all(|d| d["kind"] != "Secret"));
+    assert!(fresh.iter().all(|d| !d["apiVersion"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("cert-manager.io/"))));
 }

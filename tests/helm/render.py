@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Lint and render charts/runsecrets with real Helm (Helm's Go SDK through helm-python-sdk).
 
-    python3 tests/helm/render.py                      # default values, tls.mode=helm
+    python3 tests/helm/render.py                      # default values, tls.mode=server
     python3 tests/helm/render.py --tls-mode secret --set tls.existingSecret=x --set tls.caBundle=...
     python3 tests/helm/render.py --manifests > manifests/runsecrets.yaml   # regenerate manifests/
 
@@ -34,10 +34,8 @@ MARKER = ".runsecrets-requirements"
 # manifests/runsecrets.yaml: the install for `kubectl apply -f`.
 MANIFESTS_RELEASE = "runsecrets"
 MANIFESTS_NAMESPACE = "runsecrets"
-# cert-manager mode renders the same bytes every time (helm mode makes a new CA per render, and
-# secret mode needs a CA only the user has), and gives a working install on any cluster with
-# cert-manager.
-MANIFESTS_TLS_MODE = "certManager"
+# The chart's default values: tls.mode=server renders the same bytes every time (the server makes
+# and keeps its CA) and needs nothing else on the cluster (no cert-manager).
 
 # Helm's releaseutil.InstallOrder; other kinds (CSIDriver, cert-manager's) come after, by name.
 INSTALL_ORDER = [
@@ -121,7 +119,7 @@ def fail(message: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tls-mode", choices=["helm", "secret", "certManager"],
+    parser.add_argument("--tls-mode", choices=["server", "helm", "secret", "certManager"],
                         help="shorthand for --set tls.mode=MODE")
     parser.add_argument("-f", "--values", action="append", default=[], metavar="FILE",
                         help="values file (YAML), repeatable")
@@ -132,8 +130,8 @@ def main() -> None:
     parser.add_argument("--release", default=MANIFESTS_RELEASE)
     parser.add_argument("-n", "--namespace", default=MANIFESTS_NAMESPACE)
     parser.add_argument("--manifests", action="store_true",
-                        help="render manifests/runsecrets.yaml: default values, "
-                             f"tls.mode={MANIFESTS_TLS_MODE}, plus the Namespace")
+                        help="render manifests/runsecrets.yaml: default values, plus the "
+                             "Namespace")
     parser.add_argument("--venv", type=Path, default=None,
                         help="virtualenv to bootstrap into when helm_python is missing")
     args = parser.parse_args()
@@ -149,7 +147,6 @@ def main() -> None:
     if args.manifests:
         if args.values or args.set or args.set_json or args.tls_mode:
             fail("--manifests renders the default values only")
-        args.tls_mode = MANIFESTS_TLS_MODE
         args.release, args.namespace = MANIFESTS_RELEASE, MANIFESTS_NAMESPACE
 
     values: dict = {}
@@ -209,9 +206,9 @@ def main() -> None:
     if args.manifests:
         out.append(
             "# runsecrets install manifests: the Helm chart charts/runsecrets rendered with its\n"
-            f"# default values, release {MANIFESTS_RELEASE}, namespace {MANIFESTS_NAMESPACE}, "
-            f"tls.mode={MANIFESTS_TLS_MODE}\n"
-            "# (needs cert-manager: https://cert-manager.io). Do not edit; regenerate with\n"
+            f"# default values, release {MANIFESTS_RELEASE}, namespace {MANIFESTS_NAMESPACE} "
+            "(tls.mode=server:\n"
+            "# the server makes its own CA; nothing else is needed). Do not edit; regenerate with\n"
             "#   python3 tests/helm/render.py --manifests > manifests/runsecrets.yaml\n"
             "apiVersion: v1\nkind: Namespace\nmetadata:\n"
             f"  name: {MANIFESTS_NAMESPACE}\n  labels:\n"

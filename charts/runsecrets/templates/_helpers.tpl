@@ -60,6 +60,12 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- define "runsecrets.publicKeysConfigMap" -}}{{ default (printf "%s-public-keys" (include "runsecrets.fullname" .)) .Values.server.publicKeysConfigMap }}{{- end -}}
 {{- define "runsecrets.caConfigMap" -}}{{ include "runsecrets.fullname" . }}-ca{{- end -}}
 {{- define "runsecrets.certificateName" -}}{{ include "runsecrets.fullname" . }}-tls{{- end -}}
+{{- define "runsecrets.mutatingWebhookName" -}}{{ include "runsecrets.fullname" . }}{{- end -}}
+{{- define "runsecrets.validatingWebhookName" -}}{{ include "runsecrets.fullname" . }}{{- end -}}
+{{/* server mode: the Secret (release namespace) where the server keeps its CA (ca.crt, ca.key).
+Not `<fullname>-ca`: in certManager mode cert-manager writes its CA there (kubernetes.io/tls, no
+ca.key), and that Secret outlives a switch of tls.mode. */}}
+{{- define "runsecrets.caSecret" -}}{{ default (printf "%s-server-ca" (include "runsecrets.fullname" .)) .Values.tls.server.caSecret }}{{- end -}}
 
 {{/* The Secret holding the serving certificate (tls.crt, tls.key; ca.crt except in secret mode). */}}
 {{- define "runsecrets.tlsSecretName" -}}
@@ -111,7 +117,8 @@ Returns JSON {"ca": PEM, "crt": PEM, "key": PEM}.
 {{- end -}}
 
 {{/* The webhook clientConfig.caBundle line (helm and secret modes); nothing for cert-manager,
-whose cainjector fills it from the annotation below. */}}
+whose cainjector fills it from the annotation below, nor for server mode, where the server
+patches it in (--publish-ca-to). */}}
 {{- define "runsecrets.caBundle" -}}
 {{- if eq .Values.tls.mode "helm" -}}
 caBundle: {{ (include "runsecrets.helmTLS" . | fromJson).ca | b64enc }}
@@ -141,7 +148,7 @@ annotations:
 {{- if eq .Values.tls.mode "helm" -}}
 {{- include "runsecrets.helmTLS" . | sha256sum -}}
 {{- else -}}
-{{- toJson .Values.tls | sha256sum -}}
+{{- toJson (omit .Values.tls "server") | sha256sum -}}
 {{- end -}}
 {{- end -}}
 
