@@ -123,10 +123,13 @@ async fn a_declared_secret_reaches_the_pod_and_only_that_pod() {
     );
     assert!(target.join("kubernetes.io/serviceaccount").is_dir());
 
-    // The same token presented for a pod in another namespace gets nothing.
-    let other_target = node.target("11111111-2222-3333-4444-555555555555");
+    node.unpublish(&request.volume_id, &target)
+        .await
+        .expect("unpublished");
+    assert!(!target.exists());
+
+    // The same token presented for a pod of the same uid in another namespace gets nothing.
     let mut other = request.clone();
-    other.target_path = other_target.to_string_lossy().into_owned();
     other
         .volume_context
         .insert("csi.storage.k8s.io/pod.namespace".into(), "bank".into());
@@ -137,10 +140,22 @@ async fn a_declared_secret_reaches_the_pod_and_only_that_pod() {
         "{}",
         err.message()
     );
-    assert!(!other_target.join("mysql_root_password").exists());
+    assert!(!target.join("mysql_root_password").exists());
 
-    node.unpublish(&request.volume_id, &target)
+    // And the node mounts it nowhere but under that pod's own kubelet directory.
+    let elsewhere = node.target("11111111-2222-3333-4444-555555555555");
+    let mut misplaced = request.clone();
+    misplaced.target_path = elsewhere.to_string_lossy().into_owned();
+    let err = node
+        .publish(misplaced)
         .await
-        .expect("unpublished");
-    assert!(!target.exists());
+        .expect_err("another pod's directory");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("not kubelet's volume path for pod uid"),
+        "{}",
+        err.message()
+    );
+    assert!(!elsewhere.exists());
 }

@@ -167,13 +167,37 @@ async fn hostile_targets_are_refused() {
     .await;
 
     // A parent directory is a symlink leading outside the kubelet directory.
-    let escape = kubelet.join("pods/escape");
+    let volumes = kubelet.join("pods/escape/volumes/kubernetes.io~csi");
+    std::fs::create_dir_all(&volumes).expect("volumes dir");
+    let escape = volumes.join("runsecrets");
     std::os::unix::fs::symlink(&outside, &escape).expect("symlink");
     refused(
         &h,
         kubelet_request(&escape.join("mount"), attr),
         Code::InvalidArgument,
         "through a symlink",
+    )
+    .await;
+
+    // Another pod's volume directory, or a place kubelet never publishes at.
+    let mut foreign = kubelet_request(&h.target("pod-victim"), attr);
+    foreign
+        .volume_context
+        .insert(runsecrets::node::POD_UID_KEY.into(), "pod-attacker".into());
+    refused(
+        &h,
+        foreign,
+        Code::InvalidArgument,
+        "for pod uid \"pod-attacker\"",
+    )
+    .await;
+    let plugins = kubelet.join("plugins/x");
+    std::fs::create_dir_all(&plugins).expect("plugins dir");
+    refused(
+        &h,
+        kubelet_request(&plugins.join("mount"), attr),
+        Code::InvalidArgument,
+        "not kubelet's volume path",
     )
     .await;
 

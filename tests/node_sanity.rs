@@ -25,11 +25,11 @@ use tonic::Code;
 
 const SECRETS: &[(&str, &[u8])] = &[("mysql_root_password", b"hunter2-root")];
 
-/// csi-sanity's `sc.TargetPath + "/target"`: a directory the plugin must create itself.
+/// csi-sanity's `sc.TargetPath + "/target"`: a directory the plugin must create itself. The
+/// plugin only publishes at kubelet's per-pod path, so csi-sanity's target is that path here
+/// (run csi-sanity itself with `--csi.targetpath` set to such a directory).
 fn sanity_target(h: &Harness) -> std::path::PathBuf {
-    let base = h.kubelet.join("csi-sanity-mount");
-    std::fs::create_dir_all(&base).expect("sanity target base");
-    base.join("target")
+    h.target("csi-sanity-pod")
 }
 
 /// csi-sanity's `GenerateUniqueValidVolumeID`.

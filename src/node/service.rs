@@ -137,6 +137,7 @@ impl NodeService {
     async fn publish(&self, plan: Publish, republish: &mut bool) -> Result<&'static str, Failure> {
         let kubelet = self.kubelet.clone();
         let raw = plan.target_path.clone();
+        target::check_pod_volume(&raw, &self.kubelet, &plan.pod_uid)?;
         let target = self
             .fs(move || target::check_publish(&raw, &kubelet))
             .await?;

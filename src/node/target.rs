@@ -63,6 +63,34 @@ pub fn check_lexical(raw: &str, kubelet: &KubeletDir) -> Result<PathBuf, Failure
     Ok(path)
 }
 
+/// kubelet publishes a pod's inline volume at `KUBELET/pods/<pod uid>/volumes/
+/// kubernetes.io~csi/<volume>/mount`; any other place, or another pod's directory, is refused,
+/// so the files of the pod the server authorised cannot be mounted where another pod (or the
+/// host) would see them.
+pub fn check_pod_volume(raw: &str, kubelet: &KubeletDir, pod_uid: &str) -> Result<(), Failure> {
+    let path = check_lexical(raw, kubelet)?;
+    let shaped = [&kubelet.configured, &kubelet.real].iter().any(|dir| {
+        let Ok(rest) = path.strip_prefix(dir) else {
+            return false;
+        };
+        let parts: Vec<&str> = rest.iter().filter_map(|c| c.to_str()).collect();
+        matches!(
+            parts.as_slice(),
+            ["pods", uid, "volumes", "kubernetes.io~csi", _volume, "mount"] if *uid == pod_uid
+        )
+    });
+    if shaped {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "target path {:?} is not kubelet's volume path for pod uid {:?} \
+             (<kubelet dir>/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount)",
+            truncate(raw),
+            truncate(pod_uid)
+        )))
+    }
+}
+
 /// Full check for a publish: the parent must exist and resolve inside the kubelet directory,
 /// and the target must be a directory or absent, never a symlink.
 pub fn check_publish(raw: &str, kubelet: &KubeletDir) -> Result<Target, Failure> {

@@ -444,6 +444,10 @@ pub fn kubelet_request(target: &Path, secrets_attribute: &str) -> NodePublishVol
         runsecrets::spec::SECRETS_ATTRIBUTE.into(),
         secrets_attribute.into(),
     );
+    // kubelet's target is `…/pods/<pod uid>/volumes/…`: the context names the same pod.
+    if let Some(uid) = pod_uid_of(target) {
+        context.insert(runsecrets::node::POD_UID_KEY.into(), uid);
+    }
     NodePublishVolumeRequest {
         volume_id: v["volumeId"].as_str().expect("volumeId").into(),
         target_path: target.to_string_lossy().into_owned(),
@@ -463,11 +467,16 @@ pub fn request_for_pod(target: &Path, attribute: &str, n: usize) -> NodePublishV
     req.volume_id = format!("csi-{n:064x}");
     req.volume_context
         .insert(runsecrets::node::POD_NAME_KEY.into(), format!("pod-{n}"));
-    req.volume_context.insert(
-        runsecrets::node::POD_UID_KEY.into(),
-        format!("00000000-0000-0000-0000-{n:012}"),
-    );
     req
+}
+
+/// The pod uid in a kubelet target path (`…/pods/<uid>/volumes/…`).
+pub fn pod_uid_of(target: &Path) -> Option<String> {
+    let parts: Vec<&str> = target.iter().filter_map(|c| c.to_str()).collect();
+    parts
+        .windows(2)
+        .find(|w| w[0] == "pods")
+        .map(|w| w[1].to_string())
 }
 
 /// The pod token in the fixture request.
