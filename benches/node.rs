@@ -71,6 +71,31 @@ fn child() {
     });
 }
 
+/// Starts the plugin as its own process on `socket`, talking to 127.0.0.1:`port`; returns once
+/// the socket exists.
+async fn spawn_plugin(socket: &Path, port: u16, ca: &Path, token: &Path, kubelet: &Path) -> Child {
+    let plugin = Command::new(std::env::current_exe().expect("exe"))
+        .env("RUNSECRETS_NODE_BENCH_CHILD", "1")
+        .env("CSI_ENDPOINT", format!("unix://{}", socket.display()))
+        .env("NODE_NAME", "bench-node")
+        .env(
+            "RUNSECRETS_NODE_SERVER",
+            format!("https://127.0.0.1:{port}"),
+        )
+        .env("RUNSECRETS_NODE_SERVER_CA", ca)
+        .env("RUNSECRETS_NODE_TOKEN_FILE", token)
+        .env("RUNSECRETS_NODE_KUBELET_DIR", kubelet)
+        .env("RUNSECRETS_NODE_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start the plugin");
+    while !socket.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    plugin
+}
+
 fn rss_kib(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
@@ -138,26 +163,15 @@ async fn parent() {
     std::fs::write(dir.path().join("ca.crt"), &stub.ca_pem).expect("ca");
     std::fs::write(dir.path().join("token"), NODE_TOKEN).expect("token");
     let socket = dir.path().join("csi.sock");
-    let mut plugin: Child = Command::new(std::env::current_exe().expect("exe"))
-        .env("RUNSECRETS_NODE_BENCH_CHILD", "1")
-        .env("CSI_ENDPOINT", format!("unix://{}", socket.display()))
-        .env("NODE_NAME", "bench-node")
-        .env(
-            "RUNSECRETS_NODE_SERVER",
-            format!("https://127.0.0.1:{}", stub.addr.port()),
-        )
-        .env("RUNSECRETS_NODE_SERVER_CA", dir.path().join("ca.crt"))
-        .env("RUNSECRETS_NODE_TOKEN_FILE", dir.path().join("token"))
-        .env("RUNSECRETS_NODE_KUBELET_DIR", &kubelet)
-        .env("RUNSECRETS_NODE_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("start the plugin");
+    let mut plugin = spawn_plugin(
+        &socket,
+        stub.addr.port(),
+        &dir.path().join("ca.crt"),
+        &dir.path().join("token"),
+        &kubelet,
+    )
+    .await;
     let pid = plugin.id();
-    while !socket.exists() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let mut client = NodeClient::new(uds_channel(socket.clone()).await);
     client
         .node_get_info(NodeGetInfoRequest {})
@@ -343,28 +357,14 @@ async fn real_server(values: &[(String, Vec<u8>)], attribute: &str) {
     let kubelet = dir.path().join("kubelet");
     std::fs::create_dir_all(&kubelet).expect("kubelet");
     let socket = dir.path().join("csi.sock");
-    let mut plugin: Child = Command::new(std::env::current_exe().expect("exe"))
-        .env("RUNSECRETS_NODE_BENCH_CHILD", "1")
-        .env("CSI_ENDPOINT", format!("unix://{}", socket.display()))
-        .env("NODE_NAME", "bench-node")
-        .env(
-            "RUNSECRETS_NODE_SERVER",
-            format!("https://127.0.0.1:{port}"),
-        )
-        .env("RUNSECRETS_NODE_SERVER_CA", data.path().join("tls/ca.crt"))
-        .env(
-            "RUNSECRETS_NODE_TOKEN_FILE",
-            data.path().join("delivery/node-token"),
-        )
-        .env("RUNSECRETS_NODE_KUBELET_DIR", &kubelet)
-        .env("RUNSECRETS_NODE_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("start the plugin");
-    while !socket.exists() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let mut plugin = spawn_plugin(
+        &socket,
+        port,
+        &data.path().join("tls/ca.crt"),
+        &data.path().join("delivery/node-token"),
+        &kubelet,
+    )
+    .await;
     let mut client = NodeClient::new(uds_channel(socket.clone()).await);
     let t = target(&kubelet, 0);
     let mut req = request_for_pod(&t, attribute, 0);

@@ -156,6 +156,37 @@ fn ca_bundle_patch(names: &[String], ca_pem: &str) -> serde_json::Value {
     json!({ "webhooks": webhooks })
 }
 
+/// Sets `caBundle` on every webhook of configuration `name` that lacks it; true when it patched.
+/// `bundles` lists a configuration's webhooks with their current bundle.
+async fn set_ca_bundles<K>(
+    api: &Api<K>,
+    name: &str,
+    ca_pem: &str,
+    bundles: impl Fn(K) -> Vec<(String, Option<ByteString>)>,
+) -> Result<bool, ServerError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let wanted = ByteString(ca_pem.as_bytes().to_vec());
+    let current = api
+        .get(name)
+        .await
+        .map_err(api_error("reading a webhook configuration"))?;
+    let stale: Vec<String> = bundles(current)
+        .into_iter()
+        .filter(|(_, bundle)| bundle.as_ref() != Some(&wanted))
+        .map(|(webhook, _)| webhook)
+        .collect();
+    if stale.is_empty() {
+        return Ok(false);
+    }
+    let patch = Patch::Strategic(ca_bundle_patch(&stale, ca_pem));
+    api.patch(name, &PatchParams::default(), &patch)
+        .await
+        .map_err(api_error("setting the webhooks' caBundle"))?;
+    Ok(true)
+}
+
 /// Publishes the CA to every target; returns whether anything changed.
 pub async fn publish(
     client: &Client,
@@ -164,63 +195,30 @@ pub async fn publish(
     targets: &[CaTarget],
 ) -> Result<bool, ServerError> {
     let mut changed = false;
-    let wanted = ByteString(ca_pem.as_bytes().to_vec());
     for target in targets {
-        match target {
+        changed |= match target {
             CaTarget::Mutating(name) => {
                 let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-                let current = api
-                    .get(name)
-                    .await
-                    .map_err(api_error("reading the MutatingWebhookConfiguration"))?;
-                let stale: Vec<String> = current
-                    .webhooks
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|w| w.client_config.ca_bundle.as_ref() != Some(&wanted))
-                    .map(|w| w.name)
-                    .collect();
-                if !stale.is_empty() {
-                    api.patch(
-                        name,
-                        &PatchParams::default(),
-                        &Patch::Strategic(ca_bundle_patch(&stale, ca_pem)),
-                    )
-                    .await
-                    .map_err(api_error("setting the mutating webhooks' caBundle"))?;
-                    changed = true;
-                }
+                set_ca_bundles(&api, name, ca_pem, |c| {
+                    let all = c.webhooks.unwrap_or_default().into_iter();
+                    all.map(|w| (w.name, w.client_config.ca_bundle)).collect()
+                })
+                .await?
             }
             CaTarget::Validating(name) => {
                 let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-                let current = api
-                    .get(name)
-                    .await
-                    .map_err(api_error("reading the ValidatingWebhookConfiguration"))?;
-                let stale: Vec<String> = current
-                    .webhooks
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|w| w.client_config.ca_bundle.as_ref() != Some(&wanted))
-                    .map(|w| w.name)
-                    .collect();
-                if !stale.is_empty() {
-                    api.patch(
-                        name,
-                        &PatchParams::default(),
-                        &Patch::Strategic(ca_bundle_patch(&stale, ca_pem)),
-                    )
-                    .await
-                    .map_err(api_error("setting the validating webhooks' caBundle"))?;
-                    changed = true;
-                }
+                set_ca_bundles(&api, name, ca_pem, |c| {
+                    let all = c.webhooks.unwrap_or_default().into_iter();
+                    all.map(|w| (w.name, w.client_config.ca_bundle)).collect()
+                })
+                .await?
             }
             CaTarget::ConfigMap(name) => {
-                changed |= ensure_configmap(client, namespace, name, CA_CERT_KEY, ca_pem)
+                ensure_configmap(client, namespace, name, CA_CERT_KEY, ca_pem)
                     .await
-                    .map_err(ServerError::Store)?;
+                    .map_err(ServerError::Store)?
             }
-        }
+        };
     }
     Ok(changed)
 }
