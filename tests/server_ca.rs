@@ -59,17 +59,8 @@ async fn replicas_share_one_ca_and_publish_it_to_the_webhooks_and_the_node_plugi
     // The only test of this binary; set before any client is built.
     unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
     let admission = "/apis/admissionregistration.k8s.io/v1";
-    api.put(
-        &format!("{admission}/mutatingwebhookconfigurations"),
-        json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "runsecrets"}, "webhooks": [webhook("mutate.runsecrets.io")]}),
-    );
-    api.put(&format!("{admission}/validatingwebhookconfigurations"), json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
-        "metadata": {"name": "runsecrets"},
-        "webhooks": [webhook("enforce-baseline.runsecrets.io"), webhook("warn-default.runsecrets.io")]}));
 
+    // As after `helm install`: the server starts before the webhook configurations exist.
     let (first, _stop1) = replica(&dir.path().join("one")).await;
     let secret = api
         .get("/api/v1/secrets", "runsecrets", "runsecrets-ca")
@@ -81,6 +72,41 @@ async fn replicas_share_one_ca_and_publish_it_to_the_webhooks_and_the_node_plugi
     handshake(first, &ca)
         .await
         .expect("the first replica's certificate chains to the CA");
+    // The ConfigMap does not wait for the webhooks.
+    let mut cm = None;
+    for _ in 0..50 {
+        cm = api.get("/api/v1/configmaps", "runsecrets", "runsecrets-ca");
+        if cm.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let cm = cm.expect("CA ConfigMap published while the webhooks do not exist yet");
+    assert_eq!(
+        cm["data"]["ca.crt"].as_str().expect("ca.crt").as_bytes(),
+        &ca[..]
+    );
+
+    api.put(
+        &format!("{admission}/mutatingwebhookconfigurations"),
+        json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "runsecrets"}, "webhooks": [webhook("mutate.runsecrets.io")]}),
+    );
+    api.put(&format!("{admission}/validatingwebhookconfigurations"), json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": "runsecrets"},
+        "webhooks": [webhook("enforce-baseline.runsecrets.io"), webhook("warn-default.runsecrets.io")]}));
+    // Retried within seconds, not at the next minute.
+    let bundle = B64.encode(&ca);
+    let mutating_path = format!("{admission}/mutatingwebhookconfigurations");
+    for _ in 0..100 {
+        let m = api.get(&mutating_path, "", "runsecrets").expect("mutating");
+        if m["webhooks"][0]["clientConfig"]["caBundle"] == bundle.as_str() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     let (second, _stop2) = replica(&dir.path().join("two")).await;
     let again = api
@@ -97,7 +123,6 @@ async fn replicas_share_one_ca_and_publish_it_to_the_webhooks_and_the_node_plugi
     let (other, _) = runsecrets::server::tls::new_ca().expect("ca");
     assert!(handshake(second, other.as_bytes()).await.is_err());
 
-    let bundle = B64.encode(&ca);
     let mutating = api
         .get(
             &format!("{admission}/mutatingwebhookconfigurations"),

@@ -187,7 +187,38 @@ where
     Ok(true)
 }
 
-/// Publishes the CA to every target; returns whether anything changed.
+/// Publishes the CA to one target; returns whether it changed.
+async fn publish_to(
+    client: &Client,
+    namespace: &str,
+    ca_pem: &str,
+    target: &CaTarget,
+) -> Result<bool, ServerError> {
+    match target {
+        CaTarget::Mutating(name) => {
+            let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+            set_ca_bundles(&api, name, ca_pem, |c| {
+                let all = c.webhooks.unwrap_or_default().into_iter();
+                all.map(|w| (w.name, w.client_config.ca_bundle)).collect()
+            })
+            .await
+        }
+        CaTarget::Validating(name) => {
+            let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+            set_ca_bundles(&api, name, ca_pem, |c| {
+                let all = c.webhooks.unwrap_or_default().into_iter();
+                all.map(|w| (w.name, w.client_config.ca_bundle)).collect()
+            })
+            .await
+        }
+        CaTarget::ConfigMap(name) => ensure_configmap(client, namespace, name, CA_CERT_KEY, ca_pem)
+            .await
+            .map_err(ServerError::Store),
+    }
+}
+
+/// Publishes the CA to every target, each independently (one that does not exist yet does not
+/// hold up the others); returns whether anything changed, or the first failure.
 pub async fn publish(
     client: &Client,
     namespace: &str,
@@ -195,36 +226,28 @@ pub async fn publish(
     targets: &[CaTarget],
 ) -> Result<bool, ServerError> {
     let mut changed = false;
+    let mut first_error = None;
     for target in targets {
-        changed |= match target {
-            CaTarget::Mutating(name) => {
-                let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-                set_ca_bundles(&api, name, ca_pem, |c| {
-                    let all = c.webhooks.unwrap_or_default().into_iter();
-                    all.map(|w| (w.name, w.client_config.ca_bundle)).collect()
-                })
-                .await?
+        match publish_to(client, namespace, ca_pem, target).await {
+            Ok(c) => changed |= c,
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
-            CaTarget::Validating(name) => {
-                let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-                set_ca_bundles(&api, name, ca_pem, |c| {
-                    let all = c.webhooks.unwrap_or_default().into_iter();
-                    all.map(|w| (w.name, w.client_config.ca_bundle)).collect()
-                })
-                .await?
-            }
-            CaTarget::ConfigMap(name) => {
-                ensure_configmap(client, namespace, name, CA_CERT_KEY, ca_pem)
-                    .await
-                    .map_err(ServerError::Store)?
-            }
-        };
+        }
     }
-    Ok(changed)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(changed),
+    }
 }
 
-/// Publishes the CA now and then every `interval` (a re-applied configuration loses its
-/// `caBundle`), logging only the first failure of a streak.
+/// While publishing fails, how long until the next attempt. Right after `helm install` the
+/// server usually starts before Helm has created the webhook configurations (they come last),
+/// and until the caBundle is set the apiserver cannot call the webhooks.
+const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Publishes the CA now, then every `interval` (a re-applied configuration loses its
+/// `caBundle`), and every few seconds while it fails; logs only the first failure of a streak.
 pub async fn keep_published(
     client: Client,
     namespace: String,
@@ -232,11 +255,8 @@ pub async fn keep_published(
     targets: Vec<CaTarget>,
     interval: std::time::Duration,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
-        tick.tick().await;
         match publish(&client, &namespace, &ca_pem, &targets).await {
             Ok(changed) => {
                 if changed || failing {
@@ -244,11 +264,18 @@ pub async fn keep_published(
                 }
                 failing = false;
             }
-            Err(e) if !failing => {
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "publishing the CA failed; retrying every {RETRY_AFTER_FAILURE:?}");
+                }
                 failing = true;
-                tracing::warn!(error = %e, "publishing the CA failed; retrying every minute");
             }
-            Err(_) => {}
         }
+        tokio::time::sleep(if failing {
+            RETRY_AFTER_FAILURE
+        } else {
+            interval
+        })
+        .await;
     }
 }
