@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use node_harness::{request_for_pod, uds_channel, MountGuard, Stub, NODE_TOKEN};
 use runsecrets::node::csi::node_client::NodeClient;
-use runsecrets::node::csi::{NodeGetInfoRequest, NodeUnpublishVolumeRequest};
+use runsecrets::node::csi::{
+    NodeGetInfoRequest, NodePublishVolumeRequest, NodeUnpublishVolumeRequest,
+};
 use runsecrets::node::NodeArgs;
 use tonic::transport::Channel;
 
@@ -132,6 +134,42 @@ fn target(kubelet: &Path, n: usize) -> PathBuf {
     parent.join("mount")
 }
 
+/// 20 warm-up rounds, then [`RUNS`] timed first publishes of `req` (and, with `republish`, a
+/// timed unchanged republish after each), unpublishing after every round.
+async fn time_publishes(
+    client: &mut NodeClient<Channel>,
+    req: &NodePublishVolumeRequest,
+    t: &Path,
+    republish: bool,
+) -> (Vec<Duration>, Vec<Duration>) {
+    for _ in 0..20 {
+        client
+            .node_publish_volume(req.clone())
+            .await
+            .expect("warm-up");
+        unpublish(client, &req.volume_id, t).await;
+    }
+    let (mut first, mut again) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        client
+            .node_publish_volume(req.clone())
+            .await
+            .expect("publish");
+        first.push(started.elapsed());
+        if republish {
+            let started = Instant::now();
+            client
+                .node_publish_volume(req.clone())
+                .await
+                .expect("republish");
+            again.push(started.elapsed());
+        }
+        unpublish(client, &req.volume_id, t).await;
+    }
+    (first, again)
+}
+
 async fn unpublish(client: &mut NodeClient<Channel>, id: &str, target: &Path) {
     client
         .node_unpublish_volume(NodeUnpublishVolumeRequest {
@@ -184,30 +222,7 @@ async fn parent() {
     // Sequential: first publish of a fresh volume, then an unchanged republish.
     let t = target(&kubelet, 0);
     let req = request_for_pod(&t, &attribute, 0);
-    for _ in 0..20 {
-        client
-            .node_publish_volume(req.clone())
-            .await
-            .expect("warm-up");
-        unpublish(&mut client, &req.volume_id, &t).await;
-    }
-    let mut first = Vec::with_capacity(RUNS);
-    let mut again = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let started = Instant::now();
-        client
-            .node_publish_volume(req.clone())
-            .await
-            .expect("publish");
-        first.push(started.elapsed());
-        let started = Instant::now();
-        client
-            .node_publish_volume(req.clone())
-            .await
-            .expect("republish");
-        again.push(started.elapsed());
-        unpublish(&mut client, &req.volume_id, &t).await;
-    }
+    let (first, again) = time_publishes(&mut client, &req, &t, true).await;
     let single = report("publish 10 x 4 KiB (first mount)", first);
     report("republish, unchanged data", again);
 
@@ -376,23 +391,7 @@ async fn real_server(values: &[(String, Vec<u8>)], attribute: &str) {
         "token": local_token(&namespace, &pod, &uid), "expirationTimestamp": "2099-01-01T00:00:00Z"}});
     req.volume_context
         .insert(runsecrets::node::TOKENS_KEY.into(), tokens.to_string());
-    for _ in 0..20 {
-        client
-            .node_publish_volume(req.clone())
-            .await
-            .expect("warm-up");
-        unpublish(&mut client, &req.volume_id, &t).await;
-    }
-    let mut first = Vec::with_capacity(RUNS);
-    for _ in 0..RUNS {
-        let started = Instant::now();
-        client
-            .node_publish_volume(req.clone())
-            .await
-            .expect("publish");
-        first.push(started.elapsed());
-        unpublish(&mut client, &req.volume_id, &t).await;
-    }
+    let (first, _) = time_publishes(&mut client, &req, &t, false).await;
     report("publish 10 x 4 KiB (first mount), real server", first);
     drop(plugin.stdin.take());
     let _ = plugin.wait();

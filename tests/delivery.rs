@@ -194,24 +194,8 @@ async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
     assert!(api
         .get("/api/v1/secrets", "runsecrets", "runsecrets-keyring")
         .is_some());
-    let cm = api
-        .get("/api/v1/configmaps", "runsecrets", "runsecrets-public-keys")
-        .expect("ConfigMap");
-    let keys: runsecrets::seal::PublicKeys =
-        serde_json::from_str(cm["data"]["keys.json"].as_str().expect("keys")).expect("keys");
-
     // A RunSecret applied the GitOps way (sealed offline with the published keys).
-    let manifest = runsecrets::secrets::seal_manifest(
-        &keys,
-        "shop",
-        "mysql_root_password",
-        zeroize::Zeroizing::new(VALUE.to_vec()),
-        Default::default(),
-        vec![],
-    )
-    .expect("sealed");
-    let object: serde_json::Value = serde_norway::from_str(&manifest).expect("yaml");
-    api.put("/apis/runsecrets.io/v1/runsecrets", object);
+    api.apply_sealed("shop", "mysql_root_password", VALUE);
 
     let ca = std::fs::read(dir.path().join("tls/ca.crt")).expect("CA");
     for _ in 0..200 {

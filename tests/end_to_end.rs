@@ -70,23 +70,7 @@ async fn a_declared_secret_reaches_the_pod_and_only_that_pod() {
     }));
 
     // `kubectl apply` of a sealed RunSecret, sealed with the keys the server published.
-    let cm = api
-        .get("/api/v1/configmaps", "runsecrets", "runsecrets-public-keys")
-        .expect("keys");
-    let keys = serde_json::from_str(cm["data"]["keys.json"].as_str().expect("keys")).expect("keys");
-    let manifest = runsecrets::secrets::seal_manifest(
-        &keys,
-        "shop",
-        "mysql_root_password",
-        zeroize::Zeroizing::new(VALUE.to_vec()),
-        Default::default(),
-        vec![],
-    )
-    .expect("sealed");
-    api.put(
-        "/apis/runsecrets.io/v1/runsecrets",
-        serde_norway::from_str(&manifest).expect("yaml"),
-    );
+    api.apply_sealed("shop", "mysql_root_password", VALUE);
     for _ in 0..200 {
         if common::tls::plain_get(admin, "/readyz").await.0 == 200 {
             break;

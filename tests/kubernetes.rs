@@ -316,6 +316,30 @@ async fn token_reviews_use_the_real_response_bodies() {
             .contains("shop/web is not the node plugin's (runsecrets/runsecrets-node)"),
         "{err}"
     );
+    // An accepted node-plugin token is remembered: every publish carries it, one review suffices.
+    let mut node_body = common::fixture("tokenreview-response-ok.json");
+    node_body["status"]["user"]["username"] =
+        "system:serviceaccount:runsecrets:runsecrets-node".into();
+    server.review_body("plugin-token", node_body);
+    let reviews = |s: &ApiServer| {
+        s.calls()
+            .iter()
+            .filter(|c| c.contains("tokenreviews"))
+            .count()
+    };
+    let before = reviews(&server);
+    for _ in 0..3 {
+        let node = reviewer
+            .node("plugin-token")
+            .await
+            .expect("the node plugin");
+        assert_eq!(
+            node.as_deref(),
+            Some("node-1"),
+            "the node its token is bound to"
+        );
+    }
+    assert_eq!(reviews(&server), before + 1, "reviewed once, then cached");
     let sent = server.calls();
     assert!(
         sent.iter()

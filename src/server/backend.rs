@@ -45,7 +45,11 @@ pub(super) async fn client() -> Result<kube::Client, ServerError> {
 }
 
 impl Backend {
-    pub async fn open(args: &ServerArgs) -> Result<Self, ServerError> {
+    /// `client` is reused when the caller already connected (one kubeconfig read per start).
+    pub async fn open(
+        args: &ServerArgs,
+        connected: Option<kube::Client>,
+    ) -> Result<Self, ServerError> {
         match (&args.store, args.store_dir()) {
             (Some(StoreChoice::Kubernetes), _) => {
                 let client = client().await?;
@@ -79,7 +83,7 @@ impl Backend {
                 .map_err(blocking_failed("loading the keyring"))??;
                 let public = ring.public_keys().map_err(StoreError::from)?;
                 let store = FileStore::open(&dir)?;
-                let lookup = FileStore::open(&dir)?;
+                let lookup = store.clone();
                 let catalogue = tokio::task::spawn_blocking(move || FileCatalogue::new(store))
                     .await
                     .map_err(blocking_failed("reading the store"))?;
@@ -89,10 +93,13 @@ impl Backend {
                     lookup: Some(Arc::new(lookup)),
                     keyring: Some(Arc::new(ring)),
                     public_keys: Some(Arc::new(public)),
-                    client: None,
+                    client: connected,
                 })
             }
-            (_, None) => Ok(Self::default()),
+            (_, None) => Ok(Self {
+                client: connected,
+                ..Self::default()
+            }),
         }
     }
 

@@ -102,7 +102,8 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
         };
-        let backend = Backend::open(&args).await?;
+        let client = shared_ca.as_ref().map(|(c, _, _)| c.clone());
+        let backend = Backend::open(&args, client).await?;
         let delivery = match backend.delivery(&args).await? {
             Some(service) => Some((service, bind(args.delivery_listen).await?)),
             None => None,

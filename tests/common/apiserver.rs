@@ -167,6 +167,27 @@ impl ApiServer {
             .insert(token.into(), file.into());
     }
 
+    /// `kubectl apply` of a RunSecret sealed offline with the keys the server published in
+    /// `runsecrets/runsecrets-public-keys`.
+    pub fn apply_sealed(&self, namespace: &str, name: &str, value: &[u8]) {
+        let cm = self
+            .get("/api/v1/configmaps", "runsecrets", "runsecrets-public-keys")
+            .expect("the server published its public keys");
+        let keys = serde_json::from_str(cm["data"]["keys.json"].as_str().expect("keys.json"))
+            .expect("public keys");
+        let manifest = runsecrets::secrets::seal_manifest(
+            &keys,
+            namespace,
+            name,
+            zeroize::Zeroizing::new(value.to_vec()),
+            Default::default(),
+            vec![],
+        )
+        .expect("sealed");
+        let object = serde_norway::from_str(&manifest).expect("the manifest is YAML");
+        self.put("/apis/runsecrets.io/v1/runsecrets", object);
+    }
+
     /// Answers TokenReviews of `token` with `body`.
     pub fn review_body(&self, token: &str, body: Value) {
         self.inner
