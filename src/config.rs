@@ -132,9 +132,18 @@ pub struct ServerArgs {
     /// so Service endpoints drop this replica before it stops listening (5s in a cluster).
     #[arg(long, env = "RUNSECRETS_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration_or_zero)]
     pub shutdown_delay: Duration,
-    /// Most connections served at once on the webhook listener; further ones wait.
+    /// Most connections open at once on the webhook and on the delivery listener. When all are
+    /// taken, a new connection closes the one idle the longest; it waits only while every
+    /// connection has a request in flight (and /readyz then reports the listener saturated).
     #[arg(long, env = "RUNSECRETS_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+    /// Time from accepting a connection to the end of its first request's headers, TLS
+    /// handshake included: a peer that connects and stays silent is closed after this.
+    #[arg(long, env = "RUNSECRETS_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Time a kept-alive connection (HTTP/1.1 or HTTP/2) may stay idle between requests.
+    #[arg(long, env = "RUNSECRETS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
 }
 
 /// The server's `--store`.
@@ -191,6 +200,14 @@ impl ServerArgs {
             (Some(choice), _) => choice,
             (None, Some(StoreChoice::Kubernetes)) => AuthenticatorChoice::Kubernetes,
             (None, _) => AuthenticatorChoice::Local,
+        }
+    }
+
+    /// How long connections may hold a slot without using it.
+    pub fn deadlines(&self) -> crate::server::connections::Deadlines {
+        crate::server::connections::Deadlines {
+            first_request: self.header_timeout,
+            idle: self.idle_timeout,
         }
     }
 

@@ -5,6 +5,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 struct Running {
     webhook: SocketAddr,
     admin: SocketAddr,
+    delivery: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<Result<(), ServerError>>,
 }
@@ -41,6 +43,7 @@ impl Running {
         let args = ServerArgs::try_parse_from(argv).expect("flags parse");
         let server = Server::bind(args).await.expect("server starts");
         let (webhook, admin) = (server.webhook_addr(), server.admin_addr());
+        let delivery = server.delivery_addr().expect("delivery listener");
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(async {
             let _ = rx.await;
@@ -48,6 +51,7 @@ impl Running {
         Self {
             webhook,
             admin,
+            delivery,
             stop: Some(tx),
             handle,
         }
@@ -474,31 +478,247 @@ fn zero_durations_are_refused_at_startup() {
     assert!(ServerArgs::try_parse_from(["server", "--shutdown-delay", "0s"]).is_ok());
 }
 
+/// Sends the headers and the first bytes of a review, so the request stays in flight.
+async fn start_review(
+    addr: SocketAddr,
+    ca_pem: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let body = fixture_bytes("pod-secrets-short.json");
+    let mut raw = connect(addr, ca_pem).await;
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    raw.write_all(head.as_bytes()).await.unwrap();
+    raw.write_all(&body[..100]).await.unwrap();
+    raw.flush().await.unwrap();
+    raw
+}
+
+/// Whether the server has closed the connection: a read sees EOF or an error at once.
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(Duration::from_millis(200), stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
 #[tokio::test]
-async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+async fn a_newcomer_evicts_an_idle_connection_but_waits_for_a_busy_one() {
     let dir = tempfile::tempdir().unwrap();
     let server = Running::start(dir.path(), &["--max-connections", "1"]).await;
     let ca_pem = ca(dir.path());
-    let mut first = Client::open(server.webhook, &ca_pem).await;
-    assert_eq!(first.send("GET", "/livez", vec![]).await.0, 200);
-    // The second handshake is not served while the first connection holds the only slot…
-    let (addr, pem) = (server.webhook, ca_pem.clone());
-    let second = tokio::spawn(async move { connect(addr, &pem).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "served beyond --max-connections");
-    // …and is once it is released.
-    drop(first);
-    let stream = tokio::time::timeout(Duration::from_secs(5), second)
-        .await
-        .expect("served after the slot frees")
-        .expect("task");
-    assert_eq!(
-        Client::new(stream)
-            .await
-            .send("GET", "/livez", vec![])
-            .await
-            .0,
-        200
+    // An idle kept-alive connection gives up its slot to a new one…
+    let mut idle = Client::open(server.webhook, &ca_pem).await;
+    assert_eq!(idle.send("GET", "/livez", vec![]).await.0, 200);
+    let mut second = tokio::time::timeout(
+        Duration::from_secs(2),
+        Client::open(server.webhook, &ca_pem),
+    )
+    .await
+    .expect("an idle connection does not block a new one");
+    assert_eq!(second.send("GET", "/livez", vec![]).await.0, 200);
+    assert!(
+        idle.try_send("GET", "/livez", vec![]).await.is_none(),
+        "the idle one was closed"
     );
+    drop(second);
+
+    // …but a connection with a request in flight keeps it, and /readyz says why others wait.
+    let mut busy = start_review(server.webhook, &ca_pem).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (addr, pem) = (server.webhook, ca_pem.clone());
+    let waiting = tokio::spawn(async move { Client::open(addr, &pem).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "served beyond --max-connections");
+    let (status, text) = plain_get(server.admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(text.contains("webhook listener saturated"), "{text}");
+    // The request completes; its connection is idle again and makes room.
+    let body = fixture_bytes("pod-secrets-short.json");
+    busy.write_all(&body[100..]).await.unwrap();
+    let mut answer = vec![0u8; 12];
+    busy.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let mut waited = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once the request ended")
+        .expect("task");
+    assert_eq!(waited.send("GET", "/livez", vec![]).await.0, 200);
+    assert_eq!(plain_get(server.admin, "/readyz").await.0, 200);
+    server.stop().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn silent_and_idle_connections_are_closed_at_their_deadlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(
+        dir.path(),
+        &["--header-timeout", "1s", "--idle-timeout", "2s"],
+    )
+    .await;
+    let ca_pem = ca(dir.path());
+    let started = Instant::now();
+    // TCP only, no handshake; a finished handshake and nothing more; a request, then idle
+    // over HTTP/1.1 and over HTTP/2.
+    let mut silent_tcp = tokio::net::TcpStream::connect(server.webhook)
+        .await
+        .unwrap();
+    let mut silent_tls = connect(server.webhook, &ca_pem).await;
+    let mut idle_h1 = Client::open(server.webhook, &ca_pem).await;
+    assert_eq!(idle_h1.send("GET", "/livez", vec![]).await.0, 200);
+    let (status, _h2_sender, h2) = h2_session(server.webhook, &ca_pem).await;
+    assert_eq!(status, 200);
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !closed_by_server(&mut silent_tcp).await,
+        "closed before its deadline"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        closed_by_server(&mut silent_tcp).await,
+        "silent TCP peer still open"
+    );
+    assert!(
+        closed_by_server(&mut silent_tls).await,
+        "silent TLS peer still open"
+    );
+    assert!(
+        !idle_h1.is_closed() && !h2.is_finished(),
+        "idle peers closed before the idle deadline"
+    );
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        idle_h1.try_send("GET", "/livez", vec![]).await.is_none(),
+        "idle HTTP/1.1 connection still open"
+    );
+    assert!(h2.is_finished(), "idle HTTP/2 connection still open");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let metrics = plain_get(server.admin, "/metrics").await.1;
+    for line in [
+        r#"runsecrets_connections_closed_by_server_total{listener="webhook",reason="first_request_deadline"} 2"#,
+        r#"runsecrets_connections_closed_by_server_total{listener="webhook",reason="idle_deadline"} 2"#,
+        r#"runsecrets_connections{listener="webhook"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    server.stop().await.expect("clean stop");
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Full<hyper::body::Bytes>>;
+
+/// One request over a new HTTP/2 connection that is then left open: the status, the sender
+/// (the client closes the connection when it is dropped), and the connection's task, which
+/// ends when the server closes it.
+async fn h2_session(addr: SocketAddr, ca_pem: &[u8]) -> (u16, H2Sender, JoinHandle<()>) {
+    use http_body_util::{BodyExt, Full};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let stream = common::tls::connector_with_alpn(ca_pem, b"h2")
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let request = hyper::Request::builder()
+        .uri("https://localhost/livez")
+        .body(Full::new(hyper::body::Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    let status = response.status().as_u16();
+    response.into_body().collect().await.expect("body");
+    (status, sender, task)
+}
+
+/// Issue 10's check: an idle-connection flood against both TLS listeners does not keep a real
+/// review from its answer, and every idle connection is closed by its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_connections_per_listener_do_not_stop_a_review() {
+    const FLOOD: usize = 2_000;
+    const DEADLINE: Duration = Duration::from_secs(4);
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path());
+    let server = Running::start(dir.path(), &["--header-timeout", "4s"]).await;
+    let delivery = server.delivery;
+    let ca_pem = Arc::new(ca(dir.path()));
+    let connector = common::tls::connector(&ca_pem);
+    let mut flood = tokio::task::JoinSet::new();
+    let opening = Arc::new(tokio::sync::Semaphore::new(64));
+    for i in 0..2 * FLOOD {
+        let addr = if i % 2 == 0 { server.webhook } else { delivery };
+        let (connector, opening) = (connector.clone(), opening.clone());
+        flood.spawn(async move {
+            let _permit = opening.acquire_owned().await;
+            let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+            let handshake = async {
+                let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+                connector.connect(name, tcp).await.ok()
+            };
+            let stream = tokio::time::timeout(Duration::from_secs(10), handshake)
+                .await
+                .ok()??;
+            Some((Instant::now(), stream))
+        });
+    }
+    let mut idle = Vec::with_capacity(2 * FLOOD);
+    while let Some(joined) = flood.join_next().await {
+        idle.extend(joined.expect("task"));
+    }
+    // Every handshake of the flood completed (evicting older idle peers as it went).
+    assert_eq!(idle.len(), 2 * FLOOD, "flood connections refused");
+    assert_eq!(
+        plain_get(server.admin, "/readyz").await.0,
+        200,
+        "idle peers do not make a replica unready"
+    );
+
+    let request = fixture("pod-secrets-short.json");
+    let asked = Instant::now();
+    let mut client = Client::open(server.webhook, &ca_pem).await;
+    let (status, body) = client
+        .send(
+            "POST",
+            "/mutate?timeout=5s",
+            fixture_bytes("pod-secrets-short.json"),
+        )
+        .await;
+    let took = asked.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(response(&body, &request)["allowed"], true);
+    assert!(
+        took < Duration::from_secs(1),
+        "review answered after {took:?}"
+    );
+    let asked = Instant::now();
+    let mut client = Client::open(delivery, &ca_pem).await;
+    assert_eq!(client.send("GET", "/livez", vec![]).await.0, 200);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "delivery listener answered after {:?}",
+        asked.elapsed()
+    );
+
+    // Every flood connection is closed by the server within its deadline (plus the second a
+    // closing connection is given).
+    let latest = idle.iter().map(|(opened, _)| *opened).max().expect("flood");
+    tokio::time::sleep_until((latest + DEADLINE + Duration::from_millis(1_200)).into()).await;
+    let mut open = 0;
+    for (_, stream) in &mut idle {
+        if !closed_by_server(stream).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "flood connections still open after the deadline");
     server.stop().await.expect("clean stop");
 }

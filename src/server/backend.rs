@@ -83,6 +83,10 @@ impl Backend {
                 .map_err(blocking_failed("loading the keyring"))??;
                 let public = ring.public_keys().map_err(StoreError::from)?;
                 let store = FileStore::open(&dir)?;
+                let removed = store.sweep()?;
+                if removed > 0 {
+                    tracing::info!(removed, "removed temporary files of interrupted writes");
+                }
                 let lookup = store.clone();
                 let catalogue = tokio::task::spawn_blocking(move || FileCatalogue::new(store))
                     .await

@@ -5,9 +5,11 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use super::connections::Closed;
 use crate::admission::Decision;
 
 /// Review latency buckets in seconds: a review takes tens of microseconds, so the buckets start
@@ -29,6 +31,17 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClosedLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: &'static str,
 }
@@ -45,6 +58,8 @@ pub struct Metrics {
     rejected_bodies: Family<EndpointLabels, Counter>,
     deliveries: Family<OutcomeLabels, Counter>,
     delivery_latency: Histogram,
+    connections: Family<ListenerLabels, Gauge>,
+    closed: Family<ClosedLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -80,6 +95,18 @@ impl Default for Metrics {
             "Time to answer a node plugin, token reviews included",
             delivery_latency.clone(),
         );
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections",
+            "Connections open on each listener",
+            connections.clone(),
+        );
+        let closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "connections_closed_by_server",
+            "Connections the server closed itself: a deadline passed while idle, or evicted for a new one",
+            closed.clone(),
+        );
         Self {
             registry,
             reviews,
@@ -87,6 +114,8 @@ impl Default for Metrics {
             rejected_bodies,
             deliveries,
             delivery_latency,
+            connections,
+            closed,
         }
     }
 }
@@ -117,6 +146,22 @@ impl Metrics {
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
         self.delivery_latency.observe(seconds);
+    }
+
+    /// The open-connections gauge of one listener, kept by its connection table.
+    pub fn connections(&self, listener: &'static str) -> Gauge {
+        self.connections
+            .get_or_create(&ListenerLabels { listener })
+            .clone()
+    }
+
+    pub fn connection_closed(&self, listener: &'static str, reason: Closed) {
+        self.closed
+            .get_or_create(&ClosedLabels {
+                listener,
+                reason: reason.label(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

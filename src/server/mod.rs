@@ -2,6 +2,7 @@
 
 mod backend;
 pub mod ca;
+pub mod connections;
 mod listener;
 pub mod metrics;
 mod poll;
@@ -25,8 +26,11 @@ use backend::Backend;
 
 /// How often the CA is published again (a re-applied webhook configuration loses its caBundle).
 const CA_PUBLISH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Connections on the admin listener: probes and a scraper.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 /// How often the catalogue of existing secrets is reread; misses are checked directly.
 const CATALOGUE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
+use connections::Connections;
 use metrics::Metrics;
 use routes::AppState;
 use tls::{Certificates, PairPaths, TlsError};
@@ -47,15 +51,35 @@ pub enum ServerError {
     Drain(std::time::Duration),
 }
 
+/// Lets the process hold as many sockets as its hard limit allows: two listeners of
+/// `--max-connections` each do not fit in the soft limit of 1024 that many runtimes give a
+/// container (Go does the same at start).
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let raise = match (limit.current, limit.maximum) {
+        (Some(current), Some(maximum)) => current < maximum,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if raise {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "could not raise the open files limit");
+        }
+    }
+}
+
 /// A server whose sockets are bound and whose certificate is loaded, not yet serving.
 pub struct Server {
     /// The cluster client, namespace and CA when the CA is shared through a Secret.
     shared_ca: Option<(kube::Client, String, String)>,
     args: ServerArgs,
     catalogue: Option<Arc<FileCatalogue>>,
-    delivery: Option<(Arc<Delivery>, TcpListener)>,
+    delivery: Option<(Arc<Delivery>, TcpListener, Arc<Connections>)>,
     certs: Arc<Certificates>,
-    webhook: TcpListener,
+    webhook: (TcpListener, Arc<Connections>),
     admin: TcpListener,
     state: AppState,
     /// Set when the CA was generated here: clients must trust this file.
@@ -65,6 +89,7 @@ pub struct Server {
 impl Server {
     /// Loads (or generates) the certificate and binds both listeners.
     pub async fn bind(args: ServerArgs) -> Result<Self, ServerError> {
+        raise_open_files_limit();
         // With --tls-ca-secret the CA comes from the cluster, then the usual generation issues
         // this replica's serving certificate from it.
         let shared_ca = match &args.tls_ca_secret {
@@ -110,8 +135,14 @@ impl Server {
         };
         let webhook = bind(args.listen).await?;
         let admin = bind(args.admin_listen).await?;
+        let metrics = Arc::new(Metrics::default());
+        let table = |name| Connections::new(name, args.max_connections, metrics.connections(name));
+        let webhook = (webhook, table("webhook"));
+        let delivery = delivery.map(|(service, socket)| (service, socket, table("delivery")));
+        let mut listeners = vec![webhook.1.clone()];
+        listeners.extend(delivery.as_ref().map(|(_, _, table)| table.clone()));
         let state = AppState {
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             defaults: args.default_levels(),
             options: crate::admission::Options {
                 allow_env_exemptions: args.allow_env_exemptions,
@@ -121,6 +152,7 @@ impl Server {
             catalogue: backend.catalogue.clone(),
             keys: backend.public_keys.clone(),
             ready: Arc::new(AtomicBool::new(false)),
+            listeners,
         };
         Ok(Self {
             shared_ca,
@@ -136,14 +168,14 @@ impl Server {
     }
 
     pub fn webhook_addr(&self) -> SocketAddr {
-        self.webhook.local_addr().unwrap_or(self.args.listen)
+        self.webhook.0.local_addr().unwrap_or(self.args.listen)
     }
 
     /// The delivery listener's address, when the server delivers secrets.
     pub fn delivery_addr(&self) -> Option<SocketAddr> {
         self.delivery
             .as_ref()
-            .map(|(_, l)| l.local_addr().unwrap_or(self.args.delivery_listen))
+            .map(|(_, l, _)| l.local_addr().unwrap_or(self.args.delivery_listen))
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -192,27 +224,29 @@ impl Server {
         let grace = args.shutdown_timeout;
         let webhook_router =
             routes::webhook(state.clone(), args.max_body_bytes, args.request_timeout);
-        let delivery_task = delivery.map(|(service, socket)| {
+        let limits = || listener::Limits {
+            grace,
+            deadlines: args.deadlines(),
+        };
+        let delivery_task = delivery.map(|(service, socket, connections)| {
             tokio::spawn(listener::serve(
                 socket,
                 Some(acceptor.clone()),
                 crate::delivery::routes::router(service, state.metrics.clone()),
+                connections,
+                state.metrics.clone(),
                 stop_rx.clone(),
-                listener::Limits {
-                    grace,
-                    max_connections: args.max_connections,
-                },
+                limits(),
             ))
         });
         let webhook_task = tokio::spawn(listener::serve(
-            webhook,
+            webhook.0,
             Some(acceptor),
             webhook_router,
+            webhook.1,
+            state.metrics.clone(),
             stop_rx,
-            listener::Limits {
-                grace,
-                max_connections: args.max_connections,
-            },
+            limits(),
         ));
         // The admin listener outlives the drain, so probes see "not ready" instead of a refusal.
         let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
@@ -220,11 +254,14 @@ impl Server {
             admin,
             None,
             routes::admin(state.clone()),
+            Connections::new(
+                "admin",
+                ADMIN_MAX_CONNECTIONS,
+                state.metrics.connections("admin"),
+            ),
+            state.metrics.clone(),
             admin_stop_rx,
-            listener::Limits {
-                grace,
-                max_connections: 64,
-            },
+            limits(),
         ));
         state.ready.store(true, Ordering::Relaxed);
         match delivery_addr {

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
+use super::connections::Connections;
 use super::metrics::Metrics;
 use crate::admission::{self, Endpoint};
 use crate::policy::{Level, Levels, Mode};
@@ -29,6 +30,8 @@ pub struct AppState {
     /// The public keys of the store's keyring, served at `GET /v1/keys`.
     pub keys: Option<Arc<PublicKeys>>,
     pub ready: Arc<AtomicBool>,
+    /// The connection tables of the webhook and delivery listeners, for `/readyz`.
+    pub listeners: Vec<Arc<Connections>>,
 }
 
 /// `/mutate`, `/validate` (every mode at the cluster defaults) and `/validate/{mode}/{level}`
@@ -76,10 +79,23 @@ async fn public_keys(State(state): State<AppState>) -> Response {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let loaded = state.catalogue.as_ref().is_none_or(|c| c.ready());
-    if state.ready.load(Ordering::Relaxed) && loaded {
-        "ok".into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    if !state.ready.load(Ordering::Relaxed) || !loaded {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    // Saturated: every connection has a request in flight and a new one is waiting. Another
+    // replica can take the traffic; an idle-connection flood never gets here (idle
+    // connections are evicted).
+    match state.listeners.iter().find(|l| l.saturated()) {
+        Some(full) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} listener saturated: all {} connections have a request in flight\n",
+                full.name,
+                full.capacity()
+            ),
+        )
+            .into_response(),
+        None => "ok".into_response(),
     }
 }
 

@@ -1,0 +1,444 @@
+//! The connections of one listener: how many are open, which are idle, and which must go.
+//!
+//! A connection holds a slot from accept until it closes. A slot is only worth holding while
+//! the peer is using it, so each connection has two deadlines: one from accept to the end of
+//! its first request's headers (TLS handshake included), one from the end of a request to the
+//! start of the next (HTTP/1.1 keep-alive and HTTP/2 alike). When every slot is taken, a new
+//! connection evicts the one that has been idle longest, so idle peers can never lock out a
+//! working one (nginx does the same with its keep-alive connections). Only when every
+//! connection has a request in flight does the listener wait, and `/readyz` says so.
+//!
+//! Written here rather than taken from a crate: hyper, hyper-util and tower-http offer
+//! per-request timeouts, not a shared table of connections to choose a victim from.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::Notify;
+// Tokio's clock, so tests can pause time.
+use tokio::time::Instant;
+
+/// How a listener's connections are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// From accept to the end of the first request's headers, TLS handshake included.
+    pub first_request: Duration,
+    /// From the end of a request to the headers of the next one.
+    pub idle: Duration,
+}
+
+/// Why the listener closed a connection itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// No complete request headers within the first-request deadline.
+    FirstRequestDeadline,
+    /// Idle longer than the idle deadline.
+    IdleDeadline,
+    /// Idle, and a new connection needed its slot.
+    Evicted,
+}
+
+impl Closed {
+    pub fn label(self) -> &'static str {
+        match self {
+            Closed::FirstRequestDeadline => "first_request_deadline",
+            Closed::IdleDeadline => "idle_deadline",
+            Closed::Evicted => "evicted",
+        }
+    }
+}
+
+/// One connection's activity, shared by its task, its requests and the table.
+#[derive(Debug)]
+pub struct Activity {
+    /// Requests in flight (HTTP/2 may have several).
+    busy: AtomicUsize,
+    /// When the connection last became idle, in milliseconds since the table's epoch.
+    idle_since: AtomicU64,
+    /// Whether a request has been seen: the idle deadline replaces the first-request one.
+    served: AtomicBool,
+    /// Set when the table evicted this connection.
+    evicted: AtomicBool,
+    /// Wakes the connection's watchdog: it became idle, or was evicted.
+    wake: Notify,
+}
+
+/// Marks one request in flight until dropped.
+pub struct InFlight {
+    activity: Arc<Activity>,
+    table: Arc<Connections>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.activity
+            .idle_since
+            .store(self.table.now_ms(), Ordering::Relaxed);
+        if self.activity.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.activity.wake.notify_one();
+            // A saturated accept loop may now evict this connection.
+            self.table.changed.notify_one();
+        }
+    }
+}
+
+/// A connection's place in the table; dropping it frees the slot.
+pub struct Slot {
+    id: u64,
+    pub activity: Arc<Activity>,
+    table: Arc<Connections>,
+}
+
+impl Slot {
+    /// Counts a request as in flight; call when its headers are complete.
+    pub fn begin(&self) -> InFlight {
+        self.activity.served.store(true, Ordering::Relaxed);
+        self.activity.busy.fetch_add(1, Ordering::AcqRel);
+        InFlight {
+            activity: self.activity.clone(),
+            table: self.table.clone(),
+        }
+    }
+
+    /// The listener's name, for logs and metrics.
+    pub fn listener(&self) -> &'static str {
+        self.table.name
+    }
+
+    /// Resolves when the connection must close, with the reason: a deadline passed while it
+    /// was idle, or the table evicted it.
+    pub async fn expired(&self, deadlines: Deadlines) -> Closed {
+        self.idle_past(true, |served| {
+            if served {
+                (deadlines.idle, Closed::IdleDeadline)
+            } else {
+                (deadlines.first_request, Closed::FirstRequestDeadline)
+            }
+        })
+        .await
+    }
+
+    /// Resolves once no request has been in flight for `limit`: how long a connection that was
+    /// told to close may linger.
+    pub async fn idle_for(&self, limit: Duration) {
+        self.idle_past(false, |_| (limit, Closed::IdleDeadline))
+            .await;
+    }
+
+    async fn idle_past(
+        &self,
+        eviction: bool,
+        limit: impl Fn(bool) -> (Duration, Closed),
+    ) -> Closed {
+        let activity = &self.activity;
+        loop {
+            if eviction && activity.evicted.load(Ordering::Acquire) {
+                return Closed::Evicted;
+            }
+            if activity.busy.load(Ordering::Acquire) > 0 {
+                // Woken when the last request ends (or on eviction).
+                activity.wake.notified().await;
+                continue;
+            }
+            let (limit, reason) = limit(activity.served.load(Ordering::Relaxed));
+            let since = activity.idle_since.load(Ordering::Relaxed);
+            let due = self.table.instant(since) + limit;
+            if Instant::now() >= due {
+                return reason;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                () = activity.wake.notified() => {}
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.table.remove(self.id);
+    }
+}
+
+/// The open connections of one listener.
+#[derive(Debug)]
+pub struct Connections {
+    /// Listener name for messages and metrics (`webhook`, `delivery`, `admin`).
+    pub name: &'static str,
+    capacity: usize,
+    epoch: Instant,
+    open: Mutex<Open>,
+    /// Signalled when a slot frees or a connection becomes idle.
+    changed: Notify,
+    /// Set while a new connection waits because every slot has a request in flight.
+    saturated: AtomicBool,
+    /// The open-connections metric.
+    gauge: Gauge,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    next_id: u64,
+    by_id: HashMap<u64, Arc<Activity>>,
+}
+
+impl Connections {
+    pub fn new(name: &'static str, capacity: usize, gauge: Gauge) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            capacity: capacity.max(1),
+            epoch: Instant::now(),
+            open: Mutex::new(Open::default()),
+            changed: Notify::new(),
+            saturated: AtomicBool::new(false),
+            gauge,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        // The table holds no invariant a panicking holder could break half-way.
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Connections open now.
+    pub fn len(&self) -> usize {
+        self.lock().by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether a connection is waiting because every slot has a request in flight.
+    pub fn saturated(&self) -> bool {
+        self.saturated.load(Ordering::Relaxed)
+    }
+
+    fn remove(&self, id: u64) {
+        if self.lock().by_id.remove(&id).is_some() {
+            self.gauge.dec();
+            self.changed.notify_one();
+        }
+    }
+
+    /// Takes a slot for a connection just accepted: a free one, else the slot of the
+    /// connection idle the longest (which is told to close). Waits only while every open
+    /// connection has a request in flight; `None` after `stop` resolves first.
+    pub async fn admit(
+        self: &Arc<Self>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Option<(Slot, bool)> {
+        tokio::pin!(stop);
+        loop {
+            // Registered before the check, so a change between the two is not missed.
+            let changed = self.changed.notified();
+            if let Some(admitted) = self.try_admit() {
+                self.saturated.store(false, Ordering::Relaxed);
+                return Some(admitted);
+            }
+            self.saturated.store(true, Ordering::Relaxed);
+            tokio::select! {
+                () = changed => {}
+                () = &mut stop => return None,
+            }
+        }
+    }
+
+    /// The slot, and whether an idle connection was evicted for it.
+    fn try_admit(self: &Arc<Self>) -> Option<(Slot, bool)> {
+        let mut open = self.lock();
+        let mut evicted = false;
+        if open.by_id.len() >= self.capacity {
+            let victim = open
+                .by_id
+                .iter()
+                .filter(|(_, a)| a.busy.load(Ordering::Acquire) == 0)
+                .min_by_key(|(_, a)| a.idle_since.load(Ordering::Relaxed))
+                .map(|(id, _)| *id)?;
+            if let Some(activity) = open.by_id.remove(&victim) {
+                self.gauge.dec();
+                activity.evicted.store(true, Ordering::Release);
+                activity.wake.notify_one();
+                evicted = true;
+            }
+        }
+        let id = open.next_id;
+        open.next_id += 1;
+        let activity = Arc::new(Activity {
+            busy: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(self.now_ms()),
+            served: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        open.by_id.insert(id, activity.clone());
+        self.gauge.inc();
+        Some((
+            Slot {
+                id,
+                activity,
+                table: self.clone(),
+            },
+            evicted,
+        ))
+    }
+
+    /// Resolves once every connection has closed.
+    pub async fn drained(&self) {
+        loop {
+            let changed = self.changed.notified();
+            if self.is_empty() {
+                return;
+            }
+            changed.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEADLINES: Deadlines = Deadlines {
+        first_request: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+    };
+
+    fn table(capacity: usize) -> Arc<Connections> {
+        Connections::new("webhook", capacity, Gauge::default())
+    }
+
+    async fn admit(table: &Arc<Connections>) -> (Slot, bool) {
+        table.admit(std::future::pending()).await.expect("admitted")
+    }
+
+    /// Whether `expired` has resolved after letting the paused clock run to `after`.
+    async fn expired_within(slot: &Slot, after: Duration) -> Option<Closed> {
+        tokio::time::timeout(after, slot.expired(DEADLINES))
+            .await
+            .ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_is_closed_at_the_first_request_deadline() {
+        let table = table(4);
+        let (slot, _) = admit(&table).await;
+        assert_eq!(
+            expired_within(&slot, Duration::from_millis(9_900)).await,
+            None
+        );
+        assert_eq!(
+            expired_within(&slot, Duration::from_millis(200)).await,
+            Some(Closed::FirstRequestDeadline)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_request_the_idle_deadline_counts_from_its_end() {
+        let table = table(4);
+        let (slot, _) = admit(&table).await;
+        let request = slot.begin();
+        // In flight: no deadline applies, however long it takes (the request timeout does).
+        assert_eq!(expired_within(&slot, Duration::from_secs(120)).await, None);
+        drop(request);
+        assert_eq!(
+            expired_within(&slot, Duration::from_millis(59_900)).await,
+            None
+        );
+        assert_eq!(
+            expired_within(&slot, Duration::from_millis(200)).await,
+            Some(Closed::IdleDeadline)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_table_evicts_the_connection_idle_longest() {
+        let table = table(2);
+        let (oldest, _) = admit(&table).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (newer, _) = admit(&table).await;
+        let (third, evicted) = admit(&table).await;
+        assert!(evicted);
+        assert_eq!(table.len(), 2);
+        assert_eq!(
+            expired_within(&oldest, Duration::ZERO).await,
+            Some(Closed::Evicted)
+        );
+        assert_eq!(expired_within(&newer, Duration::ZERO).await, None);
+        drop((newer, third));
+        assert!(table.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_connections_are_never_evicted_and_a_newcomer_waits_for_one() {
+        let table = table(1);
+        let (slot, _) = admit(&table).await;
+        let request = slot.begin();
+        let waiting = tokio::spawn({
+            let table = table.clone();
+            async move { admit(&table).await.1 }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiting.is_finished(), "admitted past a busy connection");
+        assert!(
+            table.saturated(),
+            "saturation is reported while a connection waits"
+        );
+        // The request ends: the connection is idle, so it can now make room.
+        drop(request);
+        assert!(
+            waiting.await.expect("task"),
+            "the idle connection was evicted"
+        );
+        assert!(!table.saturated());
+        assert_eq!(
+            expired_within(&slot, Duration::ZERO).await,
+            Some(Closed::Evicted)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_the_wait_for_a_slot() {
+        let table = table(1);
+        let (slot, _) = admit(&table).await;
+        let _request = slot.begin();
+        let stopped = table
+            .admit(tokio::time::sleep(Duration::from_secs(1)))
+            .await;
+        assert!(stopped.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_told_to_close_lingers_only_while_a_request_is_in_flight() {
+        let table = table(1);
+        let (slot, _) = admit(&table).await;
+        let request = slot.begin();
+        let linger = Duration::from_secs(1);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(30), slot.idle_for(linger))
+                .await
+                .is_err()
+        );
+        drop(request);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(1_100), slot.idle_for(linger))
+                .await
+                .is_ok()
+        );
+    }
+}
