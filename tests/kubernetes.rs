@@ -85,7 +85,12 @@ fn create_ls_inspect_unseal_rm_through_runsecret_objects() {
         .expect("get")
         .expect("found");
     assert_eq!(record.id, id, "the id is the same from every backend");
-    assert_eq!(&record.unseal(&ring).expect("opens")[..], VALUE);
+    assert_eq!(
+        &record
+            .unseal(&ring, &record.namespace, &record.name)
+            .expect("opens")[..],
+        VALUE
+    );
 
     let again = secrets::create(
         &store,
@@ -258,7 +263,12 @@ async fn the_catalogue_follows_the_watch_without_calls_on_lookup() {
         .lookup("shop", "db_password")
         .expect("lookup")
         .expect("found");
-    assert_eq!(&record.unseal(&ring).expect("opens")[..], VALUE);
+    assert_eq!(
+        &record
+            .unseal(&ring, &record.namespace, &record.name)
+            .expect("opens")[..],
+        VALUE
+    );
     assert_eq!(
         server.calls().len(),
         before,

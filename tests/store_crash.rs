@@ -82,7 +82,9 @@ fn crash_during_writes_loses_nothing_completed() {
             .expect("every visible record is complete");
         assert!(records.len() >= 20);
         for r in &records {
-            let value = r.unseal(&ring).expect("a completed secret opens");
+            let value = r
+                .unseal(&ring, "crash", &r.name)
+                .expect("a completed secret opens");
             assert_eq!(
                 value.as_slice(),
                 value_for(&r.name).as_slice(),
@@ -97,5 +99,23 @@ fn crash_during_writes_loses_nothing_completed() {
             .collect();
         indices.sort_unstable();
         assert_eq!(indices, (0..indices.len()).collect::<Vec<_>>());
+
+        // The next write removes what the killed writer left half-written.
+        let record = SecretRecord::seal(
+            &ring.public_keys().expect("keys"),
+            "crash",
+            "after",
+            b"after-the-crash",
+            BTreeMap::new(),
+            vec![],
+        )
+        .expect("seals");
+        store.create(&record).expect("writes after the crash");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("secrets/crash"))
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "temporary files left behind: {left:?}");
     }
 }

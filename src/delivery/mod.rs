@@ -133,7 +133,7 @@ impl Delivery {
                 ));
             }
             let value = record
-                .unseal(&self.keyring)
+                .unseal(&self.keyring, &identity.namespace, name)
                 .map_err(|e| deny(Reason::Unavailable, format!("opening secret '{name}': {e}")))?;
             granted.push(DeliveredSecret {
                 name: name.clone(),

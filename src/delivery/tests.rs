@@ -319,6 +319,35 @@ async fn ciphertext_that_does_not_open_is_an_error_without_the_value() {
     );
 }
 
+/// A backend that hands back another namespace's record, untouched, under a name of `shop`
+/// (a file copied between namespace directories): it is opened as the name asked for, so it
+/// does not open.
+#[tokio::test]
+async fn a_record_of_another_namespace_served_under_our_name_does_not_open() {
+    let s = setup();
+    let stolen =
+        s.memory.0.lock().expect("lock")[&("bank".to_string(), "vault_key".to_string())].clone();
+    s.memory
+        .0
+        .lock()
+        .expect("lock")
+        .insert(("shop".into(), "vault_key".into()), stolen);
+    let e = s
+        .ask(
+            live("shop", "web", "web-0", "uid-web-0"),
+            WEB,
+            &["vault_key"],
+        )
+        .await
+        .expect_err("another namespace's value");
+    assert_eq!(e.reason, Reason::Unavailable);
+    assert!(
+        e.message.contains("belongs to another secret"),
+        "{}",
+        e.message
+    );
+}
+
 fn fixture(name: &str) -> TokenReview {
     let dir = std::env::var_os("RUNSECRETS_FIXTURES")
         .map(PathBuf::from)

@@ -68,7 +68,13 @@ fn create_ls_inspect_rm_round_trip_never_shows_the_value() {
         .get("shop", "db_password")
         .expect("get")
         .expect("exists");
-    assert_eq!(record.unseal(&ring).expect("opens").as_slice(), VALUE);
+    assert_eq!(
+        record
+            .unseal(&ring, "shop", "db_password")
+            .expect("opens")
+            .as_slice(),
+        VALUE
+    );
     assert_eq!(
         rm(&store, &NoCluster, "shop", &["tls_key".into()]).expect("rm"),
         "tls_key\n"
@@ -127,12 +133,15 @@ fn a_sealed_manifest_is_a_run_secret_that_opens_only_under_its_name() {
         updated: String::new(),
         spec: resource.spec.clone(),
     };
-    assert_eq!(record.unseal(&ring).expect("opens").as_slice(), VALUE);
-    let moved = SecretRecord {
-        namespace: "other".into(),
-        ..record
-    };
-    assert!(moved.unseal(&ring).is_err());
+    let name = resource.spec.name.clone();
+    assert_eq!(
+        record
+            .unseal(&ring, "shop", &name)
+            .expect("opens")
+            .as_slice(),
+        VALUE
+    );
+    assert!(record.unseal(&ring, "other", &name).is_err());
 }
 
 #[test]
@@ -247,7 +256,12 @@ fn rotate_creates_the_next_version_and_moves_the_reference_keeping_the_target() 
         .expect("get")
         .expect("created");
     assert_eq!(record.labels.get("env").map(String::as_str), Some("prod"));
-    assert_eq!(&record.unseal(&ring).expect("opens")[..], b"the-next-value");
+    assert_eq!(
+        &record
+            .unseal(&ring, "shop", "db_password.v2")
+            .expect("opens")[..],
+        b"the-next-value"
+    );
     // The old version stays for pods still running it; the file path does not move.
     assert!(store.get("shop", "db_password").expect("get").is_some());
     let annotation = cluster.annotation.borrow().clone().expect("patched");

@@ -68,6 +68,12 @@ pub enum StoreError {
     },
     #[error("{path} is not a readable secret record")]
     Corrupt { path: String },
+    /// A file in the store that is not what it claims to be: refused, never followed.
+    #[error("refusing the secret record {path}: {why}")]
+    Refused { path: String, why: &'static str },
+    /// The record's own fields disagree with its ciphertext: it was edited.
+    #[error("secret {secret}: the record's {field} does not match its ciphertext; the record was altered")]
+    Altered { secret: String, field: &'static str },
     /// A Kubernetes API call failed; the text is the apiserver's status, never a body we sent.
     #[error("{step}: {message}")]
     Api { step: &'static str, message: String },
@@ -158,32 +164,37 @@ impl SecretRecord {
         seal::hex(&idh.finalize())[..25].to_string()
     }
 
-    /// The envelope bytes, checked against the recorded digest.
+    /// The envelope bytes, checked against the recorded digest, key id and size.
     pub fn envelope(&self) -> Result<Vec<u8>, StoreError> {
         use base64::Engine;
-        let corrupt = || StoreError::Corrupt {
-            path: format!("{}/{}", self.namespace, self.name),
+        let altered = |field| StoreError::Altered {
+            secret: format!("{}/{}", self.namespace, self.name),
+            field,
         };
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(&self.spec.ciphertext)
-            .map_err(|_| corrupt())?;
+            .map_err(|_| altered("ciphertext"))?;
         if envelope_digest(&bytes) != self.spec.digest {
-            return Err(corrupt());
+            return Err(altered("digest"));
+        }
+        if seal::key_id(&bytes)? != self.spec.key_id {
+            return Err(altered("keyId"));
+        }
+        if i64::try_from(seal::plaintext_len(&bytes)?).ok() != Some(self.spec.size) {
+            return Err(altered("size"));
         }
         Ok(bytes)
     }
 
-    /// Opens the secret with the keyring; the value is zeroized when dropped.
+    /// Opens the secret as `namespace/name`, the name it was asked for: the envelope is bound
+    /// to that name, whatever the record says of itself. The value is zeroized when dropped.
     pub fn unseal(
         &self,
         keyring: &seal::Keyring,
+        namespace: &str,
+        name: &str,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, StoreError> {
-        Ok(seal::open(
-            keyring,
-            &self.namespace,
-            &self.name,
-            &self.envelope()?,
-        )?)
+        Ok(seal::open(keyring, namespace, name, &self.envelope()?)?)
     }
 }
 

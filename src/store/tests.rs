@@ -51,7 +51,12 @@ fn create_list_get_unseal_and_nothing_in_plaintext_on_disk() {
         .expect("reads")
         .expect("exists");
     assert_eq!(got.spec.size, VALUE.len() as i64);
-    assert_eq!(got.unseal(&ring).expect("opens").as_slice(), VALUE);
+    assert_eq!(
+        got.unseal(&ring, "shop", "db_password")
+            .expect("opens")
+            .as_slice(),
+        VALUE
+    );
     assert!(store.get("shop", "missing").expect("reads").is_none());
 
     let disk = tree_bytes(dir.path());
@@ -125,39 +130,177 @@ fn swarm_rules_are_enforced_with_clear_errors() {
 }
 
 #[test]
-fn tampered_or_moved_records_fail_to_open_without_panicking() {
+fn tampered_records_fail_to_open_without_panicking() {
     let dir = tempfile::tempdir().expect("tmp");
     let store = FileStore::open(dir.path()).expect("opens");
     let ring = Keyring::generate();
     let original = record(&ring, "shop", "db");
-    // Moved to another name or namespace: the digest still matches, the AEAD does not.
+    // Renamed with its fields: the digest still matches, the AEAD does not.
     for (ns, name) in [("shop", "db2"), ("other", "db")] {
         let mut moved = original.clone();
         moved.namespace = ns.into();
         moved.name = name.into();
+        moved.spec.name = name.into();
         store.create(&moved).expect("stored");
         let err = store
             .get(ns, name)
             .expect("reads")
             .expect("exists")
-            .unseal(&ring)
+            .unseal(&ring, ns, name)
             .expect_err("moved");
         assert!(
             err.to_string().contains("belongs to another secret"),
             "{err}"
         );
     }
-    // A flipped character in the ciphertext is caught by the digest.
+    // A flipped character in the ciphertext is caught by the digest; an edited key id or size
+    // by the envelope's own.
     let mut flipped = original.clone();
     let mut chars: Vec<char> = flipped.spec.ciphertext.chars().collect();
     chars[10] = if chars[10] == 'A' { 'B' } else { 'A' };
     flipped.spec.ciphertext = chars.into_iter().collect();
-    assert!(matches!(
-        flipped.unseal(&ring),
-        Err(StoreError::Corrupt { .. })
-    ));
+    let mut rekeyed = original.clone();
+    rekeyed.spec.key_id = "0123456789abcdef".into();
+    let mut resized = original.clone();
+    resized.spec.size += 1;
+    for (record, field) in [(flipped, "digest"), (rekeyed, "keyId"), (resized, "size")] {
+        let err = record.unseal(&ring, "shop", "db").expect_err("altered");
+        assert!(
+            matches!(err, StoreError::Altered { field: f, .. } if f == field),
+            "{field}: {err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("record's {field} does not match")),
+            "{err}"
+        );
+    }
     // A garbage file is reported by path, not by content.
     std::fs::write(dir.path().join("secrets/shop/junk.json"), "hunter2 {").expect("write");
     let err = store.list(Some("shop")).expect_err("corrupt");
     assert!(err.to_string().contains("junk.json") && !err.to_string().contains("hunter2"));
+}
+
+/// Issue 10 §2: someone who can write the store directory (but holds no keyring) plants,
+/// copies, links and swaps records. Nothing opens under a name it was not sealed for.
+#[test]
+fn planted_copied_linked_and_swapped_records_are_refused() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = FileStore::open(dir.path()).expect("opens");
+    let ring = Keyring::generate();
+    for (ns, name) in [
+        ("other", "othersecret"),
+        ("shop", "a"),
+        ("shop", "b"),
+        ("shop", "kept"),
+    ] {
+        store.create(&record(&ring, ns, name)).expect("created");
+    }
+    let secrets = dir.path().join("secrets");
+    let refused = |ns: &str, name: &str, why: &str| {
+        let err = store.get(ns, name).expect_err("refused");
+        assert!(
+            matches!(&err, StoreError::Refused { .. }) && err.to_string().contains(why),
+            "{ns}/{name}: {err}"
+        );
+    };
+    // A copy of another namespace's record under shop/.
+    std::fs::copy(
+        secrets.join("other/othersecret.json"),
+        secrets.join("shop/othersecret.json"),
+    )
+    .expect("copy");
+    refused("shop", "othersecret", "holds the record of another secret");
+    std::fs::remove_file(secrets.join("shop/othersecret.json")).expect("rm");
+    // The same as a symlink.
+    symlink(
+        "../other/othersecret.json",
+        secrets.join("shop/othersecret.json"),
+    )
+    .expect("link");
+    refused("shop", "othersecret", "is a symlink");
+    assert!(
+        store.list(Some("shop")).is_err(),
+        "listing follows no symlink either"
+    );
+    std::fs::remove_file(secrets.join("shop/othersecret.json")).expect("rm");
+    // Two records swapped: refused as they are, and unopenable with their fields edited.
+    std::fs::rename(secrets.join("shop/a.json"), secrets.join("shop/tmp.json")).expect("mv");
+    std::fs::rename(secrets.join("shop/b.json"), secrets.join("shop/a.json")).expect("mv");
+    std::fs::rename(secrets.join("shop/tmp.json"), secrets.join("shop/b.json")).expect("mv");
+    refused("shop", "a", "holds the record of another secret");
+    let path = secrets.join("shop/a.json");
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, text.replace("\"b\"", "\"a\"")).expect("edit");
+    let edited = store.get("shop", "a").expect("reads").expect("exists");
+    assert!(matches!(
+        edited.unseal(&ring, "shop", "a"),
+        Err(StoreError::Seal(crate::seal::SealError::Open))
+    ));
+    // A FIFO under a record's name neither hangs the reader nor reads as a record.
+    let fifo = secrets.join("shop/pipe.json");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo")
+        .success());
+    refused("shop", "pipe", "not a regular file");
+    std::fs::remove_file(&fifo).expect("rm");
+    // A namespace directory that is a symlink to another namespace.
+    symlink("other", secrets.join("linked")).expect("link");
+    refused("linked", "othersecret", "namespace directory is a symlink");
+    // What was never touched still opens.
+    let kept = store.get("shop", "kept").expect("reads").expect("exists");
+    assert_eq!(
+        kept.unseal(&ring, "shop", "kept")
+            .expect("opens")
+            .as_slice(),
+        VALUE
+    );
+}
+
+#[test]
+fn temporaries_of_dead_writers_go_on_the_next_write_or_sweep() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = FileStore::open(dir.path()).expect("opens");
+    let ring = Keyring::generate();
+    // A pid that existed and is gone, as after `kill -9`.
+    let mut child = std::process::Command::new("true").spawn().expect("spawn");
+    let dead = child.id();
+    child.wait().expect("reaped");
+    let secrets = dir.path().join("secrets");
+    for ns in ["shop", "other"] {
+        std::fs::create_dir_all(secrets.join(ns)).expect("dir");
+        std::fs::write(
+            secrets.join(ns).join(format!(".tmp-db-x-{dead}-3")),
+            b"partial",
+        )
+        .expect("tmp");
+    }
+    // A live writer's temporary (this process) is left alone.
+    let live = secrets.join(format!("shop/.tmp-live-{}-0", std::process::id()));
+    std::fs::write(&live, b"in progress").expect("tmp");
+    let dot_files = |ns: &str| -> Vec<String> {
+        std::fs::read_dir(secrets.join(ns))
+            .expect("dir")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    };
+    store
+        .create(&record(&ring, "shop", "next"))
+        .expect("created");
+    assert_eq!(
+        dot_files("shop"),
+        [live.file_name().unwrap().to_str().unwrap()]
+    );
+    assert_eq!(
+        dot_files("other").len(),
+        1,
+        "only the namespace written to is swept on write"
+    );
+    assert_eq!(store.sweep().expect("sweeps"), 1);
+    assert!(dot_files("other").is_empty());
+    assert!(live.exists());
 }
