@@ -248,4 +248,6 @@ fn check_binding(
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
