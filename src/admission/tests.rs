@@ -330,3 +330,35 @@ fn kinds_without_templates_are_not_read() {
         Some(&["spec", "jobTemplate", "spec", "template"][..])
     );
 }
+
+/// Found by fuzzing: a pod with no `spec` (or `spec: null`) got a patch that adds
+/// `/spec/volumes`, which cannot apply. Such a pod has nothing to mount into and the apiserver
+/// refuses it after admission; it is left alone.
+#[test]
+fn a_pod_without_spec_gets_no_patch_that_cannot_apply() {
+    for spec in [None, Some(Value::Null)] {
+        let mut object = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "annotations": {spec::SECRETS_ANNOTATION: "db"}}});
+        if let Some(spec) = spec {
+            object["spec"] = spec;
+        }
+        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {}, "name": "p", "namespace": "ns",
+                "object": object.clone()}});
+        let answer =
+            review(Endpoint::Mutate, &serde_json::to_vec(&body).expect("json")).expect("answered");
+        let out: Value = serde_json::from_slice(&answer.body).expect("json");
+        if let Some(patch) = out["response"]["patch"].as_str() {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(patch)
+                .expect("base64");
+            let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("patch");
+            let mut patched = object.clone();
+            json_patch::patch(&mut patched, &patch).expect("the patch applies");
+        }
+        assert_eq!(out["response"]["allowed"], true, "{out}");
+    }
+}
