@@ -26,13 +26,43 @@ const VALUES: [&str; 12] = [
 /// (file:line, instruction, variable, rule) of every finding in the corpus, in output order.
 const EXPECTED: [(&str, &str, &str, &str); 8] = [
     ("dockerfiles/Dockerfile:8", "ARG", "NPM_TOKEN", "name"),
-    ("dockerfiles/Dockerfile:19", "ENV", "PAYMENTS_API_KEY", "name"),
+    (
+        "dockerfiles/Dockerfile:19",
+        "ENV",
+        "PAYMENTS_API_KEY",
+        "name",
+    ),
     ("dockerfiles/Dockerfile.ci:2", "ARG", "CI_JOB_TOKEN", "name"),
-    ("dockerfiles/Dockerfile.ci:16", "ONBUILD ENV", "REGISTRY_PASSWORD", "name"),
-    ("dockerfiles/api.Dockerfile:3", "ENV", "AWS_ACCESS_KEY_ID", "aws-access-key-id"),
-    ("dockerfiles/api.Dockerfile:3", "ENV", "AWS_SECRET_ACCESS_KEY", "aws-secret-access-key"),
-    ("dockerfiles/api.Dockerfile:7", "ENV", "GITHUB_TOKEN", "github-token"),
-    ("dockerfiles/api.Dockerfile:8", "ENV", "DATABASE_URL", "url-password"),
+    (
+        "dockerfiles/Dockerfile.ci:16",
+        "ONBUILD ENV",
+        "REGISTRY_PASSWORD",
+        "name",
+    ),
+    (
+        "dockerfiles/api.Dockerfile:3",
+        "ENV",
+        "AWS_ACCESS_KEY_ID",
+        "aws-access-key-id",
+    ),
+    (
+        "dockerfiles/api.Dockerfile:3",
+        "ENV",
+        "AWS_SECRET_ACCESS_KEY",
+        "aws-secret-access-key",
+    ),
+    (
+        "dockerfiles/api.Dockerfile:7",
+        "ENV",
+        "GITHUB_TOKEN",
+        "github-token",
+    ),
+    (
+        "dockerfiles/api.Dockerfile:8",
+        "ENV",
+        "DATABASE_URL",
+        "url-password",
+    ),
 ];
 
 struct Run {
@@ -71,7 +101,10 @@ fn every_shape_is_read_and_only_credentials_are_flagged() {
     assert_eq!(lines.len(), EXPECTED.len(), "{}", out.stdout);
     for (line, (at, instruction, variable, rule)) in lines.iter().zip(EXPECTED) {
         assert!(line.starts_with(&format!("{at}: ")), "{line}");
-        assert!(line.contains(&format!(": {instruction} {variable}: ")), "{line}");
+        assert!(
+            line.contains(&format!(": {instruction} {variable}: ")),
+            "{line}"
+        );
         assert!(line.contains(&format!(" [{rule}]; fix: ")), "{line}");
     }
     // Stages by name, by index, and the secret-mount fix with an id from the name.
@@ -101,7 +134,11 @@ fn every_shape_is_read_and_only_credentials_are_flagged() {
         "GPG_KEY",
         "SIGNING_KEY_PATH",
     ] {
-        assert!(!out.stdout.contains(&format!("{absent} ")), "{absent}:\n{}", out.stdout);
+        assert!(
+            !out.stdout.contains(&format!("{absent} ")),
+            "{absent}:\n{}",
+            out.stdout
+        );
     }
 }
 
@@ -126,7 +163,10 @@ fn json_findings_carry_file_line_stage_and_fix() {
                     at run time, deliver it as a file: GITHUB_TOKEN_FILE=/run/secrets/github_token",
         })
     );
-    let lines: Vec<u64> = findings.iter().map(|f| f["line"].as_u64().unwrap_or(0)).collect();
+    let lines: Vec<u64> = findings
+        .iter()
+        .map(|f| f["line"].as_u64().unwrap_or(0))
+        .collect();
     assert_eq!(lines, [3, 3, 7, 8]);
 
     let global = scan(&["--format", "json", "dockerfiles/Dockerfile.ci"]);
@@ -138,7 +178,10 @@ fn json_findings_carry_file_line_stage_and_fix() {
 #[test]
 fn clean_dockerfiles_pass_and_level_off_reports_nothing() {
     let clean = scan(&["dockerfiles/Containerfile"]);
-    assert_eq!((clean.code, clean.stdout.as_str(), clean.stderr.as_str()), (0, "", ""));
+    assert_eq!(
+        (clean.code, clean.stdout.as_str(), clean.stderr.as_str()),
+        (0, "", "")
+    );
     let off = scan(&["--level", "off", "dockerfiles"]);
     assert_eq!((off.code, off.stdout.as_str()), (0, ""));
 }
@@ -147,7 +190,20 @@ fn clean_dockerfiles_pass_and_level_off_reports_nothing() {
 fn manifests_and_dockerfiles_are_scanned_together() {
     let out = scan(&["dockerfiles", "scan"]);
     assert_eq!((out.code, out.stderr.as_str()), (1, ""));
-    assert_eq!(out.stdout.lines().count(), 2 + EXPECTED.len(), "{}", out.stdout);
-    assert!(out.stdout.starts_with("dockerfiles/Dockerfile:8: "), "{}", out.stdout);
-    assert!(out.stdout.contains("scan/leaky.yaml: document 1: "), "{}", out.stdout);
+    assert_eq!(
+        out.stdout.lines().count(),
+        2 + EXPECTED.len(),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.starts_with("dockerfiles/Dockerfile:8: "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("scan/leaky.yaml: document 1: "),
+        "{}",
+        out.stdout
+    );
 }
