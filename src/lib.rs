@@ -5,6 +5,8 @@
 pub mod admission;
 pub mod cli;
 pub mod config;
+#[cfg(test)]
+mod corpus;
 pub mod delivery;
 pub mod node;
 pub mod offline;

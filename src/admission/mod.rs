@@ -428,4 +428,6 @@ fn answer_validate(request: &wire::Request, levels: Levels, options: Options) ->
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -331,163 +331,34 @@ fn kinds_without_templates_are_not_read() {
     );
 }
 
-mod fuzz {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn json_leaf() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            "\\PC{0,12}".prop_map(Value::from),
-        ]
-    }
-
-    fn json_value() -> impl Strategy<Value = Value> {
-        json_leaf().prop_recursive(4, 32, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
-                prop::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..4)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    fn mount_path() -> impl Strategy<Value = String> {
-        prop_oneof![
-            1 => Just("/run/secrets".to_string()),
-            3 => Just("/var/run/secrets/kubernetes.io/serviceaccount".to_string()),
-            2 => "/(var/)?run/secrets/[a-z.]{1,6}(/[a-z.\\n]{1,6}){0,2}",
-            6 => "/[a-z]{1,5}(/[a-z]{1,5}){0,2}",
-            1 => "\\PC{0,20}",
-        ]
-    }
-
-    fn container() -> impl Strategy<Value = Value> {
-        (
-            prop_oneof![Just("app"), Just("side"), Just("init")],
-            prop::collection::vec((mount_path(), any::<bool>()), 0..3),
-            prop::collection::vec(("[A-Z_]{1,12}", "[a-zA-Z0-9/+:@.-]{0,30}"), 0..3),
-        )
-            .prop_map(|(name, mounts, env)| {
-                let mounts: Vec<Value> = mounts
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (path, sub))| {
-                        let mut m = json!({"name": format!("v{i}"), "mountPath": path});
-                        if sub {
-                            m["subPath"] = "f".into();
-                        }
-                        m
-                    })
-                    .collect();
-                // Every value carries a marker so the test can look for it in answers.
-                let env: Vec<Value> = env
-                    .into_iter()
-                    .map(|(k, v)| json!({"name": k, "value": format!("zq9{v}")}))
-                    .collect();
-                json!({"name": name, "image": "i", "volumeMounts": mounts, "env": env})
-            })
-    }
-
-    fn entry() -> impl Strategy<Value = String> {
-        prop_oneof![
-            12 => "[a-z][a-z0-9_]{0,8}",
-            2 => ("[a-z]{1,6}", "[a-z./]{1,12}", "[0-9]{1,4}")
-                .prop_map(|(s, t, m)| format!("source={s},target={t},mode={m}")),
-            3 => ("[a-z]{1,6}", "/[a-z]{1,5}(/[a-z]{1,5}){0,2}")
-                .prop_map(|(s, t)| format!("src={s},target={t},uid=7")),
-            1 => "\\PC{0,16}",
-        ]
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
-
-        #[test]
-        fn review_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = review(Endpoint::Mutate, &body);
-            let _ = review(Endpoint::Validate(Levels::only(policy::Mode::Enforce, policy::Level::Strict)), &body);
+/// Found by fuzzing: a pod with no `spec` (or `spec: null`) got a patch that adds
+/// `/spec/volumes`, which cannot apply. Such a pod has nothing to mount into and the apiserver
+/// refuses it after admission; it is left alone.
+#[test]
+fn a_pod_without_spec_gets_no_patch_that_cannot_apply() {
+    for spec in [None, Some(Value::Null)] {
+        let mut object = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "annotations": {spec::SECRETS_ANNOTATION: "db"}}});
+        if let Some(spec) = spec {
+            object["spec"] = spec;
         }
-
-        #[test]
-        fn review_never_panics_on_mangled_pods(
-            spec in json_value(),
-            secrets in "\\PC{0,80}",
-            containers in "\\PC{0,20}",
-            operation in prop_oneof![Just("CREATE"), Just("UPDATE"), Just("DELETE")],
-        ) {
-            let body = json!({
-                "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                "request": {
-                    "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                    "resource": {"group": "", "version": "v1", "resource": "pods"},
-                    "operation": operation, "userInfo": {}, "name": "p", "namespace": "ns",
-                    "object": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {
-                        spec::SECRETS_ANNOTATION: secrets, spec::CONTAINERS_ANNOTATION: containers}},
-                        "spec": spec},
-                    "oldObject": null,
-                }
-            });
-            let bytes = serde_json::to_vec(&body).expect("json");
-            for endpoint in [Endpoint::Mutate, Endpoint::Validate(Levels::only(policy::Mode::Warn, policy::Level::Strict))] {
-                let answer = review(endpoint, &bytes).expect("a parsed review is always answered");
-                let out: Value = serde_json::from_slice(&answer.body).expect("json answer");
-                prop_assert_eq!(&out["response"]["uid"], "u");
-            }
+        let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {}, "name": "p", "namespace": "ns",
+                "object": object.clone()}});
+        let answer =
+            review(Endpoint::Mutate, &serde_json::to_vec(&body).expect("json")).expect("answered");
+        let out: Value = serde_json::from_slice(&answer.body).expect("json");
+        if let Some(patch) = out["response"]["patch"].as_str() {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(patch)
+                .expect("base64");
+            let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("patch");
+            let mut patched = object.clone();
+            json_patch::patch(&mut patched, &patch).expect("the patch applies");
         }
-
-        #[test]
-        fn pod_shaped_input_gives_valid_patches_and_never_echoes_values(
-            containers in prop::collection::vec(container(), 1..4),
-            entries in prop::collection::vec(entry(), 1..4),
-            selection in prop_oneof![6 => Just(None), 3 => Just(Some("app")), 1 => Just(Some("app,ghost"))],
-        ) {
-            let mut annotations = serde_json::Map::new();
-            annotations.insert(spec::SECRETS_ANNOTATION.into(), entries.join("\n").into());
-            if let Some(sel) = selection {
-                annotations.insert(spec::CONTAINERS_ANNOTATION.into(), sel.into());
-            }
-            let object = json!({"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "p", "annotations": annotations},
-                "spec": {"containers": containers}});
-            let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                    "resource": {"group": "", "version": "v1", "resource": "pods"},
-                    "operation": "CREATE", "userInfo": {}, "name": "p", "namespace": "ns",
-                    "object": object.clone()}});
-            let bytes = serde_json::to_vec(&body).expect("json");
-            for endpoint in [Endpoint::Mutate, Endpoint::Validate(Levels::only(policy::Mode::Enforce, policy::Level::Baseline))] {
-                let answer = review(endpoint, &bytes).expect("answered");
-                let text = String::from_utf8_lossy(&answer.body).into_owned();
-                prop_assert!(!text.contains("zq9"), "an env value reached the answer: {}", text);
-                let out: Value = serde_json::from_slice(&answer.body).expect("json");
-                let Some(patch) = out["response"]["patch"].as_str() else { continue };
-                use base64::Engine;
-                let raw = base64::engine::general_purpose::STANDARD.decode(patch).expect("base64");
-                let patch: json_patch::Patch = serde_json::from_slice(&raw).expect("patch");
-                let mut patched = object.clone();
-                json_patch::patch(&mut patched, &patch).expect("patch applies");
-                let pod: Pod = serde_json::from_value(patched.clone()).expect("a Pod");
-                let volume = pod.spec.expect("spec").volumes.expect("volumes")
-                    .into_iter().find(|v| v.name == spec::VOLUME_NAME).expect("our volume");
-                let attributes = volume.csi.expect("csi").volume_attributes.expect("attributes");
-                prop_assert!(spec::parse_secrets(&attributes[spec::SECRETS_ATTRIBUTE]).is_ok());
-                for line in attributes.get(spec::MOUNTPOINTS_ATTRIBUTE).into_iter().flat_map(|v| v.lines()) {
-                    prop_assert!(
-                        matches!(spec::Target::parse(line), Ok(spec::Target::InVolume(_))),
-                        "mount point {:?} is not a clean relative path", line
-                    );
-                }
-                // Reposting the injected pod is a no-op.
-                let mut again = body.clone();
-                again["request"]["object"] = patched;
-                let second = review(Endpoint::Mutate, &serde_json::to_vec(&again).expect("json")).expect("answered");
-                let second: Value = serde_json::from_slice(&second.body).expect("json");
-                prop_assert_eq!(&second["response"]["allowed"], true);
-                prop_assert!(second["response"].get("patch").is_none());
-            }
-        }
+        assert_eq!(out["response"]["allowed"], true, "{out}");
     }
 }

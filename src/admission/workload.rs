@@ -30,7 +30,8 @@ pub struct Template {
 #[derive(Debug)]
 pub struct Object {
     pub meta: Meta,
-    /// `None` when a workload has no template (the apiserver refuses those anyway).
+    /// `None` when a workload has no template, or a pod or template has no spec (the apiserver
+    /// refuses those anyway).
     pub template: Option<Template>,
 }
 
@@ -157,6 +158,9 @@ where
             (c.metadata.unwrap_or_default(), template)
         }
     };
+    // A template without a spec has nothing to mount into or check, and the apiserver refuses
+    // it after admission; a patch under its `/spec` could not even apply.
+    let template = template.filter(|t| t.spec.is_some());
     Ok(Some(Object {
         meta,
         template: template.map(|t| Template {

@@ -161,6 +161,15 @@ fn check_request(request: &PublishRequest) -> Result<(), DeliveryError> {
     if request.pod_name.is_empty() || request.pod_uid.is_empty() {
         return bad("podName and podUid are required".into());
     }
+    // Refusals further on name the pod; only fields of a pod's shape are ever shown.
+    if !is_pod_name(&request.pod_name) {
+        return bad(
+            "podName is not a pod name (1-253 of [a-z0-9.-], alphanumeric at both ends)".into(),
+        );
+    }
+    if !is_uid(&request.pod_uid) {
+        return bad("podUid is not a uid (1-128 of [A-Za-z0-9-])".into());
+    }
     if request.secrets.is_empty() || request.secrets.len() > MAX_SECRETS_PER_VOLUME {
         return bad(format!(
             "ask for 1 to {MAX_SECRETS_PER_VOLUME} secrets (got {})",
@@ -176,6 +185,21 @@ fn check_request(request: &PublishRequest) -> Result<(), DeliveryError> {
         }
     }
     Ok(())
+}
+
+/// A DNS subdomain, as every pod name is.
+fn is_pod_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() <= 253
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.'))
+        && b.first().is_some_and(u8::is_ascii_alphanumeric)
+        && b.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// The apiserver's uids are UUIDs; anything of that alphabet and a sane length passes.
+fn is_uid(uid: &str) -> bool {
+    (1..=128).contains(&uid.len()) && uid.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
 /// The token must be bound to the pod the node plugin publishes for, and that pod must run on
@@ -223,5 +247,7 @@ fn check_binding(
     Ok(())
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

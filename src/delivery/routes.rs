@@ -63,17 +63,8 @@ fn bearer(headers: &HeaderMap) -> &str {
 
 async fn publish(State(state): State<DeliveryState>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
-    let outcome = match serde_json::from_slice::<PublishRequest>(&body) {
-        Err(e) => Err(DeliveryError {
-            reason: Reason::InvalidRequest,
-            // serde's message names the field and position, not the content.
-            message: format!(
-                "the body is not a publish request (line {}, column {}: {:?})",
-                e.line(),
-                e.column(),
-                e.classify()
-            ),
-        }),
+    let outcome = match PublishRequest::from_body(&body) {
+        Err(e) => Err(e),
         Ok(request) => state.delivery.publish(bearer(&headers), request).await,
     };
     let seconds = started.elapsed().as_secs_f64();

@@ -453,3 +453,26 @@ async fn a_pod_is_only_served_to_the_node_it_was_scheduled_to() {
         .await
         .expect("the pod's own node");
 }
+
+/// Found by the fuzz test: a request whose pod fields hold something else (here the token
+/// itself) had them quoted whole in the refusal, which goes back to kubelet and into the
+/// audit log. Pod names and uids are checked for shape first, so only valid ones are shown.
+#[tokio::test]
+async fn pod_fields_that_are_not_names_are_refused_without_quoting_them() {
+    let s = setup();
+    let token = live("shop", "web", "web-0", "uid-web-0");
+    for pod in [
+        ("shop", "web-0", token.as_str()),
+        ("shop", token.as_str(), "uid-web-0"),
+        ("shop", "web-0\nforged audit line", "uid-web-0"),
+        ("shop", "web-0", "uid with spaces"),
+    ] {
+        let e = s
+            .ask(token.clone(), pod, &["db_password"])
+            .await
+            .expect_err("refused");
+        assert_eq!(e.reason, Reason::InvalidRequest, "{}", e.message);
+        assert!(!e.message.contains(&token[..40]), "{}", e.message);
+        assert!(!e.message.contains("forged"), "{}", e.message);
+    }
+}

@@ -34,6 +34,22 @@ pub struct PublishRequest {
     pub node_id: String,
 }
 
+impl PublishRequest {
+    /// Reads a request body. The error names the position and the kind of problem, never the
+    /// content (serde's own messages can quote it, and the body carries a token).
+    pub fn from_body(body: &[u8]) -> Result<Self, DeliveryError> {
+        serde_json::from_slice(body).map_err(|e| DeliveryError {
+            reason: Reason::InvalidRequest,
+            message: format!(
+                "the body is not a publish request (line {}, column {}: {:?})",
+                e.line(),
+                e.column(),
+                e.classify()
+            ),
+        })
+    }
+}
+
 /// The granted secrets' values, by name; the node plugin lays them out as files.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -1,11 +1,12 @@
 //! The webhook's decisions on manifests, without a cluster: `runsecrets review` and
-//! `runsecrets scan`, for laptops and CI.
+//! `runsecrets scan` (which also reads Dockerfiles), for laptops and CI.
 
+pub mod dockerfile;
 mod review;
 mod scan;
 
 pub use review::{review, ReviewOutput};
-pub use scan::{scan, ScanFinding, ScanOutput};
+pub use scan::{scan, FileKind, Place, ScanFinding, ScanOutput};
 
 use std::io::Read;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! `runsecrets scan`: credential findings across manifest files and directories.
+//! `runsecrets scan`: credential findings across manifest files, Dockerfiles and directories.
 
 use std::path::{Path, PathBuf};
 
@@ -7,35 +7,79 @@ use serde::Serialize;
 use crate::policy::{self, Level};
 use crate::spec;
 
-use super::{documents, read_input, InputError, Manifest};
+use super::{dockerfile, documents, read_input, InputError, Manifest};
 
 /// One finding, as printed in JSON. Names only, never values.
 #[derive(Debug, Serialize)]
 pub struct ScanFinding {
     pub file: String,
-    pub document: usize,
-    pub object: String,
-    pub container_kind: &'static str,
-    pub container: String,
+    /// Where in the file, in the terms of its kind.
+    #[serde(flatten)]
+    pub place: Place,
     pub variable: String,
     pub rule: &'static str,
     pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// Where a finding is, by file kind; its fields are flattened into the finding's JSON.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Place {
+    /// A container's env in a Kubernetes object.
+    Manifest {
+        document: usize,
+        object: String,
+        container_kind: &'static str,
+        container: String,
+    },
+    /// An ENV or ARG instruction; `stage` is the `AS` name or the index, null before the
+    /// first FROM.
+    Dockerfile {
+        line: usize,
+        stage: Option<String>,
+        instruction: String,
+    },
 }
 
 impl ScanFinding {
-    /// `file:doc N: Pod "ns/x": container "app" env DB_PASSWORD: name contains "PASSWORD"`.
+    /// `file: document N: Pod "ns/x": container "app" env DB_PASSWORD: name contains "PASSWORD"`
+    /// or `Dockerfile:7: stage "build": ARG NPM_TOKEN: … [name]; fix: …`.
     pub fn line(&self) -> String {
-        format!(
-            "{}: document {}: {}: {} {:?} env {}: {} [{}]",
-            self.file,
-            self.document,
-            self.object,
-            self.container_kind,
-            self.container,
-            self.variable,
-            self.reason,
-            self.rule
-        )
+        let at = match &self.place {
+            Place::Manifest {
+                document,
+                object,
+                container_kind,
+                container,
+            } => format!(
+                "{}: document {document}: {object}: {container_kind} {container:?} env {}",
+                self.file, self.variable
+            ),
+            Place::Dockerfile {
+                line,
+                stage,
+                instruction,
+            } => {
+                // Stage names start with a letter; a number is an unnamed stage's index.
+                let stage = match stage {
+                    Some(s) if s.bytes().all(|b| b.is_ascii_digit()) => format!("stage {s}"),
+                    Some(s) => format!("stage {s:?}"),
+                    None => "before the first FROM".into(),
+                };
+                format!(
+                    "{}:{line}: {stage}: {instruction} {}",
+                    self.file, self.variable
+                )
+            }
+        };
+        let fix = self
+            .fix
+            .as_ref()
+            .map(|f| format!("; fix: {f}"))
+            .unwrap_or_default();
+        format!("{at}: {} [{}]{fix}", self.reason, self.rule)
     }
 }
 
@@ -46,30 +90,67 @@ pub struct ScanOutput {
     pub errors: Vec<String>,
 }
 
-/// Scans files and directories (recursively: `.yaml`, `.yml`, `.json`) at `level`.
+/// What a file is read as, from its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// Kubernetes objects in YAML or JSON.
+    Manifest,
+    /// `Dockerfile`, `*.Dockerfile`, `Dockerfile.*`, `Containerfile` (and the same with
+    /// `Containerfile`), any case; `*.dockerignore` is not one.
+    Dockerfile,
+}
+
+impl FileKind {
+    /// None for names a directory walk passes over.
+    pub fn of(path: &Path) -> Option<Self> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        let stems = ["dockerfile", "containerfile"];
+        let dockerfile = !name.ends_with(".dockerignore")
+            && stems.iter().any(|stem| {
+                name == *stem
+                    || name.starts_with(&format!("{stem}."))
+                    || name.ends_with(&format!(".{stem}"))
+            });
+        if dockerfile {
+            return Some(Self::Dockerfile);
+        }
+        let manifest = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        );
+        manifest.then_some(Self::Manifest)
+    }
+}
+
+/// Scans files and directories (recursively: manifests and Dockerfiles) at `level`. A file
+/// named on the command line is read as manifests unless its name says Dockerfile.
 pub fn scan(paths: &[PathBuf], level: Level) -> ScanOutput {
     let mut out = ScanOutput::default();
     let mut files = Vec::new();
     for path in paths {
         collect(path, &mut files, &mut out.errors);
     }
-    for file in files {
+    for (file, kind) in files {
         let name = file.display().to_string();
-        match read_input(&file).and_then(|text| documents(&name, &text)) {
-            Ok(docs) => {
-                for doc in docs {
-                    scan_document(&name, doc.index, doc.value, level, &mut out);
-                }
+        let text = match read_input(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                out.errors.push(e.to_string());
+                continue;
             }
-            Err(e) => out.errors.push(e.to_string()),
+        };
+        match kind {
+            FileKind::Manifest => scan_manifests(&name, &text, level, &mut out),
+            FileKind::Dockerfile => scan_dockerfile(&name, &text, level, &mut out),
         }
     }
     out
 }
 
-fn collect(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
+fn collect(path: &Path, files: &mut Vec<(PathBuf, FileKind)>, errors: &mut Vec<String>) {
     if path == Path::new("-") || path.is_file() {
-        files.push(path.to_path_buf());
+        let kind = FileKind::of(path).unwrap_or(FileKind::Manifest);
+        files.push((path.to_path_buf(), kind));
         return;
     }
     let entries = match std::fs::read_dir(path) {
@@ -86,13 +167,55 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
     let mut children: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     children.sort();
     for child in children {
-        let manifest = matches!(
-            child.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        );
-        if child.is_dir() || manifest {
+        if child.is_dir() {
             collect(&child, files, errors);
+        } else if let Some(kind) = FileKind::of(&child) {
+            files.push((child, kind));
         }
+    }
+}
+
+fn scan_manifests(file: &str, text: &str, level: Level, out: &mut ScanOutput) {
+    match documents(file, text) {
+        Ok(docs) => {
+            for doc in docs {
+                scan_document(file, doc.index, doc.value, level, out);
+            }
+        }
+        Err(e) => out.errors.push(e.to_string()),
+    }
+}
+
+/// Dockerfile findings are literal credentials: reported from `baseline` on.
+fn scan_dockerfile(file: &str, text: &str, level: Level, out: &mut ScanOutput) {
+    if level < Level::Baseline {
+        return;
+    }
+    for f in dockerfile::findings(text) {
+        let id = policy::suggested_name(&f.variable);
+        let var = &f.variable;
+        let mut fix = format!(
+            "build with --secret id={id} and use RUN --mount=type=secret,id={id},env={var} \
+             instead of {}",
+            f.instruction
+        );
+        if f.instruction.ends_with("ENV") {
+            fix.push_str(&format!(
+                "; at run time, deliver it as a file: {var}_FILE=/run/secrets/{id}"
+            ));
+        }
+        out.findings.push(ScanFinding {
+            file: file.to_string(),
+            place: Place::Dockerfile {
+                line: f.line,
+                stage: f.stage.map(|s| s.label()),
+                instruction: f.instruction,
+            },
+            variable: f.variable,
+            rule: f.reason.rule(),
+            reason: f.reason.describe(),
+            fix: Some(fix),
+        });
     }
 }
 
@@ -130,13 +253,16 @@ fn scan_document(
         };
         out.findings.push(ScanFinding {
             file: file.to_string(),
-            document: index,
-            object: manifest.describe(),
-            container_kind: f.kind.as_str(),
-            container: f.container,
+            place: Place::Manifest {
+                document: index,
+                object: manifest.describe(),
+                container_kind: f.kind.as_str(),
+                container: f.container,
+            },
             variable: f.variable,
             rule: f.rule.id(),
             reason,
+            fix: None,
         });
     }
 }

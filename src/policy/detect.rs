@@ -313,10 +313,20 @@ fn keyword(first: &[u8], second: &[u8]) -> Option<&'static str> {
         .map(|&(canonical, _)| canonical)
 }
 
+/// Judge a variable by its name alone, for declarations that have no value to look at: a
+/// Dockerfile's `ARG TOKEN` gets its value at build time, and `ENV TOKEN=$TOKEN` copies one.
+pub fn credential_name(name: &str) -> Option<Reason> {
+    name_rule(name.as_bytes()).map(Reason::Name)
+}
+
 fn name_keyword(name: &[u8], value: &str) -> Option<&'static str> {
     if BOOLEANS.iter().any(|b| value.eq_ignore_ascii_case(b)) {
         return None;
     }
+    name_rule(name)
+}
+
+fn name_rule(name: &[u8]) -> Option<&'static str> {
     let last = tokens(name).last()?;
     let exempt = |e: &str| last.eq_ignore_ascii_case(e.as_bytes());
     if EXEMPT_LAST.split_whitespace().any(exempt) {

@@ -4,7 +4,7 @@
 pub mod detect;
 mod report;
 
-pub use report::{Report, WARNING_MAX};
+pub use report::{suggested_name, Report, WARNING_MAX};
 
 use std::fmt;
 use std::str::FromStr;

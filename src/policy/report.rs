@@ -68,7 +68,7 @@ fn where_(f: &Finding) -> String {
 }
 
 /// A secret name suggested for a variable: its lowercase name, when that is a valid name.
-fn suggested_name(variable: &str) -> String {
+pub fn suggested_name(variable: &str) -> String {
     let lower = variable.to_ascii_lowercase();
     if spec::check_name(&lower).is_ok() {
         lower

@@ -291,4 +291,6 @@ pub fn canonical_list(refs: &[SecretRef]) -> String {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -204,31 +204,3 @@ fn containers_annotation_splits_on_commas_and_space() {
     assert_eq!(parse_containers(" a, b\nc "), ["a", "b", "c"]);
     assert!(parse_containers("  ").is_empty());
 }
-
-mod fuzz {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn parser_never_panics(s in "\\PC{0,300}") {
-            let _ = parse_secrets(&s);
-            let _ = parse_containers(&s);
-        }
-
-        #[test]
-        fn accepted_targets_stay_inside_their_place(s in "[a-z./]{0,40}") {
-            if let Ok(refs) = parse_secrets(&format!("source=s,target={s}")) {
-                let path = refs[0].target.volume_path();
-                prop_assert!(!path.split('/').any(|c| c == ".." || c == "." || c.is_empty()));
-                prop_assert!(!path.starts_with('/'));
-            }
-        }
-
-        #[test]
-        fn canonical_round_trip(uid in 0u32.., gid in 0u32.., mode in 0u32..0o1000, t in "[a-z]{1,8}(/[a-z]{1,8}){0,3}") {
-            let refs = parse_secrets(&format!("source=s,target={t},uid={uid},gid={gid},mode={mode:o}")).expect("valid");
-            prop_assert_eq!(parse_secrets(&canonical_list(&refs)).expect("valid"), refs);
-        }
-    }
-}
