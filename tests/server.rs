@@ -210,6 +210,57 @@ async fn bad_requests_get_clear_status_codes() {
     server.stop().await.expect("clean stop");
 }
 
+/// A body with a request and a uid is still not ours to answer when it names another API
+/// version or kind: the apiserver only sends `admission.k8s.io/v1` AdmissionReviews.
+#[tokio::test]
+async fn a_review_of_another_version_or_kind_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &[]).await;
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    let request = fixture("pod-secrets-short.json");
+    let cases = [
+        ("apiVersion", serde_json::json!("admission.k8s.io/v1beta1")),
+        ("apiVersion", serde_json::json!("v1")),
+        ("apiVersion", serde_json::Value::Null),
+        ("kind", serde_json::json!("Pod")),
+        ("kind", serde_json::json!("AdmissionReviewX")),
+        ("kind", serde_json::Value::Null),
+    ];
+    for (field, value) in cases {
+        let mut body = request.clone();
+        match &value {
+            serde_json::Value::Null => {
+                body.as_object_mut().expect("object").remove(field);
+            }
+            v => body[field] = v.clone(),
+        }
+        for path in ["/mutate", "/validate/enforce/baseline"] {
+            let (status, answer) = client
+                .send("POST", path, serde_json::to_vec(&body).expect("json"))
+                .await;
+            let answer = String::from_utf8_lossy(&answer);
+            assert_eq!(status, 400, "{field}={value} on {path}: {answer}");
+            assert!(
+                answer.contains("not an admission.k8s.io/v1 AdmissionReview"),
+                "{answer}"
+            );
+            assert!(!answer.contains("uid"), "no review answer: {answer}");
+        }
+    }
+    // The real review still gets its answer.
+    let (status, body) = client
+        .send("POST", "/mutate", fixture_bytes("pod-secrets-short.json"))
+        .await;
+    assert_eq!(status, 200);
+    response(&body, &request);
+    let (_, metrics) = plain_get(server.admin, "/metrics").await;
+    assert!(
+        metrics.contains("runsecrets_admission_bad_requests_total{endpoint=\"mutate\"} 6"),
+        "{metrics}"
+    );
+    server.stop().await.expect("clean stop");
+}
+
 #[tokio::test]
 async fn namespace_level_paths_and_metrics_carry_no_secret() {
     let dir = tempfile::tempdir().unwrap();

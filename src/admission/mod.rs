@@ -85,6 +85,9 @@ impl Denial {
 pub enum BadReview {
     #[error("body is not an AdmissionReview: {0}")]
     Parse(String),
+    /// Another API version or kind: quoting nothing from the body, like every other refusal.
+    #[error("body is not an admission.k8s.io/v1 AdmissionReview (apiVersion or kind differs)")]
+    NotV1,
     #[error("AdmissionReview has no request")]
     NoRequest,
 }
@@ -191,6 +194,9 @@ pub fn review_with(
 ) -> Result<Answer, BadReview> {
     let review: wire::Review =
         serde_json::from_slice(body).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
+    if !review.is_v1() {
+        return Err(BadReview::NotV1);
+    }
     let request = review.request.ok_or(BadReview::NoRequest)?;
     let outcome = match endpoint {
         Endpoint::Mutate => answer_mutate(&request, context),
@@ -205,7 +211,7 @@ pub fn review_with(
     let decision = outcome.decision;
     let response = to_response(request.uid.clone(), outcome)
         .map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
-    let body = wire::encode(&review.api_version, &response)
+    let body = wire::encode(&response)
         .map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
     Ok(Answer {
         body,
