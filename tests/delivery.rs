@@ -142,6 +142,30 @@ async fn embedded_server_delivers_to_the_node_token_holder_only() {
         .expect("answered");
     assert_eq!(status, 403);
     assert!(String::from_utf8_lossy(&answer).contains("expired"));
+    // A namespace that cannot exist: 400 that says what is wrong with it.
+    for namespace in ["Shop", "shop_x", "-shop"] {
+        let bad = request(
+            &pod_token(namespace, "web-0", "uid-0", 600),
+            namespace,
+            "web-0",
+            "uid-0",
+            &["db_password"],
+        );
+        let (status, answer) = client
+            .try_send_with("POST", PUBLISH_PATH, &[("authorization", &bearer)], bad)
+            .await
+            .expect("answered");
+        assert_eq!(status, 400, "{namespace}");
+        let error: DeliveryError = serde_json::from_slice(&answer).expect("error body");
+        assert_eq!(error.reason, Reason::InvalidRequest);
+        assert!(
+            error.message.starts_with(&format!(
+                "podNamespace: invalid namespace {namespace:?}: use 1-63 of [a-z0-9-]"
+            )),
+            "{}",
+            error.message
+        );
+    }
     // Not a request at all: 400.
     let (status, _) = client
         .try_send_with(
@@ -168,6 +192,7 @@ async fn embedded_server_delivers_to_the_node_token_holder_only() {
     );
     assert!(metrics.contains("runsecrets_deliveries_total{outcome=\"unauthenticated\"} 1"));
     assert!(metrics.contains("runsecrets_deliveries_total{outcome=\"forbidden\"} 1"));
+    assert!(metrics.contains("runsecrets_deliveries_total{outcome=\"invalid_request\"} 4"));
     assert!(!metrics.contains(std::str::from_utf8(VALUE).expect("utf8")));
 }
 

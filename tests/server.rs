@@ -261,6 +261,49 @@ async fn a_review_of_another_version_or_kind_is_a_bad_request() {
     server.stop().await.expect("clean stop");
 }
 
+/// A review naming a namespace that cannot exist is the caller's mistake, not the store's: 400
+/// saying what is wrong, never 503 "the store cannot be read".
+#[tokio::test]
+async fn an_invalid_namespace_is_a_bad_request_not_an_unavailable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path());
+    let server = Running::start(dir.path(), &[]).await;
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    for namespace in ["Shop_Prod", "../shop", &"a".repeat(64)] {
+        let mut request = fixture("pod-secrets-short.json");
+        request["request"]["namespace"] = namespace.into();
+        let (status, body) = client
+            .send("POST", "/mutate", serde_json::to_vec(&request).unwrap())
+            .await;
+        assert_eq!(status, 200);
+        let r = response(&body, &request);
+        assert_eq!(r["allowed"], false, "{namespace}");
+        assert_eq!(r["status"]["code"], 400, "{namespace}: {r}");
+        let message = r["status"]["message"].as_str().expect("message");
+        assert!(
+            message.starts_with("namespace of the request: invalid namespace ")
+                && message.contains(": use 1-63 of [a-z0-9-], alphanumeric at both ends"),
+            "{message}"
+        );
+        assert!(!message.contains("cannot be read"), "{message}");
+        // A namespace that could be a name is quoted; `../shop` and 64 characters are not.
+        assert_eq!(
+            message.contains(&format!("{namespace:?}")),
+            namespace == "Shop_Prod",
+            "{message}"
+        );
+    }
+    // The same pod in its real namespace is admitted: the store was readable all along.
+    let (_, body) = client
+        .send("POST", "/mutate", fixture_bytes("pod-secrets-short.json"))
+        .await;
+    assert_eq!(
+        response(&body, &fixture("pod-secrets-short.json"))["allowed"],
+        true
+    );
+    server.stop().await.expect("clean stop");
+}
+
 #[tokio::test]
 async fn namespace_level_paths_and_metrics_carry_no_secret() {
     let dir = tempfile::tempdir().unwrap();

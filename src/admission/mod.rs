@@ -259,6 +259,13 @@ fn check_existence(
 ) -> Option<Denial> {
     let catalogue = context.catalogue?;
     let namespace = request.namespace.as_deref().unwrap_or("default");
+    // The caller's mistake, not the store's: no lookup could succeed.
+    if let Err(e) = crate::store::check_namespace(namespace) {
+        return Some(Denial::new(
+            DenyReason::InvalidObject,
+            format!("namespace of the request: {e}"),
+        ));
+    }
     let mut missing = Vec::new();
     for r in refs {
         match catalogue.presence(namespace, &r.source) {

@@ -155,8 +155,8 @@ fn clean(text: &str) -> String {
 /// Shape checks before any token is reviewed.
 fn check_request(request: &PublishRequest) -> Result<(), DeliveryError> {
     let bad = |m: String| Err(deny(Reason::InvalidRequest, m));
-    if check_namespace(&request.pod_namespace).is_err() {
-        return bad("podNamespace is not a namespace name".into());
+    if let Err(e) = check_namespace(&request.pod_namespace) {
+        return bad(format!("podNamespace: {e}"));
     }
     if request.pod_name.is_empty() || request.pod_uid.is_empty() {
         return bad("podName and podUid are required".into());

@@ -46,7 +46,8 @@ pub struct SecretRecord {
 pub enum StoreError {
     #[error("secret {namespace}/{name} already exists")]
     AlreadyExists { namespace: String, name: String },
-    #[error("invalid namespace {0:?}: use 1-63 of [a-z0-9-], alphanumeric at both ends")]
+    /// The namespace as [`spec::quoted`] shows it.
+    #[error("invalid namespace {0}: use 1-63 of [a-z0-9-], alphanumeric at both ends")]
     Namespace(String),
     /// Swarm's own wording.
     #[error("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]")]
@@ -97,7 +98,10 @@ pub fn check_namespace(namespace: &str) -> Result<(), StoreError> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::Namespace(namespace.chars().take(80).collect()))
+        let shown = spec::quoted(namespace, 63, spec::name_char);
+        Err(StoreError::Namespace(
+            shown.unwrap_or_else(|| "(not a name)".into()),
+        ))
     }
 }
 
