@@ -6,6 +6,7 @@ pub mod admission;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+pub mod error;
 pub mod node;
 pub mod offline;
 pub mod policy;

@@ -31,17 +31,18 @@ use metrics::Metrics;
 use routes::AppState;
 use tls::{Certificates, PairPaths, TlsError};
 
-/// A failure to start the server; each names the step.
+/// A failure to start the server; each names the step, and its cause follows in the chain
+/// (`main` prints the chain, so a cause in the text would be said twice).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("loading TLS: {0}")]
+    #[error("loading TLS")]
     Tls(#[from] TlsError),
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("opening the secret store: {0}")]
+    #[error("opening the secret store")]
     Store(#[from] StoreError),
     #[error("shutdown: connections still open after {0:?}")]
     Drain(std::time::Duration),

@@ -19,7 +19,7 @@ use kube::{Api, Client};
 use super::catalogue::{Catalogue, Presence};
 use super::{object_name, RunSecret, SecretRecord, Store, StoreError};
 use crate::delivery::SecretLookup;
-use crate::seal::{Keyring, PublicKeys};
+use crate::seal::{Keyring, PublicKeys, SealError};
 
 /// The key of the keyring in its Secret, and of the public keys in their ConfigMap.
 pub const KEYRING_KEY: &str = "keyring.json";
@@ -175,17 +175,19 @@ pub async fn ensure_keyring(
 ) -> Result<Keyring, StoreError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let read = |object: Secret| -> Result<Keyring, StoreError> {
+        let unusable = |source: SealError| StoreError::Keyring {
+            step: "loading",
+            place: format!("Secret {namespace}/{secret}"),
+            source: Box::new(source),
+        };
         let bytes = object
             .data
             .as_ref()
             .and_then(|d| d.get(KEYRING_KEY))
-            .ok_or_else(|| StoreError::Corrupt {
-                path: format!("Secret {namespace}/{secret} (no {KEYRING_KEY})"),
-            })?;
-        let text = std::str::from_utf8(&bytes.0).map_err(|_| StoreError::Corrupt {
-            path: format!("Secret {namespace}/{secret}"),
-        })?;
-        Ok(Keyring::from_json(text)?)
+            .ok_or_else(|| unusable(SealError::NotAKeyring(format!("it has no {KEYRING_KEY}"))))?;
+        let text = std::str::from_utf8(&bytes.0)
+            .map_err(|_| unusable(SealError::NotAKeyring("not UTF-8".into())))?;
+        Keyring::from_json(text).map_err(unusable)
     };
     if let Some(existing) = api
         .get_opt(secret)

@@ -69,6 +69,20 @@ pub enum StoreError {
     },
     #[error("{path} is not a readable secret record")]
     Corrupt { path: String },
+    /// The keyring cannot be read, created or used; the cause (an I/O error or what is wrong
+    /// with its content) is the source, so it is said once.
+    #[error("{step} the keyring {place}")]
+    Keyring {
+        step: &'static str,
+        place: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// ssh's rule for private keys: a keyring others could read or change is not used.
+    #[error(
+        "keyring {path} is open to other users (mode {mode:04o}) and holds private keys; \
+         refusing to use it: run `chmod 600 {path}`"
+    )]
+    KeyringMode { path: String, mode: u32 },
     /// A Kubernetes API call failed; the text is the apiserver's status, never a body we sent.
     #[error("{step}: {message}")]
     Api { step: &'static str, message: String },
