@@ -60,8 +60,9 @@ impl Delivery {
         request: PublishRequest,
     ) -> Result<PublishResponse, DeliveryError> {
         let result = self.decide(bearer, &request).await;
-        // The fields are the caller's words until checked: bounded and without control
-        // characters, so a hostile request cannot forge or flood audit lines.
+        // The fields are the caller's words until checked, and so is much of a refusal's
+        // message: each is bounded and without control characters here, so a hostile request
+        // cannot flood the audit log (the subscriber escapes every field of every line).
         let pod = clean(&format!("{}/{}", request.pod_namespace, request.pod_name));
         let secrets = clean(&request.secrets.join(","));
         let request = PublishRequest {
@@ -78,7 +79,8 @@ impl Delivery {
             Err(e) => tracing::warn!(
                 target: "runsecrets::audit",
                 node = %request.node_id, pod = %pod, uid = %request.pod_uid, secrets = %secrets,
-                decision = "denied", reason = ?e.reason, message = %e.message, "secret delivery"
+                decision = "denied", reason = ?e.reason, detail = %clean(&e.message),
+                "secret delivery"
             ),
         }
         result
