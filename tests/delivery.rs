@@ -196,6 +196,69 @@ async fn embedded_server_delivers_to_the_node_token_holder_only() {
     assert!(!metrics.contains(std::str::from_utf8(VALUE).expect("utf8")));
 }
 
+/// A publish body over 64 KiB is answered 413 with the reason, whether its size is announced
+/// (Content-Length) or not (chunked), over HTTP/1.1 and HTTP/2; the connection stays usable, so
+/// the client reads the answer instead of a connection reset.
+#[tokio::test]
+async fn oversized_bodies_get_413_not_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tmp");
+    let server = start(dir.path(), &[]).await;
+    let ca = std::fs::read(dir.path().join("tls/ca.crt")).expect("CA");
+    let node_token =
+        std::fs::read_to_string(dir.path().join("delivery/node-token")).expect("node token");
+    let bearer = format!("Bearer {}", node_token.trim());
+    let oversized = |size: usize| {
+        let token = "x".repeat(size);
+        request(&token, "shop", "web-0", "uid-0", &["db_password"])
+    };
+    let too_large = |status: u16, body: &[u8]| {
+        assert_eq!(status, 413, "{}", String::from_utf8_lossy(body));
+        let error: DeliveryError = serde_json::from_slice(body).expect("error body");
+        assert_eq!(error.reason, Reason::InvalidRequest);
+        assert_eq!(error.message, "the request body is larger than 65536 bytes");
+    };
+
+    let mut client = Client::open(server.delivery, &ca).await;
+    for size in [65_537, 1 << 20, 8 << 20] {
+        let (status, body) = client
+            .try_send_with("POST", PUBLISH_PATH, &[("authorization", &bearer)], oversized(size))
+            .await
+            .unwrap_or_else(|| panic!("{size} bytes: the connection was reset"));
+        too_large(status, &body);
+    }
+    // The same connection still answers.
+    let (status, _) = client
+        .try_send_with("POST", PUBLISH_PATH, &[("authorization", &bearer)], oversized(10))
+        .await
+        .expect("still connected");
+    assert_eq!(status, 403, "a small body is judged");
+
+    // Chunked, no Content-Length: 1 MiB in 8 KiB chunks.
+    let mut stream = common::tls::connect(server.delivery, &ca).await;
+    let head = format!(
+        "POST {PUBLISH_PATH} HTTP/1.1\r\nhost: localhost\r\nauthorization: {bearer}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b'x'; 8192];
+    for _ in 0..128 {
+        stream.write_all(b"2000\r\n").await.expect("chunk size");
+        stream.write_all(&chunk).await.expect("chunk");
+        stream.write_all(b"\r\n").await.expect("chunk end");
+    }
+    stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
+    let mut answer = vec![0u8; 4096];
+    let n = stream.read(&mut answer).await.expect("the answer, not a reset");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    too_large(413, answer.split("\r\n\r\n").nth(1).expect("body").as_bytes());
+
+    // HTTP/2, as a client that negotiates it would send it.
+    let (status, body) = common::tls::h2_post(server.delivery, &ca, PUBLISH_PATH, oversized(1 << 20)).await;
+    too_large(status, &body);
+}
+
 #[tokio::test]
 async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
     let api = ApiServer::start().await;

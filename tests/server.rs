@@ -195,9 +195,20 @@ async fn bad_requests_get_clear_status_codes() {
     let (status, body) = client.send("POST", "/mutate", b"{not json".to_vec()).await;
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("not an AdmissionReview"));
+    // Oversized bodies get 413 with the limit, not a reset, and the connection stays usable.
     let mut client = Client::open(server.webhook, &ca(dir.path())).await;
-    let (status, _) = client.send("POST", "/validate", vec![b' '; 100_000]).await;
-    assert_eq!(status, 413, "oversized body refused");
+    for size in [100_000, 8 << 20] {
+        let (status, body) = client
+            .try_send("POST", "/validate", vec![b' '; size])
+            .await
+            .unwrap_or_else(|| panic!("{size} bytes: the connection was reset"));
+        assert_eq!(status, 413, "oversized body refused");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "the request body is larger than 65536 bytes\n"
+        );
+    }
+    assert_eq!(client.send("GET", "/livez", vec![]).await.0, 200);
     let mut client = Client::open(server.webhook, &ca(dir.path())).await;
     assert_eq!(
         client

@@ -1,6 +1,7 @@
 //! `runsecrets server`: the HTTPS admission webhook and the plain-HTTP admin listener.
 
 mod backend;
+pub mod body;
 pub mod ca;
 mod listener;
 pub mod metrics;
@@ -122,6 +123,7 @@ impl Server {
             catalogue: backend.catalogue.clone(),
             keys: backend.public_keys.clone(),
             ready: Arc::new(AtomicBool::new(false)),
+            max_body: args.max_body_bytes,
         };
         Ok(Self {
             shared_ca,
@@ -191,8 +193,7 @@ impl Server {
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = args.shutdown_timeout;
-        let webhook_router =
-            routes::webhook(state.clone(), args.max_body_bytes, args.request_timeout);
+        let webhook_router = routes::webhook(state.clone(), args.request_timeout);
         let delivery_task = delivery.map(|(service, socket)| {
             tokio::spawn(listener::serve(
                 socket,
