@@ -250,7 +250,10 @@ fn a_bad_containers_annotation_is_quoted_bounded_and_cleaned() {
     let hostile = format!(
         "metrics,sidecar,Pasted\u{1b}[31mValue{},{}",
         "x".repeat(100_000),
-        (0..40).map(|i| format!("extra{i}")).collect::<Vec<_>>().join(",")
+        (0..40)
+            .map(|i| format!("extra{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
     );
     let mut body = request.clone();
     body["request"]["object"]["metadata"]["annotations"]["runsecrets.io/containers"] =

@@ -222,14 +222,24 @@ async fn oversized_bodies_get_413_not_a_reset() {
     let mut client = Client::open(server.delivery, &ca).await;
     for size in [65_537, 1 << 20, 8 << 20] {
         let (status, body) = client
-            .try_send_with("POST", PUBLISH_PATH, &[("authorization", &bearer)], oversized(size))
+            .try_send_with(
+                "POST",
+                PUBLISH_PATH,
+                &[("authorization", &bearer)],
+                oversized(size),
+            )
             .await
             .unwrap_or_else(|| panic!("{size} bytes: the connection was reset"));
         too_large(status, &body);
     }
     // The same connection still answers.
     let (status, _) = client
-        .try_send_with("POST", PUBLISH_PATH, &[("authorization", &bearer)], oversized(10))
+        .try_send_with(
+            "POST",
+            PUBLISH_PATH,
+            &[("authorization", &bearer)],
+            oversized(10),
+        )
         .await
         .expect("still connected");
     assert_eq!(status, 403, "a small body is judged");
@@ -249,13 +259,20 @@ async fn oversized_bodies_get_413_not_a_reset() {
     }
     stream.write_all(b"0\r\n\r\n").await.expect("last chunk");
     let mut answer = vec![0u8; 4096];
-    let n = stream.read(&mut answer).await.expect("the answer, not a reset");
+    let n = stream
+        .read(&mut answer)
+        .await
+        .expect("the answer, not a reset");
     let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    too_large(413, answer.split("\r\n\r\n").nth(1).expect("body").as_bytes());
+    too_large(
+        413,
+        answer.split("\r\n\r\n").nth(1).expect("body").as_bytes(),
+    );
 
     // HTTP/2, as a client that negotiates it would send it.
-    let (status, body) = common::tls::h2_post(server.delivery, &ca, PUBLISH_PATH, oversized(1 << 20)).await;
+    let (status, body) =
+        common::tls::h2_post(server.delivery, &ca, PUBLISH_PATH, oversized(1 << 20)).await;
     too_large(status, &body);
 }
 
@@ -455,7 +472,10 @@ impl Binary {
             if let Some(line) = found {
                 return line;
             }
-            assert!(std::time::Instant::now() < deadline, "the server did not start");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not start"
+            );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
@@ -480,11 +500,16 @@ fn logfmt(text: &str) -> Vec<(String, String)> {
         while chars.peek() == Some(&' ') {
             chars.next();
         }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ' ')).collect();
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ' ')).collect();
         if key.is_empty() {
             return pairs;
         }
-        assert_eq!(chars.next(), Some('='), "{key} is not key=value in {text:?}");
+        assert_eq!(
+            chars.next(),
+            Some('='),
+            "{key} is not key=value in {text:?}"
+        );
         let mut value = String::new();
         if chars.next_if_eq(&'"').is_some() {
             loop {
@@ -495,7 +520,8 @@ fn logfmt(text: &str) -> Vec<(String, String)> {
                         'r' => value.push('\r'),
                         't' => value.push('\t'),
                         'u' => {
-                            let hex: String = chars.by_ref().skip(1).take_while(|c| *c != '}').collect();
+                            let hex: String =
+                                chars.by_ref().skip(1).take_while(|c| *c != '}').collect();
                             let code = u32::from_str_radix(&hex, 16).expect("hex");
                             value.push(char::from_u32(code).expect("char"));
                         }
@@ -534,7 +560,11 @@ async fn hostile_requests(dir: &Path, webhook: &str, delivery: &str) {
     review["request"]["uid"] = "u-1\nFAKE line decision=granted \u{1b}[31m".into();
     let mut webhook = Client::open(webhook.parse().expect("addr"), &ca).await;
     let (status, _) = webhook
-        .send("POST", "/mutate", serde_json::to_vec(&review).expect("json"))
+        .send(
+            "POST",
+            "/mutate",
+            serde_json::to_vec(&review).expect("json"),
+        )
         .await;
     assert_eq!(status, 200);
 }
@@ -547,14 +577,27 @@ async fn text_log_lines_escape_every_caller_controlled_field() {
     let server = Binary::start(dir.path(), "text");
     let serving = server.serving();
     let fields = logfmt(serving.split_once(" serving ").expect("serving line").1);
-    let field = |name: &str| fields.iter().find(|(k, _)| k == name).expect(name).1.clone();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .expect(name)
+            .1
+            .clone()
+    };
     hostile_requests(dir.path(), &field("webhook"), &field("delivery")).await;
     let lines = server.stop();
     let event = regex_lite_event();
     for line in &lines {
-        assert!(event(line), "a line that is not an event: {line:?}\n{lines:#?}");
+        assert!(
+            event(line),
+            "a line that is not an event: {line:?}\n{lines:#?}"
+        );
     }
-    let audit: Vec<&String> = lines.iter().filter(|l| l.contains(" runsecrets::audit: ")).collect();
+    let audit: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(" runsecrets::audit: "))
+        .collect();
     assert_eq!(audit.len(), 1, "{lines:#?}");
     let rest = audit[0]
         .split_once(" runsecrets::audit: secret delivery ")
@@ -567,7 +610,14 @@ async fn text_log_lines_escape_every_caller_controlled_field() {
         ["node", "pod", "uid", "secrets", "decision", "reason", "detail"],
         "{rest}"
     );
-    let get = |name: &str| pairs.iter().find(|(k, _)| k == name).expect(name).1.as_str();
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .expect(name)
+            .1
+            .as_str()
+    };
     assert_eq!(get("decision"), "denied");
     assert_eq!(
         get("pod"),
@@ -577,13 +627,25 @@ async fn text_log_lines_escape_every_caller_controlled_field() {
     // A line separator is not a control character: escaped on the line, read back intact.
     assert_eq!(get("node"), "node-1\u{2028}decision=granted");
     assert!(!audit[0].contains('\u{2028}') && audit[0].contains("\\u{2028}"));
-    assert!(get("detail").starts_with("pod token refused: it belongs to pod shop/web-0 (uid uid-0), not shop/web-0?2026"), "{}", get("detail"));
+    assert!(
+        get("detail").starts_with(
+            "pod token refused: it belongs to pod shop/web-0 (uid uid-0), not shop/web-0?2026"
+        ),
+        "{}",
+        get("detail")
+    );
     let review = lines
         .iter()
         .find(|l| l.contains(" review ") && l.contains("endpoint=mutate"))
         .expect("the review line");
     let pairs = logfmt(review.split_once(" review ").expect("message").1);
-    assert_eq!(pairs[0], ("uid".to_string(), "u-1\nFAKE line decision=granted \u{1b}[31m".to_string()));
+    assert_eq!(
+        pairs[0],
+        (
+            "uid".to_string(),
+            "u-1\nFAKE line decision=granted \u{1b}[31m".to_string()
+        )
+    );
 }
 
 /// Lines that start as the text format starts every event: time, level, target.
@@ -632,5 +694,8 @@ async fn json_log_lines_keep_every_field_intact() {
         .iter()
         .find(|e| e["fields"]["message"] == "review")
         .expect("the review line");
-    assert_eq!(review["fields"]["uid"], "u-1\nFAKE line decision=granted \u{1b}[31m");
+    assert_eq!(
+        review["fields"]["uid"],
+        "u-1\nFAKE line decision=granted \u{1b}[31m"
+    );
 }

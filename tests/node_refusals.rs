@@ -278,7 +278,8 @@ async fn unpublish_refuses_every_path_publish_would_refuse() {
             .expect_err("not a volume path");
         assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
         assert!(
-            err.message().contains("is not kubelet's volume path for a pod"),
+            err.message()
+                .contains("is not kubelet's volume path for a pod"),
             "{}",
             err.message()
         );

@@ -214,7 +214,11 @@ fn a_keyring_open_to_other_users_is_refused_with_the_fix() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
-    let created = runsecrets(d, &["secret", "create", "-n", "shop", "a", "-"], Some(VALUE));
+    let created = runsecrets(
+        d,
+        &["secret", "create", "-n", "shop", "a", "-"],
+        Some(VALUE),
+    );
     assert_eq!(created.code, 0, "{}", created.stderr);
     let keyring = d.join("keyring.json");
     for mode in [0o644, 0o640, 0o604, 0o666, 0o620] {
@@ -224,11 +228,18 @@ fn a_keyring_open_to_other_users_is_refused_with_the_fix() {
              refusing to use it: run `chmod 600 {path}`",
             path = keyring.display()
         );
-        let out = runsecrets(d, &["secret", "create", "-n", "shop", "b", "-"], Some(VALUE));
+        let out = runsecrets(
+            d,
+            &["secret", "create", "-n", "shop", "b", "-"],
+            Some(VALUE),
+        );
         assert_eq!(out.code, 1, "{mode:o}");
         assert_eq!(out.stderr, format!("Error: {want}\n"), "{mode:o}");
         let out = runsecrets(d, &["seal", "-n", "shop", "b", "-"], Some(VALUE));
-        assert_eq!((out.code, out.stderr.as_str()), (1, format!("Error: {want}\n").as_str()));
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (1, format!("Error: {want}\n").as_str())
+        );
         let (code, stderr) = server_exits(d);
         assert_eq!(code, 2, "{stderr}");
         assert_eq!(
@@ -237,7 +248,11 @@ fn a_keyring_open_to_other_users_is_refused_with_the_fix() {
         );
     }
     std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let out = runsecrets(d, &["secret", "create", "-n", "shop", "b", "-"], Some(VALUE));
+    let out = runsecrets(
+        d,
+        &["secret", "create", "-n", "shop", "b", "-"],
+        Some(VALUE),
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 
@@ -248,7 +263,11 @@ fn a_corrupt_keyring_gets_one_clear_message() {
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path();
     let keyring = d.join("keyring.json");
-    let created = runsecrets(d, &["secret", "create", "-n", "shop", "a", "-"], Some(VALUE));
+    let created = runsecrets(
+        d,
+        &["secret", "create", "-n", "shop", "a", "-"],
+        Some(VALUE),
+    );
     assert_eq!(created.code, 0, "{}", created.stderr);
     let good = std::fs::read_to_string(&keyring).expect("keyring");
     let path = keyring.display();
@@ -276,9 +295,17 @@ fn a_corrupt_keyring_gets_one_clear_message() {
     ];
     for (text, want) in cases {
         std::fs::write(&keyring, &text).expect("write");
-        let out = runsecrets(d, &["secret", "create", "-n", "shop", "b", "-"], Some(VALUE));
+        let out = runsecrets(
+            d,
+            &["secret", "create", "-n", "shop", "b", "-"],
+            Some(VALUE),
+        );
         assert_eq!(out.code, 1);
-        assert!(out.stderr.starts_with(&format!("Error: {want}")), "{}", out.stderr);
+        assert!(
+            out.stderr.starts_with(&format!("Error: {want}")),
+            "{}",
+            out.stderr
+        );
         assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
         let (code, stderr) = server_exits(d);
         assert_eq!(code, 2, "{stderr}");
@@ -291,7 +318,10 @@ fn a_corrupt_keyring_gets_one_clear_message() {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), parts.len(), "{line}");
-        assert!(!line.contains("c2VjcmV0") && !line.contains("fe3a7"), "{line}");
+        assert!(
+            !line.contains("c2VjcmV0") && !line.contains("fe3a7"),
+            "{line}"
+        );
         assert!(!line.contains("sealing"), "not a sealing step: {line}");
     }
 }

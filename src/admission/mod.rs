@@ -211,8 +211,7 @@ pub fn review_with(
     let decision = outcome.decision;
     let response = to_response(request.uid.clone(), outcome)
         .map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
-    let body = wire::encode(&response)
-        .map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
+    let body = wire::encode(&response).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
     Ok(Answer {
         body,
         decision,

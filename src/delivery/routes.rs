@@ -66,9 +66,10 @@ async fn publish(State(state): State<DeliveryState>, headers: HeaderMap, body: B
     let body = match body::read(&headers, body, MAX_REQUEST_BYTES).await {
         Ok(body) => body,
         Err(e) => {
-            state
-                .metrics
-                .delivery(Reason::InvalidRequest.label(), started.elapsed().as_secs_f64());
+            state.metrics.delivery(
+                Reason::InvalidRequest.label(),
+                started.elapsed().as_secs_f64(),
+            );
             let status = match e {
                 BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 BodyError::Unreadable => StatusCode::BAD_REQUEST,

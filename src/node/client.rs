@@ -240,7 +240,10 @@ async fn read_body(body: Incoming, hint: Option<usize>) -> Result<Zeroizing<Vec<
     let mut buf = Zeroizing::new(Vec::with_capacity(hint.unwrap_or(8192).min(MAX_BODY)));
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
         let frame = frame.map_err(|e| {
-            unavailable(format!("reading the server's answer: {}", crate::error::Chain(&e)))
+            unavailable(format!(
+                "reading the server's answer: {}",
+                crate::error::Chain(&e)
+            ))
         })?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > MAX_BODY {

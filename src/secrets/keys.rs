@@ -17,7 +17,9 @@ pub fn load_or_create_keyring(data_dir: &Path) -> Result<Keyring, StoreError> {
     let path = data_dir.join("keyring.json");
     match File::open(&path) {
         Ok(file) => return read_keyring(file, &path),
-        Err(e) if e.kind() != ErrorKind::NotFound => return Err(keyring_error("reading", &path)(e)),
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            return Err(keyring_error("reading", &path)(e))
+        }
         Err(_) => {}
     }
     fs::create_dir_all(data_dir).map_err(io_error("creating", data_dir))?;

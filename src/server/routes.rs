@@ -105,7 +105,14 @@ async fn validate_defaults(
     body: Body,
 ) -> Response {
     let levels = state.defaults;
-    answer(&state, "validate", Endpoint::Validate(levels), &headers, body).await
+    answer(
+        &state,
+        "validate",
+        Endpoint::Validate(levels),
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn validate_selected(

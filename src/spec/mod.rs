@@ -201,9 +201,7 @@ fn parse_entry(entry: &str) -> Result<SecretRef, String> {
             "gid" => &mut gid,
             "mode" => &mut mode,
             _ => {
-                let shown = quoted(key, 32, |c| {
-                    c.is_ascii_alphabetic() || c == '_' || c == '-'
-                });
+                let shown = quoted(key, 32, |c| c.is_ascii_alphabetic() || c == '_' || c == '-');
                 return Err(format!(
                     "unknown key {} (known: source, src, target, uid, gid, mode)",
                     shown.as_deref().unwrap_or("an unreadable key")
