@@ -348,3 +348,154 @@ async fn token_reviews_use_the_real_response_bodies() {
         "{sent:?}"
     );
 }
+
+/// `runsecrets server --store kubernetes` as a process, with `KUBECONFIG` pointing at the stub.
+struct ServerProcess(std::process::Child);
+
+impl ServerProcess {
+    fn start(
+        dir: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runsecrets"));
+        command
+            .args(["server", "--store", "kubernetes", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--delivery-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .env_remove("RUNSECRETS_STORE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self(command.spawn().expect("server runs"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `runsecrets secret create --store kubernetes -n shop NAME -` through the stub; exit code and
+/// standard error.
+fn cli_create(kubeconfig: &std::path::Path, name: &str, extra: &[&str]) -> (i32, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runsecrets"))
+        .args(["secret", "create", "--store", "kubernetes", "-n", "shop"])
+        .args(extra)
+        .args([name, "-"])
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("RUNSECRETS_PUBLIC_KEYS")
+        .env_remove("RUNSECRETS_NAMESPACE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cli runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"cli-value")
+        .expect("stdin");
+    let out = child.wait_with_output().expect("cli finishes");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits (at most 30 s) until the server has published its public keys in `namespace`.
+fn wait_for_keys(server: &ApiServer, namespace: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server
+        .get("/api/v1/configmaps", namespace, "runsecrets-public-keys")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no public keys in {namespace}: {:#?}",
+            server.calls()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Started by hand outside a cluster, the server keeps its keyring and public keys in
+/// `runsecrets` (not the kubeconfig's namespace), where the CLI looks by default; `--namespace`
+/// and `POD_NAMESPACE` move them, and the CLI then says where it looked and how to point it.
+#[test]
+fn the_server_and_the_cli_agree_on_where_the_public_keys_are() {
+    let (_rt, server) = stub();
+    let dir = tempfile::tempdir().expect("tmp");
+    // The kubeconfig's context namespace is `default`, as after `kind create cluster`.
+    let kubeconfig = server.kubeconfig(dir.path(), "default");
+
+    let running = ServerProcess::start(&dir.path().join("a"), &kubeconfig, &[], &[]);
+    wait_for_keys(&server, "runsecrets");
+    assert!(server
+        .get("/api/v1/secrets", "runsecrets", "runsecrets-keyring")
+        .is_some());
+    assert!(server
+        .get("/api/v1/secrets", "default", "runsecrets-keyring")
+        .is_none());
+    let (code, stderr) = cli_create(&kubeconfig, "db_password", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(server
+        .get(
+            RUNSECRETS,
+            "shop",
+            &runsecrets::store::object_name("db_password")
+        )
+        .is_some());
+    drop(running);
+
+    // Another namespace, by flag and by POD_NAMESPACE (the chart's downward API).
+    let (_rt2, other) = stub();
+    let kubeconfig = other.kubeconfig(dir.path(), "default");
+    let running = ServerProcess::start(
+        &dir.path().join("b"),
+        &kubeconfig,
+        &["--namespace", "platform"],
+        &[],
+    );
+    wait_for_keys(&other, "platform");
+    drop(running);
+    let running = ServerProcess::start(
+        &dir.path().join("c"),
+        &kubeconfig,
+        &[],
+        &[("POD_NAMESPACE", "secrets-system")],
+    );
+    wait_for_keys(&other, "secrets-system");
+    drop(running);
+    assert!(other
+        .get("/api/v1/configmaps", "runsecrets", "runsecrets-public-keys")
+        .is_none());
+
+    let (code, stderr) = cli_create(&kubeconfig, "db_password", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr,
+        "Error: reading the public-key ConfigMap: ConfigMap runsecrets/runsecrets-public-keys \
+         does not exist. `runsecrets server --store kubernetes` writes its public keys to the \
+         ConfigMap --public-keys-configmap (default runsecrets-public-keys) in its --namespace \
+         (env POD_NAMESPACE; in a cluster its own namespace, outside one `runsecrets`); point \
+         the CLI at it with --public-keys NAMESPACE/NAME (env RUNSECRETS_PUBLIC_KEYS)\n"
+    );
+    let (code, stderr) = cli_create(
+        &kubeconfig,
+        "db_password",
+        &["--public-keys", "platform/runsecrets-public-keys"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -45,6 +45,8 @@ pub enum ServerError {
     },
     #[error("opening the secret store")]
     Store(#[from] StoreError),
+    #[error("choosing the server's namespace (--namespace)")]
+    Namespace(#[source] StoreError),
     #[error("shutdown: connections still open after {0:?}")]
     Drain(std::time::Duration),
 }
@@ -71,8 +73,8 @@ impl Server {
         // this replica's serving certificate from it.
         let shared_ca = match &args.tls_ca_secret {
             Some(secret) => {
+                let namespace = args.namespace().map_err(ServerError::Namespace)?;
                 let client = backend::client().await?;
-                let namespace = client.default_namespace().to_string();
                 let pem = ca::ensure_shared_ca(&client, &namespace, secret, &args.data_dir).await?;
                 Some((client, namespace, pem))
             }

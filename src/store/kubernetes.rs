@@ -380,7 +380,11 @@ impl KubeStore {
             .ok_or_else(|| StoreError::Api {
                 step: "reading the public-key ConfigMap",
                 message: format!(
-                    "ConfigMap {configmap} does not exist: is runsecrets server running with --store kubernetes? (or pass --public-keys)"
+                    "ConfigMap {configmap} does not exist. `runsecrets server --store kubernetes` \
+                     writes its public keys to the ConfigMap --public-keys-configmap (default \
+                     runsecrets-public-keys) in its --namespace (env POD_NAMESPACE; in a cluster \
+                     its own namespace, outside one `runsecrets`); point the CLI at it with \
+                     --public-keys NAMESPACE/NAME (env RUNSECRETS_PUBLIC_KEYS)"
                 ),
             })?;
         let text = object
