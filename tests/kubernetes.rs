@@ -249,7 +249,10 @@ async fn the_catalogue_follows_the_watch_without_calls_on_lookup() {
     add("shop", "db_password");
     let catalogue = KubeCatalogue::start(server.client("runsecrets"));
     wait(|| catalogue.ready()).await;
-    assert_eq!(catalogue.presence("shop", "db_password"), Presence::Present);
+    assert!(matches!(
+        catalogue.presence("shop", "db_password"),
+        Presence::Present(_)
+    ));
     assert_eq!(catalogue.presence("bank", "db_password"), Presence::Absent);
     assert_eq!(catalogue.presence("shop", "tls_key"), Presence::Absent);
 
@@ -266,7 +269,7 @@ async fn the_catalogue_follows_the_watch_without_calls_on_lookup() {
     );
 
     add("shop", "tls_key");
-    wait(|| catalogue.presence("shop", "tls_key") == Presence::Present).await;
+    wait(|| matches!(catalogue.presence("shop", "tls_key"), Presence::Present(_))).await;
 }
 
 async fn wait(mut ok: impl FnMut() -> bool) {
@@ -498,4 +501,60 @@ fn the_server_and_the_cli_agree_on_where_the_public_keys_are() {
         &["--public-keys", "platform/runsecrets-public-keys"],
     );
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// The watch cache knows each RunSecret's service accounts, so the webhook refuses a pod that
+/// runs as another account with the node plugin's own message, without an API call.
+#[tokio::test]
+async fn the_catalogue_carries_the_grants_the_webhook_checks() {
+    use runsecrets::admission::{review_with, Context, Endpoint};
+    let server = ApiServer::start().await;
+    let keys = Keyring::generate().public_keys().expect("keys");
+    let record = SecretRecord::seal(
+        &keys,
+        "shop",
+        "mysql_root_password",
+        VALUE,
+        BTreeMap::new(),
+        vec!["web".into()],
+    )
+    .expect("sealed");
+    server.put(
+        RUNSECRETS,
+        serde_json::to_value(kubernetes::resource_of(&record)).expect("json"),
+    );
+    let catalogue = KubeCatalogue::start(server.client("runsecrets"));
+    wait(|| catalogue.ready()).await;
+    let before = server.calls().len();
+    let context = Context {
+        catalogue: Some(&*catalogue),
+        ..Context::default()
+    };
+    let mut request: serde_json::Value =
+        serde_json::from_slice(&common::fixture_bytes("pod-secrets-short.json")).expect("fixture");
+    let answer = |request: &serde_json::Value| {
+        let body = serde_json::to_vec(request).expect("json");
+        let answer = review_with(Endpoint::Mutate, context, &body).expect("answered");
+        common::response(&answer.body, request)
+    };
+    let r = answer(&request);
+    assert_eq!(r["allowed"], false, "{r}");
+    assert_eq!(r["status"]["code"], 403);
+    assert_eq!(
+        r["status"]["message"],
+        "secret 'mysql_root_password' is only for service accounts web; the pod runs as default"
+    );
+    request["request"]["object"]["spec"]["serviceAccountName"] = "web".into();
+    request["request"]["object"]["spec"]["serviceAccount"] = "web".into();
+    let r = answer(&request);
+    assert_eq!(r["allowed"], true, "{r}");
+    let (_, pod) = common::apply(&request, &common::patch_of(&r).expect("patched"));
+    assert!(pod
+        .spec
+        .expect("spec")
+        .volumes
+        .unwrap_or_default()
+        .iter()
+        .any(|v| v.name == "runsecrets"));
+    assert_eq!(server.calls().len(), before, "answered from the cache");
 }

@@ -272,6 +272,80 @@ async fn a_review_of_another_version_or_kind_is_a_bad_request() {
     server.stop().await.expect("clean stop");
 }
 
+/// A pod whose service account a declared secret is not granted to is refused at admission,
+/// with the message the node plugin gives at mount time, instead of being admitted to wait in
+/// ContainerCreating; a pod running as a granted account gets its volume.
+#[tokio::test]
+async fn a_pod_whose_service_account_is_not_granted_is_refused_at_admission() {
+    use runsecrets::secrets;
+    let dir = tempfile::tempdir().unwrap();
+    let store = runsecrets::store::FileStore::open(dir.path()).expect("store");
+    let keys = secrets::load_or_create_keyring(dir.path())
+        .expect("keyring")
+        .public_keys()
+        .expect("keys");
+    secrets::create(
+        &store,
+        &keys,
+        "shop",
+        "mysql_root_password",
+        zeroize::Zeroizing::new(b"granted-value".to_vec()),
+        Default::default(),
+        vec!["db".into(), "migrate".into()],
+    )
+    .expect("created");
+    let server = Running::start(dir.path(), &[]).await;
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    let with_account = |account: Option<&str>| {
+        let mut request = fixture("pod-secrets-short.json");
+        let spec = request["request"]["object"]["spec"]
+            .as_object_mut()
+            .expect("spec");
+        spec.remove("serviceAccount");
+        spec.remove("serviceAccountName");
+        if let Some(account) = account {
+            spec.insert("serviceAccountName".into(), account.into());
+        }
+        request
+    };
+    // The fixture's pod runs as `default`, named or not.
+    for request in [fixture("pod-secrets-short.json"), with_account(None)] {
+        let (status, body) = client
+            .send("POST", "/mutate", serde_json::to_vec(&request).unwrap())
+            .await;
+        assert_eq!(status, 200);
+        let r = response(&body, &request);
+        assert_eq!(r["allowed"], false, "{r}");
+        assert_eq!(r["status"]["code"], 403);
+        assert_eq!(r["status"]["reason"], "Forbidden");
+        assert_eq!(
+            r["status"]["message"],
+            "secret 'mysql_root_password' is only for service accounts db, migrate; the pod runs as default"
+        );
+        assert!(r.get("patch").is_none());
+    }
+    let request = with_account(Some("migrate"));
+    let (_, body) = client
+        .send("POST", "/mutate", serde_json::to_vec(&request).unwrap())
+        .await;
+    let r = response(&body, &request);
+    assert_eq!(r["allowed"], true, "{r}");
+    let (_, pod) = apply(&request, &patch_of(&r).expect("patched"));
+    let spec = pod.spec.expect("spec");
+    assert_eq!(spec.service_account_name.as_deref(), Some("migrate"));
+    assert!(spec
+        .volumes
+        .unwrap_or_default()
+        .iter()
+        .any(|v| v.name == "runsecrets"));
+    let (_, metrics) = plain_get(server.admin, "/metrics").await;
+    assert!(
+        metrics.contains("decision=\"deny\",reason=\"not-granted\"} 2"),
+        "{metrics}"
+    );
+    server.stop().await.expect("clean stop");
+}
+
 /// A review naming a namespace that cannot exist is the caller's mistake, not the store's: 400
 /// saying what is wrong, never 503 "the store cannot be read".
 #[tokio::test]

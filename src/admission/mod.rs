@@ -28,6 +28,8 @@ pub enum DenyReason {
     InvalidObject,
     Policy,
     UnknownSecret,
+    /// A declared secret is not granted to the pod's service account.
+    NotGranted,
     StoreUnavailable,
 }
 
@@ -39,6 +41,7 @@ impl DenyReason {
             DenyReason::InvalidObject => "invalid-object",
             DenyReason::Policy => "policy",
             DenyReason::UnknownSecret => "unknown-secret",
+            DenyReason::NotGranted => "not-granted",
             DenyReason::StoreUnavailable => "store-unavailable",
         }
     }
@@ -46,7 +49,7 @@ impl DenyReason {
     /// HTTP status the apiserver reports to the client (`kubectl` shows it).
     fn code(self) -> u16 {
         match self {
-            DenyReason::Policy => 403,
+            DenyReason::Policy | DenyReason::NotGranted => 403,
             DenyReason::UnknownSecret => 404,
             DenyReason::StoreUnavailable => 503,
             _ => 400,
@@ -55,7 +58,7 @@ impl DenyReason {
 
     fn status_reason(self) -> &'static str {
         match self {
-            DenyReason::Policy => "Forbidden",
+            DenyReason::Policy | DenyReason::NotGranted => "Forbidden",
             DenyReason::UnknownSecret => "NotFound",
             DenyReason::StoreUnavailable => "ServiceUnavailable",
             _ => "BadRequest",
@@ -250,10 +253,12 @@ fn read(
 }
 
 /// Refuses references to secrets the catalogue does not hold, naming each with the command
-/// that creates it.
+/// that creates it, and then secrets not granted to the pod's service account, with the
+/// message the node plugin would fail the mount with.
 fn check_existence(
     request: &wire::Request,
     refs: &[spec::SecretRef],
+    service_account: &str,
     context: Context<'_>,
 ) -> Option<Denial> {
     let catalogue = context.catalogue?;
@@ -266,9 +271,11 @@ fn check_existence(
         ));
     }
     let mut missing = Vec::new();
+    let mut refused = Vec::new();
     for r in refs {
         match catalogue.presence(namespace, &r.source) {
-            Presence::Present => {}
+            Presence::Present(grants) if grants.admits(service_account) => {}
+            Presence::Present(grants) => refused.push(grants.refusal(&r.source, service_account)),
             Presence::Absent => missing.push(r.source.as_str()),
             Presence::Unknown if context.options.deny_when_store_unavailable => {
                 return Some(Denial::new(
@@ -281,7 +288,8 @@ fn check_existence(
         }
     }
     if missing.is_empty() {
-        return None;
+        return (!refused.is_empty())
+            .then(|| Denial::new(DenyReason::NotGranted, refused.join("; ")));
     }
     let lines: Vec<String> = missing
         .iter()
@@ -326,7 +334,17 @@ fn answer_mutate(request: &wire::Request, context: Context<'_>) -> Outcome {
         template.prefix,
     );
     if mutation.is_ok() {
-        if let Some(denial) = check_existence(request, &declared.refs, context) {
+        // The apiserver's ServiceAccount admission sets the name before webhooks run; an
+        // object without one runs as `default`, as kubelet would run it.
+        let service_account = [
+            &template.spec.service_account_name,
+            &template.spec.service_account,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|name| !name.is_empty())
+        .map_or("default", String::as_str);
+        if let Some(denial) = check_existence(request, &declared.refs, service_account, context) {
             return Outcome::deny(denial);
         }
     }

@@ -18,6 +18,7 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use crate::seal::Keyring;
+use crate::store::catalogue::grants_of;
 use crate::store::{check_namespace, SecretRecord, StoreError};
 use auth::{AuthError, Authenticator, Identity};
 use wire::{DeliveredSecret, DeliveryError, PublishRequest, PublishResponse, Reason};
@@ -123,15 +124,11 @@ impl Delivery {
                         ),
                     )
                 })?;
-            let allowed = &record.spec.service_accounts;
-            if !allowed.is_empty() && !allowed.contains(&identity.service_account) {
+            let grants = grants_of(&record);
+            if !grants.admits(&identity.service_account) {
                 return Err(deny(
                     Reason::Forbidden,
-                    format!(
-                        "secret '{name}' is only for service accounts {}; the pod runs as {}",
-                        allowed.join(", "),
-                        identity.service_account
-                    ),
+                    grants.refusal(name, &identity.service_account),
                 ));
             }
             let value = record

@@ -16,7 +16,7 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
-use super::catalogue::{Catalogue, Presence};
+use super::catalogue::{Catalogue, Grants, Presence};
 use super::{object_name, RunSecret, SecretRecord, Store, StoreError};
 use crate::delivery::SecretLookup;
 use crate::seal::{Keyring, PublicKeys, SealError};
@@ -345,11 +345,11 @@ impl Catalogue for KubeCatalogue {
 
     fn presence(&self, namespace: &str, name: &str) -> Presence {
         if !self.is_synced() {
-            Presence::Unknown
-        } else if self.find(namespace, name).is_some() {
-            Presence::Present
-        } else {
-            Presence::Absent
+            return Presence::Unknown;
+        }
+        match self.find(namespace, name) {
+            Some(object) => Presence::Present(Grants::new(&object.spec.service_accounts)),
+            None => Presence::Absent,
         }
     }
 }
