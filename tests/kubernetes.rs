@@ -235,6 +235,43 @@ async fn the_keyring_is_created_once_and_the_public_keys_are_published() {
     assert!(!cm.to_string().contains("private"));
 }
 
+/// A damaged keyring Secret gets the same one message as a damaged keyring file: which
+/// Secret, and where its JSON breaks, never its content and never "sealing".
+#[tokio::test]
+async fn a_damaged_keyring_secret_is_reported_once() {
+    use base64::Engine;
+    let server = ApiServer::start().await;
+    let client = server.client("runsecrets");
+    let secret = |data: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "runsecrets-keyring", "namespace": "runsecrets"}, "data": data})
+    };
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    for (data, cause) in [
+        (
+            json!({"keyring.json": b64("{\"keys\": [{\"id\": \"5f0c")}),
+            "it is not a runsecrets keyring (truncated JSON at line 1 column 22)",
+        ),
+        (
+            json!({"keyring.json": b64("{\"keys\": []}")}),
+            "the keyring holds no key",
+        ),
+        (
+            json!({"other": b64("x")}),
+            "it is not a runsecrets keyring (it has no keyring.json)",
+        ),
+    ] {
+        server.put("/api/v1/secrets", secret(data));
+        let e = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring")
+            .await
+            .expect_err("damaged");
+        assert_eq!(
+            runsecrets::error::Chain(&e).to_string(),
+            format!("loading the keyring Secret runsecrets/runsecrets-keyring: {cause}")
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_catalogue_follows_the_watch_without_calls_on_lookup() {
     let server = ApiServer::start().await;
