@@ -12,7 +12,7 @@ use axum::Router;
 
 use super::wire::{DeliveryError, PublishRequest, Reason, PUBLISH_PATH};
 use super::Delivery;
-use crate::server::body::{self, BodyError};
+use crate::server::body;
 use crate::server::metrics::Metrics;
 
 /// A publish request names at most 256 secrets and one token: 64 KiB is plenty.
@@ -70,15 +70,11 @@ async fn publish(State(state): State<DeliveryState>, headers: HeaderMap, body: B
                 Reason::InvalidRequest.label(),
                 started.elapsed().as_secs_f64(),
             );
-            let status = match e {
-                BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                BodyError::Unreadable => StatusCode::BAD_REQUEST,
-            };
             let error = DeliveryError {
                 reason: Reason::InvalidRequest,
                 message: e.to_string(),
             };
-            return (status, axum::Json(error)).into_response();
+            return (e.status(), axum::Json(error)).into_response();
         }
     };
     let outcome = match serde_json::from_slice::<PublishRequest>(&body) {

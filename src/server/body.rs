@@ -7,7 +7,7 @@
 //! HTTP/2 stream end cleanly. The request deadline of each listener still bounds the time.
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use tokio_stream::StreamExt;
 
 /// Most bytes read past the limit before giving up on draining a body (the connection is
@@ -23,6 +23,16 @@ pub enum BodyError {
     /// The client stopped sending or sent malformed framing.
     #[error("the request body could not be read")]
     Unreadable,
+}
+
+impl BodyError {
+    /// 413 for a body over the limit, 400 for one that could not be read.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Unreadable => StatusCode::BAD_REQUEST,
+        }
+    }
 }
 
 /// Reads `body` whole when it is at most `limit` bytes.

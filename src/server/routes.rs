@@ -159,11 +159,7 @@ async fn answer(
         Ok(body) => body,
         Err(e) => {
             state.metrics.bad_request(name);
-            let status = match e {
-                super::body::BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                super::body::BodyError::Unreadable => StatusCode::BAD_REQUEST,
-            };
-            return (status, format!("{e}\n")).into_response();
+            return (e.status(), format!("{e}\n")).into_response();
         }
     };
     let options = state.options;
