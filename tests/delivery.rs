@@ -492,6 +492,14 @@ impl Binary {
     }
 }
 
+/// A test that fails before `stop` still ends its server.
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// `key=value` and `key="escaped value"` pairs, as a logfmt consumer reads them.
 fn logfmt(text: &str) -> Vec<(String, String)> {
     let mut pairs = Vec::new();
