@@ -103,6 +103,12 @@ pub struct ServerArgs {
         default_value = "runsecrets/runsecrets-node"
     )]
     pub node_service_account: String,
+    /// The server's own namespace: where --store kubernetes keeps the keyring Secret and the
+    /// public-key ConfigMap, and --tls-ca-secret the CA. Default: in a cluster the pod's own
+    /// namespace (from its service-account mount); outside one `runsecrets`, where the CLI
+    /// looks for the public keys (its default --public-keys runsecrets/runsecrets-public-keys).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub namespace: Option<String>,
     /// With --store kubernetes: the Secret (in the server's namespace) holding the keyring;
     /// created by the first replica if absent.
     #[arg(
@@ -184,7 +190,39 @@ pub enum UnavailablePolicy {
     Allow,
 }
 
+/// Where every pod with a service-account token finds its own namespace.
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+/// The server's namespace outside a cluster: the one the CLI's default `--public-keys` names.
+pub const DEFAULT_NAMESPACE: &str = "runsecrets";
+
+/// `--namespace` when given, else the namespace in `service_account_file` (in a cluster), else
+/// [`DEFAULT_NAMESPACE`]; checked as a namespace name.
+pub fn resolve_namespace(
+    flag: Option<&str>,
+    service_account_file: &std::path::Path,
+) -> Result<String, crate::store::StoreError> {
+    let namespace = match flag {
+        Some(namespace) => namespace.to_string(),
+        None => std::fs::read_to_string(service_account_file)
+            .ok()
+            .map(|text| text.trim().to_string())
+            .filter(|text| !text.is_empty())
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_string()),
+    };
+    crate::store::check_namespace(&namespace)?;
+    Ok(namespace)
+}
+
 impl ServerArgs {
+    /// The server's own namespace (see [`resolve_namespace`]).
+    pub fn namespace(&self) -> Result<String, crate::store::StoreError> {
+        resolve_namespace(
+            self.namespace.as_deref(),
+            std::path::Path::new(SERVICE_ACCOUNT_NAMESPACE_FILE),
+        )
+    }
+
     /// The store the webhook checks against, if any.
     pub fn store_dir(&self) -> Option<PathBuf> {
         match &self.store {
@@ -255,5 +293,46 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
             .map(Duration::from_secs)
             .ok_or_else(|| format!("{s:?} is too long")),
         _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_namespace_is_the_flag_the_pods_own_or_runsecrets() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mounted = dir.path().join("namespace");
+        let absent = dir.path().join("absent");
+        assert_eq!(resolve_namespace(None, &absent).unwrap(), "runsecrets");
+        std::fs::write(&mounted, "secrets-system\n").expect("write");
+        assert_eq!(resolve_namespace(None, &mounted).unwrap(), "secrets-system");
+        assert_eq!(
+            resolve_namespace(Some("platform"), &mounted).unwrap(),
+            "platform"
+        );
+        std::fs::write(&mounted, "").expect("write");
+        assert_eq!(resolve_namespace(None, &mounted).unwrap(), "runsecrets");
+        let bad = resolve_namespace(Some("Platform_X"), &absent).expect_err("invalid");
+        assert!(
+            bad.to_string().contains("invalid namespace \"Platform_X\""),
+            "{bad}"
+        );
+    }
+
+    /// The server outside a cluster publishes where the CLI looks by default.
+    #[test]
+    fn the_server_publishes_where_the_cli_looks() {
+        use clap::Parser;
+        let server = ServerArgs::try_parse_from(["server"]).expect("defaults");
+        let cli = crate::cli::Cli::try_parse_from(["runsecrets", "secret", "ls"]).expect("cli");
+        let crate::cli::Command::Secret(secret) = cli.command else {
+            panic!("secret command");
+        };
+        assert_eq!(
+            secret.target.public_keys,
+            format!("{DEFAULT_NAMESPACE}/{}", server.public_keys_configmap)
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 #[cfg(test)]
 mod corpus;
 pub mod delivery;
+pub mod error;
 pub mod node;
 pub mod offline;
 pub mod policy;

@@ -241,6 +241,44 @@ fn bad_entries_are_denied_naming_each_one() {
     }
 }
 
+/// A mistaken `runsecrets.io/containers` annotation is named in the denial as the secrets
+/// annotation is: a word that could be a container name whole, anything else by its position
+/// only, and at most five of them. A pasted value or a megabyte of text never comes back.
+#[test]
+fn a_bad_containers_annotation_is_quoted_bounded_and_cleaned() {
+    let request = fixture("pod-secrets-containers.json");
+    let hostile = format!(
+        "metrics,sidecar,Pasted\u{1b}[31mValue{},{}",
+        "x".repeat(100_000),
+        (0..40)
+            .map(|i| format!("extra{i}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut body = request.clone();
+    body["request"]["object"]["metadata"]["annotations"]["runsecrets.io/containers"] =
+        hostile.clone().into();
+    let r = answer(Endpoint::Mutate, &serde_json::to_vec(&body).unwrap());
+    assert_eq!(r["allowed"], false);
+    assert_eq!(r["status"]["code"], 400);
+    let message = r["status"]["message"].as_str().expect("message");
+    assert!(message.len() < 1024, "bounded: {} bytes", message.len());
+    assert!(!message.chars().any(char::is_control), "{message:?}");
+    assert!(
+        message.contains("\"sidecar\", name 3 (not a container name), \"extra0\""),
+        "names that could be container names whole, nothing of the others: {message}"
+    );
+    assert!(!message.contains("Pasted"), "{message}");
+    assert!(
+        message.contains("\"extra2\" and 37 more match no container"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("match no container (the pod has: migrate, mysql, metrics)"),
+        "{message}"
+    );
+}
+
 #[test]
 fn an_existing_mount_at_run_secrets_is_a_conflict() {
     let (_, r) = mutate_fixture("pod-secrets-conflict.json");

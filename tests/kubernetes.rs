@@ -240,6 +240,43 @@ async fn the_keyring_is_created_once_and_the_public_keys_are_published() {
     assert!(!cm.to_string().contains("private"));
 }
 
+/// A damaged keyring Secret gets the same one message as a damaged keyring file: which
+/// Secret, and where its JSON breaks, never its content and never "sealing".
+#[tokio::test]
+async fn a_damaged_keyring_secret_is_reported_once() {
+    use base64::Engine;
+    let server = ApiServer::start().await;
+    let client = server.client("runsecrets");
+    let secret = |data: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "runsecrets-keyring", "namespace": "runsecrets"}, "data": data})
+    };
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    for (data, cause) in [
+        (
+            json!({"keyring.json": b64("{\"keys\": [{\"id\": \"5f0c")}),
+            "it is not a runsecrets keyring (truncated JSON at line 1 column 22)",
+        ),
+        (
+            json!({"keyring.json": b64("{\"keys\": []}")}),
+            "the keyring holds no key",
+        ),
+        (
+            json!({"other": b64("x")}),
+            "it is not a runsecrets keyring (it has no keyring.json)",
+        ),
+    ] {
+        server.put("/api/v1/secrets", secret(data));
+        let e = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring")
+            .await
+            .expect_err("damaged");
+        assert_eq!(
+            runsecrets::error::Chain(&e).to_string(),
+            format!("loading the keyring Secret runsecrets/runsecrets-keyring: {cause}")
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_catalogue_follows_the_watch_without_calls_on_lookup() {
     let server = ApiServer::start().await;
@@ -254,7 +291,10 @@ async fn the_catalogue_follows_the_watch_without_calls_on_lookup() {
     add("shop", "db_password");
     let catalogue = KubeCatalogue::start(server.client("runsecrets"));
     wait(|| catalogue.ready()).await;
-    assert_eq!(catalogue.presence("shop", "db_password"), Presence::Present);
+    assert!(matches!(
+        catalogue.presence("shop", "db_password"),
+        Presence::Present(_)
+    ));
     assert_eq!(catalogue.presence("bank", "db_password"), Presence::Absent);
     assert_eq!(catalogue.presence("shop", "tls_key"), Presence::Absent);
 
@@ -276,7 +316,7 @@ async fn the_catalogue_follows_the_watch_without_calls_on_lookup() {
     );
 
     add("shop", "tls_key");
-    wait(|| catalogue.presence("shop", "tls_key") == Presence::Present).await;
+    wait(|| matches!(catalogue.presence("shop", "tls_key"), Presence::Present(_))).await;
 }
 
 async fn wait(mut ok: impl FnMut() -> bool) {
@@ -357,4 +397,211 @@ async fn token_reviews_use_the_real_response_bodies() {
                 || c == "POST /apis/authentication.k8s.io/v1/tokenreviews"),
         "{sent:?}"
     );
+}
+
+/// `runsecrets server --store kubernetes` as a process, with `KUBECONFIG` pointing at the stub.
+struct ServerProcess(std::process::Child);
+
+impl ServerProcess {
+    fn start(
+        dir: &std::path::Path,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runsecrets"));
+        command
+            .args(["server", "--store", "kubernetes", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--delivery-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("KUBECONFIG", kubeconfig)
+            .env_remove("POD_NAMESPACE")
+            .env_remove("RUNSECRETS_STORE")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        Self(command.spawn().expect("server runs"))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `runsecrets secret create --store kubernetes -n shop NAME -` through the stub; exit code and
+/// standard error.
+fn cli_create(kubeconfig: &std::path::Path, name: &str, extra: &[&str]) -> (i32, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runsecrets"))
+        .args(["secret", "create", "--store", "kubernetes", "-n", "shop"])
+        .args(extra)
+        .args([name, "-"])
+        .env("KUBECONFIG", kubeconfig)
+        .env_remove("RUNSECRETS_PUBLIC_KEYS")
+        .env_remove("RUNSECRETS_NAMESPACE")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cli runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"cli-value")
+        .expect("stdin");
+    let out = child.wait_with_output().expect("cli finishes");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits (at most 30 s) until the server has published its public keys in `namespace`.
+fn wait_for_keys(server: &ApiServer, namespace: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server
+        .get("/api/v1/configmaps", namespace, "runsecrets-public-keys")
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no public keys in {namespace}: {:#?}",
+            server.calls()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Started by hand outside a cluster, the server keeps its keyring and public keys in
+/// `runsecrets` (not the kubeconfig's namespace), where the CLI looks by default; `--namespace`
+/// and `POD_NAMESPACE` move them, and the CLI then says where it looked and how to point it.
+#[test]
+fn the_server_and_the_cli_agree_on_where_the_public_keys_are() {
+    let (_rt, server) = stub();
+    let dir = tempfile::tempdir().expect("tmp");
+    // The kubeconfig's context namespace is `default`, as after `kind create cluster`.
+    let kubeconfig = server.kubeconfig(dir.path(), "default");
+
+    let running = ServerProcess::start(&dir.path().join("a"), &kubeconfig, &[], &[]);
+    wait_for_keys(&server, "runsecrets");
+    assert!(server
+        .get("/api/v1/secrets", "runsecrets", "runsecrets-keyring")
+        .is_some());
+    assert!(server
+        .get("/api/v1/secrets", "default", "runsecrets-keyring")
+        .is_none());
+    let (code, stderr) = cli_create(&kubeconfig, "db_password", &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(server
+        .get(
+            RUNSECRETS,
+            "shop",
+            &runsecrets::store::object_name("db_password")
+        )
+        .is_some());
+    drop(running);
+
+    // Another namespace, by flag and by POD_NAMESPACE (the chart's downward API).
+    let (_rt2, other) = stub();
+    let kubeconfig = other.kubeconfig(dir.path(), "default");
+    let running = ServerProcess::start(
+        &dir.path().join("b"),
+        &kubeconfig,
+        &["--namespace", "platform"],
+        &[],
+    );
+    wait_for_keys(&other, "platform");
+    drop(running);
+    let running = ServerProcess::start(
+        &dir.path().join("c"),
+        &kubeconfig,
+        &[],
+        &[("POD_NAMESPACE", "secrets-system")],
+    );
+    wait_for_keys(&other, "secrets-system");
+    drop(running);
+    assert!(other
+        .get("/api/v1/configmaps", "runsecrets", "runsecrets-public-keys")
+        .is_none());
+
+    let (code, stderr) = cli_create(&kubeconfig, "db_password", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(
+        stderr,
+        "Error: reading the public-key ConfigMap: ConfigMap runsecrets/runsecrets-public-keys \
+         does not exist. `runsecrets server --store kubernetes` writes its public keys to the \
+         ConfigMap --public-keys-configmap (default runsecrets-public-keys) in its --namespace \
+         (env POD_NAMESPACE; in a cluster its own namespace, outside one `runsecrets`); point \
+         the CLI at it with --public-keys NAMESPACE/NAME (env RUNSECRETS_PUBLIC_KEYS)\n"
+    );
+    let (code, stderr) = cli_create(
+        &kubeconfig,
+        "db_password",
+        &["--public-keys", "platform/runsecrets-public-keys"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// The watch cache knows each RunSecret's service accounts, so the webhook refuses a pod that
+/// runs as another account with the node plugin's own message, without an API call.
+#[tokio::test]
+async fn the_catalogue_carries_the_grants_the_webhook_checks() {
+    use runsecrets::admission::{review_with, Context, Endpoint};
+    let server = ApiServer::start().await;
+    let keys = Keyring::generate().public_keys().expect("keys");
+    let record = SecretRecord::seal(
+        &keys,
+        "shop",
+        "mysql_root_password",
+        VALUE,
+        BTreeMap::new(),
+        vec!["web".into()],
+    )
+    .expect("sealed");
+    server.put(
+        RUNSECRETS,
+        serde_json::to_value(kubernetes::resource_of(&record)).expect("json"),
+    );
+    let catalogue = KubeCatalogue::start(server.client("runsecrets"));
+    wait(|| catalogue.ready()).await;
+    let before = server.calls().len();
+    let context = Context {
+        catalogue: Some(&*catalogue),
+        ..Context::default()
+    };
+    let mut request: serde_json::Value =
+        serde_json::from_slice(&common::fixture_bytes("pod-secrets-short.json")).expect("fixture");
+    let answer = |request: &serde_json::Value| {
+        let body = serde_json::to_vec(request).expect("json");
+        let answer = review_with(Endpoint::Mutate, context, &body).expect("answered");
+        common::response(&answer.body, request)
+    };
+    let r = answer(&request);
+    assert_eq!(r["allowed"], false, "{r}");
+    assert_eq!(r["status"]["code"], 403);
+    assert_eq!(
+        r["status"]["message"],
+        "secret 'mysql_root_password' is only for service accounts web; the pod runs as default"
+    );
+    request["request"]["object"]["spec"]["serviceAccountName"] = "web".into();
+    request["request"]["object"]["spec"]["serviceAccount"] = "web".into();
+    let r = answer(&request);
+    assert_eq!(r["allowed"], true, "{r}");
+    let (_, pod) = common::apply(&request, &common::patch_of(&r).expect("patched"));
+    assert!(pod
+        .spec
+        .expect("spec")
+        .volumes
+        .unwrap_or_default()
+        .iter()
+        .any(|v| v.name == "runsecrets"));
+    assert_eq!(server.calls().len(), before, "answered from the cache");
 }

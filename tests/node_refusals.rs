@@ -254,3 +254,103 @@ async fn hostile_volume_attributes_are_refused_on_the_node() {
     assert!(!target.exists());
     assert!(h.stub.requests().is_empty());
 }
+
+/// Unpublish acts only where publish would: kubelet's volume path of a pod. Any other directory
+/// in the kubelet directory (another volume type, a plugin's directory, a pod's own directory,
+/// the parent or a child of a volume path) is refused and left as it was.
+#[tokio::test]
+async fn unpublish_refuses_every_path_publish_would_refuse() {
+    let h = Harness::start(SECRETS).await;
+    let kubelet = h.kubelet.clone();
+    let csi = kubelet.join("pods/pod-a/volumes/kubernetes.io~csi/runsecrets");
+    for victim in [
+        kubelet.join("pods/pod-a/volumes/kubernetes.io~empty-dir/cache"),
+        kubelet.join("plugins/kubernetes.io/csi/other"),
+        kubelet.join("pods/pod-a"),
+        csi.clone(),
+        csi.join("mount/inner"),
+        kubelet.join("pods/pod-a/volumes/kubernetes.io~secret/mount"),
+    ] {
+        std::fs::create_dir_all(&victim).expect("victim dir");
+        let err = h
+            .unpublish("csi-any", &victim)
+            .await
+            .expect_err("not a volume path");
+        assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+        assert!(
+            err.message()
+                .contains("is not kubelet's volume path for a pod"),
+            "{}",
+            err.message()
+        );
+        assert!(victim.is_dir(), "{} was removed", victim.display());
+    }
+}
+
+/// Log lines of this test binary, for checking what the plugin logs.
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("lock").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .init();
+        logs
+    })
+    .clone()
+}
+
+/// A volume directory holding files runsecrets did not write (nothing of ours mounted there) is
+/// left in place with an error that says so; kubelet retries, the answer stays the same, and
+/// the warning is logged once, not on every retry.
+#[tokio::test]
+async fn a_directory_of_files_we_did_not_write_is_left_and_reported_once() {
+    let logs = captured_logs();
+    let h = Harness::start(SECRETS).await;
+    let target = h.target("pod-foreign");
+    std::fs::create_dir_all(&target).expect("target");
+    std::fs::write(target.join("notes.txt"), b"not ours").expect("file");
+    for _ in 0..3 {
+        let err = h
+            .unpublish("csi-foreign-volume", &target)
+            .await
+            .expect_err("left in place");
+        assert_eq!(err.code(), Code::FailedPrecondition, "{}", err.message());
+        assert_eq!(
+            err.message(),
+            "removing the target directory: it holds files that runsecrets did not write (no \
+             runsecrets volume is mounted there); they are left in place: remove them by hand"
+        );
+    }
+    assert_eq!(
+        std::fs::read(target.join("notes.txt")).expect("still there"),
+        b"not ours"
+    );
+    let text = String::from_utf8_lossy(&logs.lock().expect("lock")).into_owned();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("csi-foreign-volume"))
+        .collect();
+    let warnings = lines.iter().filter(|l| l.contains(" WARN ")).count();
+    assert_eq!(warnings, 1, "{lines:#?}");
+    // Once the files are gone, the retry succeeds and a new failure would be logged again.
+    std::fs::remove_file(target.join("notes.txt")).expect("rm");
+    h.unpublish("csi-foreign-volume", &target)
+        .await
+        .expect("empty directory removed");
+    assert!(!target.exists());
+}

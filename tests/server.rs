@@ -199,9 +199,20 @@ async fn bad_requests_get_clear_status_codes() {
     let (status, body) = client.send("POST", "/mutate", b"{not json".to_vec()).await;
     assert_eq!(status, 400);
     assert!(String::from_utf8_lossy(&body).contains("not an AdmissionReview"));
+    // Oversized bodies get 413 with the limit, not a reset, and the connection stays usable.
     let mut client = Client::open(server.webhook, &ca(dir.path())).await;
-    let (status, _) = client.send("POST", "/validate", vec![b' '; 100_000]).await;
-    assert_eq!(status, 413, "oversized body refused");
+    for size in [100_000, 8 << 20] {
+        let (status, body) = client
+            .try_send("POST", "/validate", vec![b' '; size])
+            .await
+            .unwrap_or_else(|| panic!("{size} bytes: the connection was reset"));
+        assert_eq!(status, 413, "oversized body refused");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "the request body is larger than 65536 bytes\n"
+        );
+    }
+    assert_eq!(client.send("GET", "/livez", vec![]).await.0, 200);
     let mut client = Client::open(server.webhook, &ca(dir.path())).await;
     assert_eq!(
         client
@@ -211,6 +222,174 @@ async fn bad_requests_get_clear_status_codes() {
         404
     );
     assert_eq!(client.send("GET", "/mutate", vec![]).await.0, 405);
+    server.stop().await.expect("clean stop");
+}
+
+/// A body with a request and a uid is still not ours to answer when it names another API
+/// version or kind: the apiserver only sends `admission.k8s.io/v1` AdmissionReviews.
+#[tokio::test]
+async fn a_review_of_another_version_or_kind_is_a_bad_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Running::start(dir.path(), &[]).await;
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    let request = fixture("pod-secrets-short.json");
+    let cases = [
+        ("apiVersion", serde_json::json!("admission.k8s.io/v1beta1")),
+        ("apiVersion", serde_json::json!("v1")),
+        ("apiVersion", serde_json::Value::Null),
+        ("kind", serde_json::json!("Pod")),
+        ("kind", serde_json::json!("AdmissionReviewX")),
+        ("kind", serde_json::Value::Null),
+    ];
+    for (field, value) in cases {
+        let mut body = request.clone();
+        match &value {
+            serde_json::Value::Null => {
+                body.as_object_mut().expect("object").remove(field);
+            }
+            v => body[field] = v.clone(),
+        }
+        for path in ["/mutate", "/validate/enforce/baseline"] {
+            let (status, answer) = client
+                .send("POST", path, serde_json::to_vec(&body).expect("json"))
+                .await;
+            let answer = String::from_utf8_lossy(&answer);
+            assert_eq!(status, 400, "{field}={value} on {path}: {answer}");
+            assert!(
+                answer.contains("not an admission.k8s.io/v1 AdmissionReview"),
+                "{answer}"
+            );
+            assert!(!answer.contains("uid"), "no review answer: {answer}");
+        }
+    }
+    // The real review still gets its answer.
+    let (status, body) = client
+        .send("POST", "/mutate", fixture_bytes("pod-secrets-short.json"))
+        .await;
+    assert_eq!(status, 200);
+    response(&body, &request);
+    let (_, metrics) = plain_get(server.admin, "/metrics").await;
+    assert!(
+        metrics.contains("runsecrets_admission_bad_requests_total{endpoint=\"mutate\"} 6"),
+        "{metrics}"
+    );
+    server.stop().await.expect("clean stop");
+}
+
+/// A pod whose service account a declared secret is not granted to is refused at admission,
+/// with the message the node plugin gives at mount time, instead of being admitted to wait in
+/// ContainerCreating; a pod running as a granted account gets its volume.
+#[tokio::test]
+async fn a_pod_whose_service_account_is_not_granted_is_refused_at_admission() {
+    use runsecrets::secrets;
+    let dir = tempfile::tempdir().unwrap();
+    let store = runsecrets::store::FileStore::open(dir.path()).expect("store");
+    let keys = secrets::load_or_create_keyring(dir.path())
+        .expect("keyring")
+        .public_keys()
+        .expect("keys");
+    secrets::create(
+        &store,
+        &keys,
+        "shop",
+        "mysql_root_password",
+        zeroize::Zeroizing::new(b"granted-value".to_vec()),
+        Default::default(),
+        vec!["db".into(), "migrate".into()],
+    )
+    .expect("created");
+    let server = Running::start(dir.path(), &[]).await;
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    let with_account = |account: Option<&str>| {
+        let mut request = fixture("pod-secrets-short.json");
+        let spec = request["request"]["object"]["spec"]
+            .as_object_mut()
+            .expect("spec");
+        spec.remove("serviceAccount");
+        spec.remove("serviceAccountName");
+        if let Some(account) = account {
+            spec.insert("serviceAccountName".into(), account.into());
+        }
+        request
+    };
+    // The fixture's pod runs as `default`, named or not.
+    for request in [fixture("pod-secrets-short.json"), with_account(None)] {
+        let (status, body) = client
+            .send("POST", "/mutate", serde_json::to_vec(&request).unwrap())
+            .await;
+        assert_eq!(status, 200);
+        let r = response(&body, &request);
+        assert_eq!(r["allowed"], false, "{r}");
+        assert_eq!(r["status"]["code"], 403);
+        assert_eq!(r["status"]["reason"], "Forbidden");
+        assert_eq!(
+            r["status"]["message"],
+            "secret 'mysql_root_password' is only for service accounts db, migrate; the pod runs as default"
+        );
+        assert!(r.get("patch").is_none());
+    }
+    let request = with_account(Some("migrate"));
+    let (_, body) = client
+        .send("POST", "/mutate", serde_json::to_vec(&request).unwrap())
+        .await;
+    let r = response(&body, &request);
+    assert_eq!(r["allowed"], true, "{r}");
+    let (_, pod) = apply(&request, &patch_of(&r).expect("patched"));
+    let spec = pod.spec.expect("spec");
+    assert_eq!(spec.service_account_name.as_deref(), Some("migrate"));
+    assert!(spec
+        .volumes
+        .unwrap_or_default()
+        .iter()
+        .any(|v| v.name == "runsecrets"));
+    let (_, metrics) = plain_get(server.admin, "/metrics").await;
+    assert!(
+        metrics.contains("decision=\"deny\",reason=\"not-granted\"} 2"),
+        "{metrics}"
+    );
+    server.stop().await.expect("clean stop");
+}
+
+/// A review naming a namespace that cannot exist is the caller's mistake, not the store's: 400
+/// saying what is wrong, never 503 "the store cannot be read".
+#[tokio::test]
+async fn an_invalid_namespace_is_a_bad_request_not_an_unavailable_store() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path());
+    let server = Running::start(dir.path(), &[]).await;
+    let mut client = Client::open(server.webhook, &ca(dir.path())).await;
+    for namespace in ["Shop_Prod", "../shop", &"a".repeat(64)] {
+        let mut request = fixture("pod-secrets-short.json");
+        request["request"]["namespace"] = namespace.into();
+        let (status, body) = client
+            .send("POST", "/mutate", serde_json::to_vec(&request).unwrap())
+            .await;
+        assert_eq!(status, 200);
+        let r = response(&body, &request);
+        assert_eq!(r["allowed"], false, "{namespace}");
+        assert_eq!(r["status"]["code"], 400, "{namespace}: {r}");
+        let message = r["status"]["message"].as_str().expect("message");
+        assert!(
+            message.starts_with("namespace of the request: invalid namespace ")
+                && message.contains(": use 1-63 of [a-z0-9-], alphanumeric at both ends"),
+            "{message}"
+        );
+        assert!(!message.contains("cannot be read"), "{message}");
+        // A namespace that could be a name is quoted; `../shop` and 64 characters are not.
+        assert_eq!(
+            message.contains(&format!("{namespace:?}")),
+            namespace == "Shop_Prod",
+            "{message}"
+        );
+    }
+    // The same pod in its real namespace is admitted: the store was readable all along.
+    let (_, body) = client
+        .send("POST", "/mutate", fixture_bytes("pod-secrets-short.json"))
+        .await;
+    assert_eq!(
+        response(&body, &fixture("pod-secrets-short.json"))["allowed"],
+        true
+    );
     server.stop().await.expect("clean stop");
 }
 

@@ -28,6 +28,8 @@ pub enum DenyReason {
     InvalidObject,
     Policy,
     UnknownSecret,
+    /// A declared secret is not granted to the pod's service account.
+    NotGranted,
     StoreUnavailable,
 }
 
@@ -39,6 +41,7 @@ impl DenyReason {
             DenyReason::InvalidObject => "invalid-object",
             DenyReason::Policy => "policy",
             DenyReason::UnknownSecret => "unknown-secret",
+            DenyReason::NotGranted => "not-granted",
             DenyReason::StoreUnavailable => "store-unavailable",
         }
     }
@@ -46,7 +49,7 @@ impl DenyReason {
     /// HTTP status the apiserver reports to the client (`kubectl` shows it).
     fn code(self) -> u16 {
         match self {
-            DenyReason::Policy => 403,
+            DenyReason::Policy | DenyReason::NotGranted => 403,
             DenyReason::UnknownSecret => 404,
             DenyReason::StoreUnavailable => 503,
             _ => 400,
@@ -55,7 +58,7 @@ impl DenyReason {
 
     fn status_reason(self) -> &'static str {
         match self {
-            DenyReason::Policy => "Forbidden",
+            DenyReason::Policy | DenyReason::NotGranted => "Forbidden",
             DenyReason::UnknownSecret => "NotFound",
             DenyReason::StoreUnavailable => "ServiceUnavailable",
             _ => "BadRequest",
@@ -85,6 +88,9 @@ impl Denial {
 pub enum BadReview {
     #[error("body is not an AdmissionReview: {0}")]
     Parse(String),
+    /// Another API version or kind: quoting nothing from the body, like every other refusal.
+    #[error("body is not an admission.k8s.io/v1 AdmissionReview (apiVersion or kind differs)")]
+    NotV1,
     #[error("AdmissionReview has no request")]
     NoRequest,
 }
@@ -191,6 +197,9 @@ pub fn review_with(
 ) -> Result<Answer, BadReview> {
     let review: wire::Review =
         serde_json::from_slice(body).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
+    if !review.is_v1() {
+        return Err(BadReview::NotV1);
+    }
     let request = review.request.ok_or(BadReview::NoRequest)?;
     let outcome = match endpoint {
         Endpoint::Mutate => answer_mutate(&request, context),
@@ -205,8 +214,7 @@ pub fn review_with(
     let decision = outcome.decision;
     let response = to_response(request.uid.clone(), outcome)
         .map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
-    let body = wire::encode(&review.api_version, &response)
-        .map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
+    let body = wire::encode(&response).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
     Ok(Answer {
         body,
         decision,
@@ -245,18 +253,29 @@ fn read(
 }
 
 /// Refuses references to secrets the catalogue does not hold, naming each with the command
-/// that creates it.
+/// that creates it, and then secrets not granted to the pod's service account, with the
+/// message the node plugin would fail the mount with.
 fn check_existence(
     request: &wire::Request,
     refs: &[spec::SecretRef],
+    service_account: &str,
     context: Context<'_>,
 ) -> Option<Denial> {
     let catalogue = context.catalogue?;
     let namespace = request.namespace.as_deref().unwrap_or("default");
+    // The caller's mistake, not the store's: no lookup could succeed.
+    if let Err(e) = crate::store::check_namespace(namespace) {
+        return Some(Denial::new(
+            DenyReason::InvalidObject,
+            format!("namespace of the request: {e}"),
+        ));
+    }
     let mut missing = Vec::new();
+    let mut refused = Vec::new();
     for r in refs {
         match catalogue.presence(namespace, &r.source) {
-            Presence::Present => {}
+            Presence::Present(grants) if grants.admits(service_account) => {}
+            Presence::Present(grants) => refused.push(grants.refusal(&r.source, service_account)),
             Presence::Absent => missing.push(r.source.as_str()),
             Presence::Unknown if context.options.deny_when_store_unavailable => {
                 return Some(Denial::new(
@@ -269,7 +288,8 @@ fn check_existence(
         }
     }
     if missing.is_empty() {
-        return None;
+        return (!refused.is_empty())
+            .then(|| Denial::new(DenyReason::NotGranted, refused.join("; ")));
     }
     let lines: Vec<String> = missing
         .iter()
@@ -314,7 +334,17 @@ fn answer_mutate(request: &wire::Request, context: Context<'_>) -> Outcome {
         template.prefix,
     );
     if mutation.is_ok() {
-        if let Some(denial) = check_existence(request, &declared.refs, context) {
+        // The apiserver's ServiceAccount admission sets the name before webhooks run; an
+        // object without one runs as `default`, as kubelet would run it.
+        let service_account = [
+            &template.spec.service_account_name,
+            &template.spec.service_account,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|name| !name.is_empty())
+        .map_or("default", String::as_str);
+        if let Some(denial) = check_existence(request, &declared.refs, service_account, context) {
             return Outcome::deny(denial);
         }
     }

@@ -217,10 +217,11 @@ fn select<'a>(spec: &'a PodSpec, wanted: &[String]) -> Result<Vec<Selected<'a>>,
         return Ok(all.collect());
     }
     let selected: Vec<_> = all.filter(|s| wanted.contains(&s.container.name)).collect();
-    let unknown: Vec<&str> = wanted
+    let unknown: Vec<(usize, &str)> = wanted
         .iter()
-        .filter(|w| !selected.iter().any(|s| &s.container.name == *w))
-        .map(String::as_str)
+        .enumerate()
+        .filter(|(_, w)| !selected.iter().any(|s| &s.container.name == *w))
+        .map(|(i, w)| (i + 1, w.as_str()))
         .collect();
     if !unknown.is_empty() {
         let known: Vec<&str> = spec
@@ -243,12 +244,25 @@ fn select<'a>(spec: &'a PodSpec, wanted: &[String]) -> Result<Vec<Selected<'a>>,
     Ok(selected)
 }
 
-fn quote_list(items: &[&str]) -> String {
-    items
+/// Names listed in a denial before "and N more".
+const LIST_MAX: usize = 5;
+
+/// Names from the containers annotation with their positions: each shown whole when it could
+/// be a container name (as [`spec::quoted`] decides), at most [`LIST_MAX`] of them.
+fn quote_list(items: &[(usize, &str)]) -> String {
+    let mut out = items
         .iter()
-        .map(|s| format!("{s:?}"))
+        .take(LIST_MAX)
+        .map(|&(position, name)| {
+            spec::quoted(name, 63, spec::name_char)
+                .unwrap_or_else(|| format!("name {position} (not a container name)"))
+        })
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if items.len() > LIST_MAX {
+        out.push_str(&format!(" and {} more", items.len() - LIST_MAX));
+    }
+    out
 }
 
 /// Directories the volume must hold for other mounts that land inside `/run/secrets`

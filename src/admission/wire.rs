@@ -9,13 +9,27 @@ use kube::core::GroupVersionKind;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+/// The only review the apiserver sends to webhooks that list `v1` in
+/// `admissionReviewVersions`; anything else is not ours to answer.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+pub const KIND: &str = "AdmissionReview";
+
 /// An incoming review. Only the fields a decision reads are kept.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Review {
     #[serde(default)]
     pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
     pub request: Option<Request>,
+}
+
+impl Review {
+    /// True for an `admission.k8s.io/v1` AdmissionReview.
+    pub fn is_v1(&self) -> bool {
+        self.api_version == API_VERSION && self.kind == KIND
+    }
 }
 
 /// The request part of a review.
@@ -88,16 +102,11 @@ struct ResponseReview<'a> {
     response: &'a Response,
 }
 
-/// Serialises the answer with the request's own apiVersion, as the apiserver requires.
-pub fn encode(api_version: &str, response: &Response) -> Result<Vec<u8>, serde_json::Error> {
-    let api_version = if api_version.is_empty() {
-        "admission.k8s.io/v1"
-    } else {
-        api_version
-    };
+/// Serialises the answer as the `admission.k8s.io/v1` review it answers.
+pub fn encode(response: &Response) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&ResponseReview {
-        api_version,
-        kind: "AdmissionReview",
+        api_version: API_VERSION,
+        kind: KIND,
         response,
     })
 }

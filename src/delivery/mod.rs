@@ -18,6 +18,7 @@ use base64::Engine;
 use zeroize::Zeroizing;
 
 use crate::seal::Keyring;
+use crate::store::catalogue::grants_of;
 use crate::store::{check_namespace, SecretRecord, StoreError};
 use auth::{AuthError, Authenticator, Identity};
 use wire::{DeliveredSecret, DeliveryError, PublishRequest, PublishResponse, Reason};
@@ -60,8 +61,9 @@ impl Delivery {
         request: PublishRequest,
     ) -> Result<PublishResponse, DeliveryError> {
         let result = self.decide(bearer, &request).await;
-        // The fields are the caller's words until checked: bounded and without control
-        // characters, so a hostile request cannot forge or flood audit lines.
+        // The fields are the caller's words until checked, and so is much of a refusal's
+        // message: each is bounded and without control characters here, so a hostile request
+        // cannot flood the audit log (the subscriber escapes every field of every line).
         let pod = clean(&format!("{}/{}", request.pod_namespace, request.pod_name));
         let secrets = clean(&request.secrets.join(","));
         let request = PublishRequest {
@@ -78,7 +80,8 @@ impl Delivery {
             Err(e) => tracing::warn!(
                 target: "runsecrets::audit",
                 node = %request.node_id, pod = %pod, uid = %request.pod_uid, secrets = %secrets,
-                decision = "denied", reason = ?e.reason, message = %e.message, "secret delivery"
+                decision = "denied", reason = ?e.reason, detail = %clean(&e.message),
+                "secret delivery"
             ),
         }
         result
@@ -121,15 +124,11 @@ impl Delivery {
                         ),
                     )
                 })?;
-            let allowed = &record.spec.service_accounts;
-            if !allowed.is_empty() && !allowed.contains(&identity.service_account) {
+            let grants = grants_of(&record);
+            if !grants.admits(&identity.service_account) {
                 return Err(deny(
                     Reason::Forbidden,
-                    format!(
-                        "secret '{name}' is only for service accounts {}; the pod runs as {}",
-                        allowed.join(", "),
-                        identity.service_account
-                    ),
+                    grants.refusal(name, &identity.service_account),
                 ));
             }
             let value = record
@@ -155,8 +154,8 @@ fn clean(text: &str) -> String {
 /// Shape checks before any token is reviewed.
 fn check_request(request: &PublishRequest) -> Result<(), DeliveryError> {
     let bad = |m: String| Err(deny(Reason::InvalidRequest, m));
-    if check_namespace(&request.pod_namespace).is_err() {
-        return bad("podNamespace is not a namespace name".into());
+    if let Err(e) = check_namespace(&request.pod_namespace) {
+        return bad(format!("podNamespace: {e}"));
     }
     if request.pod_name.is_empty() || request.pod_uid.is_empty() {
         return bad("podName and podUid are required".into());

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -12,6 +12,7 @@ use axum::Router;
 
 use super::wire::{DeliveryError, PublishRequest, Reason, PUBLISH_PATH};
 use super::Delivery;
+use crate::server::body;
 use crate::server::metrics::Metrics;
 
 /// A publish request names at most 256 secrets and one token: 64 KiB is plenty.
@@ -31,7 +32,6 @@ pub fn router(delivery: Arc<Delivery>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route(PUBLISH_PATH, post(publish))
         .route("/livez", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .layer(axum::middleware::from_fn(deadline))
         .with_state(DeliveryState { delivery, metrics })
 }
@@ -61,8 +61,22 @@ fn bearer(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-async fn publish(State(state): State<DeliveryState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn publish(State(state): State<DeliveryState>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
+    let body = match body::read(&headers, body, MAX_REQUEST_BYTES).await {
+        Ok(body) => body,
+        Err(e) => {
+            state.metrics.delivery(
+                Reason::InvalidRequest.label(),
+                started.elapsed().as_secs_f64(),
+            );
+            let error = DeliveryError {
+                reason: Reason::InvalidRequest,
+                message: e.to_string(),
+            };
+            return (e.status(), axum::Json(error)).into_response();
+        }
+    };
     let outcome = match PublishRequest::from_body(&body) {
         Err(e) => Err(e),
         Ok(request) => state.delivery.publish(bearer(&headers), request).await,

@@ -134,7 +134,7 @@ impl DeliveryClient {
             unavailable(format!(
                 "cannot reach the delivery server {}: {}",
                 self.config.server,
-                error_chain(&e)
+                crate::error::Chain(&e)
             ))
         })?;
         let status = response.status().as_u16();
@@ -240,7 +240,10 @@ async fn read_body(body: Incoming, hint: Option<usize>) -> Result<Zeroizing<Vec<
     let mut buf = Zeroizing::new(Vec::with_capacity(hint.unwrap_or(8192).min(MAX_BODY)));
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
         let frame = frame.map_err(|e| {
-            unavailable(format!("reading the server's answer: {}", error_chain(&e)))
+            unavailable(format!(
+                "reading the server's answer: {}",
+                crate::error::Chain(&e)
+            ))
         })?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > MAX_BODY {
@@ -297,17 +300,6 @@ fn clean(message: &str) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_MESSAGE)
         .collect()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 fn unavailable(message: impl Into<String>) -> Failure {

@@ -11,9 +11,9 @@
 //! - Publishes of different targets run in parallel; the same target is serialised by a
 //!   per-target lock, never held across other targets.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use base64::Engine;
@@ -100,7 +100,13 @@ pub struct NodeService {
     /// Bounds filesystem steps in flight: mount calls serialise in the kernel anyway, and each
     /// blocking thread costs memory (stack, allocator arena).
     fs_slots: Semaphore,
+    /// Unpublish failures already logged, by target and message: kubelet retries an unpublish
+    /// for as long as it fails, and a directory left in place fails the same way every time.
+    reported: Mutex<HashSet<(String, String)>>,
 }
+
+/// Most unpublish failures remembered as logged; past it the memory starts over.
+const REPORTED_MAX: usize = 4096;
 
 impl NodeService {
     pub fn new(settings: Settings, client: DeliveryClient, metrics: Arc<NodeMetrics>) -> Self {
@@ -115,6 +121,26 @@ impl NodeService {
             metrics,
             locks: Locks::default(),
             fs_slots: Semaphore::new(FS_SLOTS),
+            reported: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// True the first time `failure` is seen for `target`; a success forgets the target.
+    fn first_report(&self, target: &str, failure: Option<&Failure>) -> bool {
+        let Ok(mut reported) = self.reported.lock() else {
+            return true;
+        };
+        match failure {
+            None => {
+                reported.retain(|(t, _)| t != target);
+                false
+            }
+            Some(f) => {
+                if reported.len() >= REPORTED_MAX {
+                    reported.clear();
+                }
+                reported.insert((target.to_string(), f.to_string()))
+            }
         }
     }
 
@@ -319,15 +345,20 @@ impl node_server::Node for NodeService {
         request: Request<NodeUnpublishVolumeRequest>,
     ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
         let req = request.into_inner();
-        let volume_id = req.volume_id.clone();
+        let (volume_id, target) = (req.volume_id.clone(), req.target_path.clone());
         match self.unpublish(req).await {
             Ok(()) => {
+                self.first_report(&target, None);
                 self.metrics.unpublished();
                 tracing::info!(volume_id = %volume_id, outcome = "ok", "NodeUnpublishVolume");
                 Ok(Response::new(NodeUnpublishVolumeResponse {}))
             }
+            Err(failure) if self.first_report(&target, Some(&failure)) => {
+                tracing::warn!(volume_id = %volume_id, target = %request::truncate(&target), outcome = "error", error = %failure, "NodeUnpublishVolume");
+                Err(failure.into())
+            }
             Err(failure) => {
-                tracing::warn!(volume_id = %volume_id, outcome = "error", error = %failure, "NodeUnpublishVolume");
+                tracing::debug!(volume_id = %volume_id, outcome = "error", error = %failure, "NodeUnpublishVolume (failed as before)");
                 Err(failure.into())
             }
         }

@@ -63,31 +63,39 @@ pub fn check_lexical(raw: &str, kubelet: &KubeletDir) -> Result<PathBuf, Failure
     Ok(path)
 }
 
+/// The pod uid in kubelet's volume path for an inline CSI volume, `KUBELET/pods/<pod uid>/
+/// volumes/kubernetes.io~csi/<volume>/mount`, or `None` for any other path.
+fn kubelet_volume_uid<'a>(path: &'a Path, kubelet: &KubeletDir) -> Option<&'a str> {
+    [&kubelet.configured, &kubelet.real].iter().find_map(|dir| {
+        let rest = path.strip_prefix(dir).ok()?;
+        let parts: Vec<&str> = rest.iter().map(|c| c.to_str()).collect::<Option<_>>()?;
+        match parts.as_slice() {
+            ["pods", uid, "volumes", "kubernetes.io~csi", _volume, "mount"] => Some(*uid),
+            _ => None,
+        }
+    })
+}
+
+fn not_a_volume_path(raw: &str, pod: &str) -> Failure {
+    invalid(format!(
+        "target path {:?} is not kubelet's volume path for {pod} \
+         (<kubelet dir>/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount)",
+        truncate(raw)
+    ))
+}
+
 /// kubelet publishes a pod's inline volume at `KUBELET/pods/<pod uid>/volumes/
 /// kubernetes.io~csi/<volume>/mount`; any other place, or another pod's directory, is refused,
 /// so the files of the pod the server authorised cannot be mounted where another pod (or the
 /// host) would see them.
 pub fn check_pod_volume(raw: &str, kubelet: &KubeletDir, pod_uid: &str) -> Result<(), Failure> {
     let path = check_lexical(raw, kubelet)?;
-    let shaped = [&kubelet.configured, &kubelet.real].iter().any(|dir| {
-        let Ok(rest) = path.strip_prefix(dir) else {
-            return false;
-        };
-        let parts: Vec<&str> = rest.iter().filter_map(|c| c.to_str()).collect();
-        matches!(
-            parts.as_slice(),
-            ["pods", uid, "volumes", "kubernetes.io~csi", _volume, "mount"] if *uid == pod_uid
-        )
-    });
-    if shaped {
-        Ok(())
-    } else {
-        Err(invalid(format!(
-            "target path {:?} is not kubelet's volume path for pod uid {:?} \
-             (<kubelet dir>/pods/<uid>/volumes/kubernetes.io~csi/<volume>/mount)",
-            truncate(raw),
-            truncate(pod_uid)
-        )))
+    match kubelet_volume_uid(&path, kubelet) {
+        Some(uid) if uid == pod_uid => Ok(()),
+        _ => Err(not_a_volume_path(
+            raw,
+            &format!("pod uid {:?}", truncate(pod_uid)),
+        )),
     }
 }
 
@@ -108,9 +116,14 @@ pub fn check_publish(raw: &str, kubelet: &KubeletDir) -> Result<Target, Failure>
     }
 }
 
-/// Check for an unpublish: `None` when the target (or its parent) is already gone.
+/// Check for an unpublish: the same place as a publish (kubelet's volume path of some pod; the
+/// request names no pod), so nothing else in the kubelet directory is ever unmounted or
+/// removed. `None` when the target (or its parent) is already gone.
 pub fn check_unpublish(raw: &str, kubelet: &KubeletDir) -> Result<Option<Target>, Failure> {
     let path = check_lexical(raw, kubelet)?;
+    if kubelet_volume_uid(&path, kubelet).is_none() {
+        return Err(not_a_volume_path(raw, "a pod"));
+    }
     Ok(resolve(&path, kubelet)?.filter(|t| t.exists))
 }
 

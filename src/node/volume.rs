@@ -87,6 +87,14 @@ pub fn teardown(path: &Path) -> Result<bool, Failure> {
         }
     }
     match std::fs::remove_dir(path) {
+        // Our files live on the tmpfs, so with it gone the directory holds someone else's:
+        // they stay, and kubelet is told why (its retries get the same answer).
+        Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => Err(Failure::new(
+            Code::FailedPrecondition,
+            "removing the target directory",
+            "it holds files that runsecrets did not write (no runsecrets volume is mounted \
+             there); they are left in place: remove them by hand",
+        )),
         Err(e) if e.kind() != ErrorKind::NotFound => {
             Err(internal("removing the target directory")(e))
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Finding, Level, Levels, Mode, Rule};
+use super::{detect, Finding, Level, Levels, Mode, Rule};
 use crate::spec;
 
 /// kubectl prints each warning on its own line; the apiserver truncates long ones.
@@ -77,6 +77,15 @@ pub fn suggested_name(variable: &str) -> String {
     }
 }
 
+/// The variable that should point at the file, and the secret name to suggest for it:
+/// `X_FILE` and `x` for `X`, and for a variable already named `X_FILE` itself and `x`.
+fn file_fix(variable: &str) -> (String, String) {
+    match detect::without_file_suffix(variable) {
+        Some(stem) => (variable.to_string(), suggested_name(stem)),
+        None => (format!("{variable}_FILE"), suggested_name(variable)),
+    }
+}
+
 fn denial(object: &str, level: Level, findings: &[&Finding]) -> String {
     let mut out = format!(
         "{object}: secrets in env are not allowed here (runsecrets policy {level}). Deliver each as a \
@@ -89,13 +98,15 @@ fn denial(object: &str, level: Level, findings: &[&Finding]) -> String {
         out.push_str(": ");
         let name = suggested_name(&f.variable);
         match &f.rule {
-            Rule::Literal(reason) => out.push_str(&format!(
-                "env {} holds a literal credential ({}); fix: set {}_FILE=/run/secrets/{name} and add {name} to {}",
-                f.variable,
-                reason.describe(),
-                f.variable,
-                spec::SECRETS_ANNOTATION
-            )),
+            Rule::Literal(reason) => {
+                let (file_variable, name) = file_fix(&f.variable);
+                out.push_str(&format!(
+                    "env {} holds a literal credential ({}); fix: set {file_variable}=/run/secrets/{name} and add {name} to {}",
+                    f.variable,
+                    reason.describe(),
+                    spec::SECRETS_ANNOTATION
+                ))
+            }
             Rule::SecretKeyRef { secret } => out.push_str(&format!(
                 "env {} comes from Secret {secret:?} (secretKeyRef); fix: set {}_FILE=/run/secrets/{name} and add {name} to {}",
                 f.variable,
@@ -128,7 +139,10 @@ fn warning(f: &Finding) -> String {
     let (what, fix) = match &f.rule {
         Rule::Literal(reason) => (
             format!("env {variable}: {}", reason.describe()),
-            format!("use {variable}_FILE"),
+            match detect::without_file_suffix(&f.variable) {
+                Some(_) => "point it at /run/secrets".to_string(),
+                None => format!("use {variable}_FILE"),
+            },
         ),
         Rule::SecretKeyRef { secret } => (
             format!("env {variable} from Secret {:?}", shorten(secret, 24)),

@@ -243,6 +243,48 @@ fn enforce_denial_says_where_and_how_to_fix_every_finding() {
     assert!(report.warnings.is_empty() && report.audit.is_empty());
 }
 
+/// A `_FILE` variable holding a value instead of a path is already named the right way: the
+/// fix is to point it at the file, not to add `DB_PASSWORD_FILE_FILE`.
+#[test]
+fn a_file_variable_holding_a_value_is_told_to_hold_the_path() {
+    let spec = pod(vec![container(
+        "app",
+        vec![literal("DB_PASSWORD_FILE", "hunter2")],
+        vec![],
+    )]);
+    let both = Levels {
+        enforce: Baseline,
+        warn: Baseline,
+        audit: Off,
+    };
+    let found = report(both, &spec, &[]);
+    let denial = found.denial.expect("denied");
+    assert_mentions(
+        &denial,
+        &["container \"app\": env DB_PASSWORD_FILE holds a literal credential (name contains \"PASSWORD\" \
+           and its value is not a path); fix: set DB_PASSWORD_FILE=/run/secrets/db_password and add \
+           db_password to runsecrets.io/secrets"],
+    );
+    assert_omits(&denial, &["_FILE_FILE", "hunter2"]);
+    // Over kubectl's 120 characters with the fix, so the warning keeps only the finding.
+    assert_eq!(
+        found.warnings,
+        ["runsecrets: container \"app\" env DB_PASSWORD_FILE: name contains \"PASSWORD\" and its \
+          value is not a path"]
+    );
+    let short = pod(vec![container(
+        "a",
+        vec![literal("PASS_FILE", "x")],
+        vec![],
+    )]);
+    let warned = report(Levels::only(Mode::Warn, Baseline), &short, &[]);
+    assert_eq!(
+        warned.warnings,
+        ["runsecrets: container \"a\" env PASS_FILE: name contains \"PASSWORD\" and its value is not a \
+          path; point it at /run/secrets"]
+    );
+}
+
 #[test]
 fn warn_and_audit_modes_report_without_denying() {
     let warned = report(Levels::only(Mode::Warn, Baseline), &mixed_spec(), &[]);

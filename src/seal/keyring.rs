@@ -163,13 +163,15 @@ impl Keyring {
 
     /// Reads a keyring; the error never quotes the input.
     pub fn from_json(text: &str) -> Result<Self, SealError> {
-        let ring: Keyring = serde_json::from_str(text).map_err(|_| SealError::NoKey)?;
+        let ring: Keyring = serde_json::from_str(text).map_err(|e| {
+            SealError::NotAKeyring(crate::admission::workload::describe_json_error(&e))
+        })?;
         if ring.keys.is_empty() {
             return Err(SealError::NoKey);
         }
         for key in &ring.keys {
             if key_id(&key.public()?.bytes) != key.id {
-                return Err(SealError::BadKey(key.id.clone()));
+                return Err(SealError::KeyIdMismatch(key.id.clone()));
             }
         }
         Ok(ring)

@@ -42,6 +42,11 @@ pub enum SealError {
     NoKey,
     #[error("key {0} is not a valid X25519 key")]
     BadKey(String),
+    /// The keyring's text is not a keyring: says where, never what (it holds private keys).
+    #[error("it is not a runsecrets keyring ({0})")]
+    NotAKeyring(String),
+    #[error("key {0} does not match its id: the keyring was edited")]
+    KeyIdMismatch(String),
 }
 
 /// Lowercase hex, the form every digest and key id of runsecrets is written in.

@@ -1,10 +1,12 @@
 //! Where the CLI finds keys: the keyring in the data directory (created on first use), or a
 //! public-key file for sealing elsewhere.
 
-use std::fs::{self, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+use zeroize::Zeroizing;
 
 use crate::seal::{Keyring, PublicKeys};
 use crate::store::{io_error, StoreError};
@@ -13,9 +15,11 @@ use crate::store::{io_error, StoreError};
 /// the CLI and the server start at once both end up with the same keyring.
 pub fn load_or_create_keyring(data_dir: &Path) -> Result<Keyring, StoreError> {
     let path = data_dir.join("keyring.json");
-    match fs::read_to_string(&path) {
-        Ok(text) => return Keyring::from_json(&text).map_err(StoreError::from),
-        Err(e) if e.kind() != ErrorKind::NotFound => return Err(io_error("reading", &path)(e)),
+    match File::open(&path) {
+        Ok(file) => return read_keyring(file, &path),
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            return Err(keyring_error("reading", &path)(e))
+        }
         Err(_) => {}
     }
     fs::create_dir_all(data_dir).map_err(io_error("creating", data_dir))?;
@@ -27,19 +31,54 @@ pub fn load_or_create_keyring(data_dir: &Path) -> Result<Keyring, StoreError> {
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(io_error("creating", &tmp))?;
+        .map_err(keyring_error("creating", &tmp))?;
     file.write_all(ring.to_json().as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(io_error("writing", &tmp))?;
+        .map_err(keyring_error("writing", &tmp))?;
     let linked = fs::hard_link(&tmp, &path);
     let _ = fs::remove_file(&tmp);
     match linked {
         Ok(()) => Ok(ring),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            let text = fs::read_to_string(&path).map_err(io_error("reading", &path))?;
-            Keyring::from_json(&text).map_err(StoreError::from)
+            let file = File::open(&path).map_err(keyring_error("reading", &path))?;
+            read_keyring(file, &path)
         }
-        Err(e) => Err(io_error("publishing", &path)(e)),
+        Err(e) => Err(keyring_error("publishing", &path)(e)),
+    }
+}
+
+/// Reads an opened keyring file after checking, on the open file, that only its owner can
+/// read or change it (as ssh checks a private key).
+fn read_keyring(mut file: File, path: &Path) -> Result<Keyring, StoreError> {
+    let mode = file
+        .metadata()
+        .map_err(keyring_error("reading", path))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(StoreError::KeyringMode {
+            path: path.display().to_string(),
+            mode: mode & 0o7777,
+        });
+    }
+    let mut text = Zeroizing::new(String::new());
+    file.read_to_string(&mut text)
+        .map_err(keyring_error("reading", path))?;
+    Keyring::from_json(&text).map_err(|source| StoreError::Keyring {
+        step: "loading",
+        place: path.display().to_string(),
+        source: Box::new(source),
+    })
+}
+
+fn keyring_error<'a>(
+    step: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Keyring {
+        step,
+        place: path.display().to_string(),
+        source: Box::new(source),
     }
 }
 

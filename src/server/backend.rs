@@ -52,8 +52,8 @@ impl Backend {
     ) -> Result<Self, ServerError> {
         match (&args.store, args.store_dir()) {
             (Some(StoreChoice::Kubernetes), _) => {
+                let namespace = args.namespace().map_err(ServerError::Namespace)?;
                 let client = client().await?;
-                let namespace = client.default_namespace().to_string();
                 let ring =
                     kubernetes::ensure_keyring(&client, &namespace, &args.keyring_secret).await?;
                 let public = ring.public_keys().map_err(StoreError::from)?;

@@ -266,7 +266,7 @@ pub async fn keep_published(
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!(error = %e, "publishing the CA failed; retrying every {RETRY_AFTER_FAILURE:?}");
+                    tracing::warn!(error = %crate::error::Chain(&e), "publishing the CA failed; retrying every {RETRY_AFTER_FAILURE:?}");
                 }
                 failing = true;
             }

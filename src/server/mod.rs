@@ -1,6 +1,7 @@
 //! `runsecrets server`: the HTTPS admission webhook and the plain-HTTP admin listener.
 
 mod backend;
+pub mod body;
 pub mod ca;
 pub mod connections;
 mod listener;
@@ -35,18 +36,21 @@ use metrics::Metrics;
 use routes::AppState;
 use tls::{Certificates, PairPaths, TlsError};
 
-/// A failure to start the server; each names the step.
+/// A failure to start the server; each names the step, and its cause follows in the chain
+/// (`main` prints the chain, so a cause in the text would be said twice).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("loading TLS: {0}")]
+    #[error("loading TLS")]
     Tls(#[from] TlsError),
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("opening the secret store: {0}")]
+    #[error("opening the secret store")]
     Store(#[from] StoreError),
+    #[error("choosing the server's namespace (--namespace)")]
+    Namespace(#[source] StoreError),
     #[error("shutdown: connections still open after {0:?}")]
     Drain(std::time::Duration),
 }
@@ -94,8 +98,8 @@ impl Server {
         // this replica's serving certificate from it.
         let shared_ca = match &args.tls_ca_secret {
             Some(secret) => {
+                let namespace = args.namespace().map_err(ServerError::Namespace)?;
                 let client = backend::client().await?;
-                let namespace = client.default_namespace().to_string();
                 let pem = ca::ensure_shared_ca(&client, &namespace, secret, &args.data_dir).await?;
                 Some((client, namespace, pem))
             }
@@ -153,6 +157,7 @@ impl Server {
             keys: backend.public_keys.clone(),
             ready: Arc::new(AtomicBool::new(false)),
             listeners,
+            max_body: args.max_body_bytes,
         };
         Ok(Self {
             shared_ca,
@@ -222,8 +227,7 @@ impl Server {
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = args.shutdown_timeout;
-        let webhook_router =
-            routes::webhook(state.clone(), args.max_body_bytes, args.request_timeout);
+        let webhook_router = routes::webhook(state.clone(), args.request_timeout);
         let limits = || listener::Limits {
             grace,
             deadlines: args.deadlines(),

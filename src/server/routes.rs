@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,19 +32,20 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// The connection tables of the webhook and delivery listeners, for `/readyz`.
     pub listeners: Vec<Arc<Connections>>,
+    /// Largest review body read (`--max-body-bytes`); larger ones get 413.
+    pub max_body: usize,
 }
 
 /// `/mutate`, `/validate` (every mode at the cluster defaults) and `/validate/{mode}/{level}`
 /// (one webhook entry per namespace-label value; level `default` for namespaces without the
 /// label), plus a trivial `/livez` on the same listener.
-pub fn webhook(state: AppState, max_body: usize, timeout: Duration) -> Router {
+pub fn webhook(state: AppState, timeout: Duration) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate_defaults))
         .route("/validate/{mode}/{level}", post(validate_selected))
         .route("/livez", get(|| async { "ok" }))
         .route("/v1/keys", get(public_keys))
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(timeout, deadline))
         .with_state(state)
 }
@@ -110,19 +111,31 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn mutate(State(state): State<AppState>, body: Bytes) -> Response {
-    answer(&state, "mutate", Endpoint::Mutate, body).await
+async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    answer(&state, "mutate", Endpoint::Mutate, &headers, body).await
 }
 
-async fn validate_defaults(State(state): State<AppState>, body: Bytes) -> Response {
+async fn validate_defaults(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let levels = state.defaults;
-    answer(&state, "validate", Endpoint::Validate(levels), body).await
+    answer(
+        &state,
+        "validate",
+        Endpoint::Validate(levels),
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn validate_selected(
     State(state): State<AppState>,
     Path((mode, level)): Path<(String, String)>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: Body,
 ) -> Response {
     let mode = match mode.parse::<Mode>() {
         Ok(m) => m,
@@ -140,6 +153,7 @@ async fn validate_selected(
         &state,
         "validate",
         Endpoint::Validate(Levels::only(mode, level)),
+        &headers,
         body,
     )
     .await
@@ -149,8 +163,21 @@ async fn validate_selected(
 /// the runtime that also answers health probes.
 const INLINE_BODY_MAX: usize = 64 * 1024;
 
-async fn answer(state: &AppState, name: &'static str, endpoint: Endpoint, body: Bytes) -> Response {
+async fn answer(
+    state: &AppState,
+    name: &'static str,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let started = Instant::now();
+    let body: Bytes = match super::body::read(headers, body, state.max_body).await {
+        Ok(body) => body,
+        Err(e) => {
+            state.metrics.bad_request(name);
+            return (e.status(), format!("{e}\n")).into_response();
+        }
+    };
     let options = state.options;
     let catalogue = state.catalogue.clone();
     let keys = state.keys.clone();

@@ -201,17 +201,10 @@ fn parse_entry(entry: &str) -> Result<SecretRef, String> {
             "gid" => &mut gid,
             "mode" => &mut mode,
             _ => {
-                let shown = if key.len() <= 32
-                    && key
-                        .bytes()
-                        .all(|b| b.is_ascii_alphabetic() || b == b'_' || b == b'-')
-                {
-                    format!("{key:?}")
-                } else {
-                    "an unreadable key".into()
-                };
+                let shown = quoted(key, 32, |c| c.is_ascii_alphabetic() || c == '_' || c == '-');
                 return Err(format!(
-                    "unknown key {shown} (known: source, src, target, uid, gid, mode)"
+                    "unknown key {} (known: source, src, target, uid, gid, mode)",
+                    shown.as_deref().unwrap_or("an unreadable key")
                 ));
             }
         };
@@ -268,6 +261,21 @@ fn parse_mode(value: &str) -> Result<u32, String> {
         Ok(m) if m <= 0o777 => Ok(m),
         _ => Err(bad()),
     }
+}
+
+/// `[A-Za-z0-9._-]`: every character of Kubernetes object names and Swarm secret names, the
+/// shape a mistyped name keeps; a word with others in it is not a name.
+pub fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// A word the caller wrote (a key, a container name), as a message shows it: whole and quoted
+/// when it has the shape of what it should be (at most `max` characters, each accepted by
+/// `plain`), else not at all. A mistaken annotation may hold a pasted value or megabytes of
+/// text, and a denial goes back to the client and into the apiserver's audit log.
+pub fn quoted(word: &str, max: usize, plain: fn(char) -> bool) -> Option<String> {
+    (!word.is_empty() && word.chars().count() <= max && word.chars().all(plain))
+        .then(|| format!("{word:?}"))
 }
 
 /// Parses `runsecrets.io/containers`: names separated by commas, `;`, newlines or spaces.

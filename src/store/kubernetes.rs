@@ -16,10 +16,10 @@ use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
-use super::catalogue::{Catalogue, Presence};
+use super::catalogue::{Catalogue, Grants, Presence};
 use super::{object_name, RunSecret, SecretRecord, Store, StoreError};
 use crate::delivery::SecretLookup;
-use crate::seal::{Keyring, PublicKeys};
+use crate::seal::{Keyring, PublicKeys, SealError};
 
 /// The key of the keyring in its Secret, and of the public keys in their ConfigMap.
 pub const KEYRING_KEY: &str = "keyring.json";
@@ -175,17 +175,19 @@ pub async fn ensure_keyring(
 ) -> Result<Keyring, StoreError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let read = |object: Secret| -> Result<Keyring, StoreError> {
+        let unusable = |source: SealError| StoreError::Keyring {
+            step: "loading",
+            place: format!("Secret {namespace}/{secret}"),
+            source: Box::new(source),
+        };
         let bytes = object
             .data
             .as_ref()
             .and_then(|d| d.get(KEYRING_KEY))
-            .ok_or_else(|| StoreError::Corrupt {
-                path: format!("Secret {namespace}/{secret} (no {KEYRING_KEY})"),
-            })?;
-        let text = std::str::from_utf8(&bytes.0).map_err(|_| StoreError::Corrupt {
-            path: format!("Secret {namespace}/{secret}"),
-        })?;
-        Ok(Keyring::from_json(text)?)
+            .ok_or_else(|| unusable(SealError::NotAKeyring(format!("it has no {KEYRING_KEY}"))))?;
+        let text = std::str::from_utf8(&bytes.0)
+            .map_err(|_| unusable(SealError::NotAKeyring("not UTF-8".into())))?;
+        Keyring::from_json(text).map_err(unusable)
     };
     if let Some(existing) = api
         .get_opt(secret)
@@ -343,11 +345,11 @@ impl Catalogue for KubeCatalogue {
 
     fn presence(&self, namespace: &str, name: &str) -> Presence {
         if !self.is_synced() {
-            Presence::Unknown
-        } else if self.find(namespace, name).is_some() {
-            Presence::Present
-        } else {
-            Presence::Absent
+            return Presence::Unknown;
+        }
+        match self.find(namespace, name) {
+            Some(object) => Presence::Present(Grants::new(&object.spec.service_accounts)),
+            None => Presence::Absent,
         }
     }
 }
@@ -378,7 +380,11 @@ impl KubeStore {
             .ok_or_else(|| StoreError::Api {
                 step: "reading the public-key ConfigMap",
                 message: format!(
-                    "ConfigMap {configmap} does not exist: is runsecrets server running with --store kubernetes? (or pass --public-keys)"
+                    "ConfigMap {configmap} does not exist. `runsecrets server --store kubernetes` \
+                     writes its public keys to the ConfigMap --public-keys-configmap (default \
+                     runsecrets-public-keys) in its --namespace (env POD_NAMESPACE; in a cluster \
+                     its own namespace, outside one `runsecrets`); point the CLI at it with \
+                     --public-keys NAMESPACE/NAME (env RUNSECRETS_PUBLIC_KEYS)"
                 ),
             })?;
         let text = object

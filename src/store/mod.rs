@@ -46,7 +46,8 @@ pub struct SecretRecord {
 pub enum StoreError {
     #[error("secret {namespace}/{name} already exists")]
     AlreadyExists { namespace: String, name: String },
-    #[error("invalid namespace {0:?}: use 1-63 of [a-z0-9-], alphanumeric at both ends")]
+    /// The namespace as [`spec::quoted`] shows it.
+    #[error("invalid namespace {0}: use 1-63 of [a-z0-9-], alphanumeric at both ends")]
     Namespace(String),
     /// Swarm's own wording.
     #[error("invalid name, only 64 [a-zA-Z0-9-_.] characters allowed, and the start and end character must be [a-zA-Z0-9]")]
@@ -74,6 +75,20 @@ pub enum StoreError {
     /// The record's own fields disagree with its ciphertext: it was edited.
     #[error("secret {secret}: the record's {field} does not match its ciphertext; the record was altered")]
     Altered { secret: String, field: &'static str },
+    /// The keyring cannot be read, created or used; the cause (an I/O error or what is wrong
+    /// with its content) is the source, so it is said once.
+    #[error("{step} the keyring {place}")]
+    Keyring {
+        step: &'static str,
+        place: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// ssh's rule for private keys: a keyring others could read or change is not used.
+    #[error(
+        "keyring {path} is open to other users (mode {mode:04o}) and holds private keys; \
+         refusing to use it: run `chmod 600 {path}`"
+    )]
+    KeyringMode { path: String, mode: u32 },
     /// A Kubernetes API call failed; the text is the apiserver's status, never a body we sent.
     #[error("{step}: {message}")]
     Api { step: &'static str, message: String },
@@ -103,7 +118,10 @@ pub fn check_namespace(namespace: &str) -> Result<(), StoreError> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::Namespace(namespace.chars().take(80).collect()))
+        let shown = spec::quoted(namespace, 63, spec::name_char);
+        Err(StoreError::Namespace(
+            shown.unwrap_or_else(|| "(not a name)".into()),
+        ))
     }
 }
 
