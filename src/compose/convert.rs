@@ -114,7 +114,10 @@ pub fn convert(
         }
         files
     } else {
-        opts.files.iter().map(|f| cwd.join(f)).collect()
+        opts.files
+            .iter()
+            .map(|f| super::paths::normalise(&cwd.join(f)))
+            .collect()
     };
     for f in &files {
         if !f.is_file() {
@@ -215,7 +218,7 @@ pub fn convert(
                         &namespace,
                         &def.name,
                         SealItem {
-                            data: secrets::value(def, &env)?,
+                            data: secrets::value(def, &env, cwd)?,
                             origin,
                             pos: def.pos.clone(),
                         },
@@ -224,13 +227,18 @@ pub fn convert(
             }
         }
         let service_env = envcreds::service_env(svc, &env, opts.env_credentials, cwd, &mut report)?;
+        // Generated secrets get the service's numeric user as owner, as declared ones do.
+        let owner = svc
+            .user
+            .as_ref()
+            .and_then(|(u, _)| secrets::numeric_user(u));
         for g in service_env.generated {
             let entry = SecretRef {
                 source: g.secret.clone(),
                 target: Target::parse(&g.secret)
                     .map_err(|e| ComposeError::at(&g.pos, e.to_string()))?,
-                uid: 0,
-                gid: 0,
+                uid: owner.map(|(u, _)| u).unwrap_or(0),
+                gid: owner.and_then(|(_, g)| g).unwrap_or(0),
                 mode: spec::DEFAULT_MODE,
             };
             secrets::push(&mut refs, entry, &g.pos)?;
@@ -255,6 +263,7 @@ pub fn convert(
             &mut claims,
             &mut report,
             &env,
+            cwd,
         )?;
         let (kind, value) = workload::workload(&plan)
             .map_err(|_| ComposeError::Input("cannot print a workload".into()))?;
@@ -320,6 +329,7 @@ fn plan<'a>(
     claims: &mut BTreeMap<(String, String), Object>,
     report: &mut Report,
     env: &Environment,
+    cwd: &Path,
 ) -> Result<PodPlan<'a>, ComposeError> {
     let name = dns_label(&svc.name);
     if name != svc.name {
@@ -403,7 +413,7 @@ fn plan<'a>(
                 what: format!(
                     "config {}: cannot read file {}",
                     shorten(&def.key),
-                    p.display()
+                    display(p, cwd)
                 ),
                 source,
             })?,

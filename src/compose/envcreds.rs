@@ -53,18 +53,19 @@ pub fn env_file_vars(
     let mut out: Vec<EnvVar> = Vec::new();
     for (path, required, pos) in &svc.env_files {
         let name = display(path, cwd);
-        let text =
-            match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
-                Err(source) => return Err(ComposeError::ReadAt {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+            Err(source) => {
+                return Err(ComposeError::ReadAt {
                     pos: pos.clone(),
                     what: format!(
                         "env_file {name} cannot be read (create it, or mark it required: false)"
                     ),
                     source,
-                }),
-            };
+                })
+            }
+        };
         let entries = dotenv::parse(&text, env)
             .map_err(|e| ComposeError::at(&file_pos(&name, e.line), e.problem))?;
         for e in entries {

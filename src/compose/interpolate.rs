@@ -201,6 +201,9 @@ pub fn interpolate_tree(
             })?;
             s.text = expanded.text;
             s.from_vars |= expanded.from_vars;
+            // A scalar holding `$` was a string for the YAML parser, so it stays one (never
+            // null or a number) whatever it expands to, as in compose-go.
+            s.plain = false;
             Ok(())
         }
         Kind::Seq(items) => {

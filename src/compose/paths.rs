@@ -2,7 +2,7 @@
 //! directory for the project's own files, the file's directory for an `extends` base from
 //! another file, the included project's directory for `include`.
 
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use super::yaml::{Kind, Node};
 
@@ -11,7 +11,7 @@ fn absolutise(node: &mut Node, base: &Path) {
         let is_remote = s.text.contains("://") || s.text.starts_with("git@");
         if !s.text.is_empty() && !s.text.starts_with('/') && !s.text.starts_with('~') && !is_remote
         {
-            s.text = base.join(&s.text).display().to_string();
+            s.text = normalise(&base.join(&s.text)).display().to_string();
         }
     }
 }
@@ -61,4 +61,22 @@ pub fn resolve(tree: &mut Node, base: &Path) {
             }
         }
     }
+}
+
+/// `a/./b/../c` → `a/c`, lexically (as Go's `filepath.Join` cleans paths); the file system is
+/// not asked, so a missing file is reported under the path the user wrote.
+pub fn normalise(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

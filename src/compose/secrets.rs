@@ -181,15 +181,19 @@ pub fn annotation(refs: &[Reference], at: &Pos) -> Result<String, ComposeError> 
 }
 
 /// Reads a definition's value for sealing.
-pub fn value(def: &Definition, env: &Environment) -> Result<Zeroizing<Vec<u8>>, ComposeError> {
+pub fn value(
+    def: &Definition,
+    env: &Environment,
+    cwd: &std::path::Path,
+) -> Result<Zeroizing<Vec<u8>>, ComposeError> {
     let data = match &def.source {
         Source::File(path) => {
             let bytes = std::fs::read(path).map_err(|source| ComposeError::ReadAt {
                 pos: def.pos.clone(),
                 what: format!(
-                    "secret {}: cannot read file {}",
+                    "secret {}: cannot read file {} (create it, or fix file:)",
                     shorten(&def.key),
-                    path.display()
+                    super::load::display(path, cwd)
                 ),
                 source,
             })?;
@@ -197,13 +201,15 @@ pub fn value(def: &Definition, env: &Environment) -> Result<Zeroizing<Vec<u8>>, 
         }
         Source::Environment(var) => match env.get(var) {
             Some(v) => Zeroizing::new(v.as_bytes().to_vec()),
-            None => return Err(ComposeError::at(
-                &def.pos,
-                format!(
+            None => {
+                return Err(ComposeError::at(
+                    &def.pos,
+                    format!(
                     "secret {}: environment variable {var} is not set: export it or set it in .env",
                     shorten(&def.key)
                 ),
-            )),
+                ))
+            }
         },
         Source::Content(text) => Zeroizing::new(text.as_bytes().to_vec()),
         Source::External(_) => Zeroizing::new(Vec::new()),

@@ -43,6 +43,18 @@ pub fn dns_label(name: &str) -> String {
     out.trim_end_matches('-').to_string()
 }
 
+/// Kubernetes expands `$(VAR)` in env values, command and args and turns `$$` into `$`;
+/// Compose values are final, so every `$` is doubled to reach the container unchanged.
+pub fn escape_dollars(s: &str) -> String {
+    s.replace('$', "$$")
+}
+
+fn escape_all(words: &Option<Vec<String>>) -> Option<Vec<String>> {
+    words
+        .as_ref()
+        .map(|w| w.iter().map(|s| escape_dollars(s)).collect())
+}
+
 /// A config file mounted in the container.
 pub struct ConfigMount {
     pub configmap: String,
@@ -159,15 +171,15 @@ fn pod_spec(p: &PodPlan<'_>) -> PodSpec {
     let container = Container {
         name: p.name.clone(),
         image: Some(p.image.clone()),
-        command: svc.entrypoint.clone(),
-        args: svc.command.clone(),
+        command: escape_all(&svc.entrypoint),
+        args: escape_all(&svc.command),
         working_dir: svc.working_dir.clone(),
         env: (!p.env.is_empty()).then(|| {
             p.env
                 .iter()
                 .map(|(name, value)| EnvVar {
                     name: name.clone(),
-                    value: Some(value.clone()),
+                    value: Some(escape_dollars(value)),
                     ..EnvVar::default()
                 })
                 .collect()

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::compose;
 use crate::policy::{self, Level};
 use crate::spec;
 
@@ -20,11 +21,32 @@ pub struct ScanFinding {
     pub variable: String,
     pub rule: &'static str,
     pub reason: String,
+    /// Line in `file`, where the input has lines to point at (Compose files, env files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// How to fix it, when the input is not a manifest the webhook's denial explains.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
 }
 
 impl ScanFinding {
     /// `file:doc N: Pod "ns/x": container "app" env DB_PASSWORD: name contains "PASSWORD"`.
     pub fn line(&self) -> String {
+        if let Some(line) = self.line {
+            return format!(
+                "{}:{line}: {}: {} {}: {} [{}]{}",
+                self.file,
+                self.object,
+                self.container_kind,
+                self.variable,
+                self.reason,
+                self.rule,
+                self.fix
+                    .as_ref()
+                    .map(|f| format!("; fix: {f}"))
+                    .unwrap_or_default()
+            );
+        }
         format!(
             "{}: document {}: {}: {} {:?} env {}: {} [{}]",
             self.file,
@@ -55,7 +77,20 @@ pub fn scan(paths: &[PathBuf], level: Level) -> ScanOutput {
     }
     for file in files {
         let name = file.display().to_string();
-        match read_input(&file).and_then(|text| documents(&name, &text)) {
+        let text = match read_input(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                out.errors.push(e.to_string());
+                continue;
+            }
+        };
+        if compose::scan::is_compose_name(&file) || compose::scan::looks_like_compose(&text) {
+            if level != Level::Off {
+                scan_compose(&file, &text, &mut out);
+            }
+            continue;
+        }
+        match documents(&name, &text) {
             Ok(docs) => {
                 for doc in docs {
                     scan_document(&name, doc.index, doc.value, level, &mut out);
@@ -65,6 +100,26 @@ pub fn scan(paths: &[PathBuf], level: Level) -> ScanOutput {
         }
     }
     out
+}
+
+/// A Compose file: its environment, env files and build args (literal credentials are
+/// baseline findings, so nothing is reported at `off`).
+fn scan_compose(file: &Path, text: &str, out: &mut ScanOutput) {
+    match compose::scan::scan_file(file, text) {
+        Ok(found) => out.findings.extend(found.into_iter().map(|f| ScanFinding {
+            file: f.file,
+            document: 1,
+            object: format!("Compose service {:?}", f.service),
+            container_kind: f.place,
+            container: f.service,
+            variable: f.variable,
+            rule: f.rule,
+            reason: f.reason,
+            line: Some(f.line),
+            fix: Some(f.fix),
+        })),
+        Err(e) => out.errors.push(e),
+    }
 }
 
 fn collect(path: &Path, files: &mut Vec<PathBuf>, errors: &mut Vec<String>) {
@@ -137,6 +192,8 @@ fn scan_document(
             variable: f.variable,
             rule: f.rule.id(),
             reason,
+            line: None,
+            fix: None,
         });
     }
 }
