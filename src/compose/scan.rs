@@ -144,7 +144,14 @@ fn judge(
                 place,
                 variable: k.name.clone(),
                 rule: reason.rule(),
-                reason: reason.describe(),
+                reason: if value.contains('$') {
+                    format!(
+                        "{} (value interpolated when Compose runs)",
+                        reason.describe()
+                    )
+                } else {
+                    reason.describe()
+                },
                 fix: if place == "build.args" {
                     fix_build(&k.name)
                 } else {

@@ -32,6 +32,8 @@ pub const VALUES: &[&str] = &[
     "Fail-Mode-Value-1011",
     "Env-A-Value-1",
     "Env-B-Value-2",
+    "Stack-Jwt-Value-1201",
+    "Stack-Npm-Value-1202",
 ];
 
 pub fn corpus() -> PathBuf {
