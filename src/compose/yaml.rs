@@ -193,9 +193,9 @@ enum Frame {
         node: Node,
         anchor: usize,
         key: Option<Key>,
-        /// The next value is a `<<` merge source.
-        merging: bool,
-        merges: Vec<Node>,
+        /// The next value is a `<<` merge source (the key's position).
+        merging: Option<Pos>,
+        merges: Vec<(Pos, Node)>,
     },
 }
 
@@ -281,7 +281,7 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, YamlError> {
                     node,
                     anchor,
                     key: None,
-                    merging: false,
+                    merging: None,
                     merges: Vec::new(),
                 });
                 continue;
@@ -348,9 +348,10 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, YamlError> {
                 merges,
                 ..
             }) => match key.take() {
-                None if *merging => {
-                    *merging = false;
-                    merges.push(done);
+                None if merging.is_some() => {
+                    if let Some(at) = merging.take() {
+                        merges.push((at, done));
+                    }
                 }
                 None => {
                     let Kind::Scalar(s) = &done.kind else {
@@ -360,7 +361,7 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, YamlError> {
                         });
                     };
                     if s.plain && s.text == "<<" {
-                        *merging = true;
+                        *merging = Some(done.pos.clone());
                     } else {
                         *key = Some(Key {
                             name: s.text.clone(),
@@ -393,17 +394,17 @@ pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, YamlError> {
 
 /// Applies `<<` merge sources to a finished mapping: keys already present win, and among the
 /// sources the first one to define a key wins (go-yaml's rule).
-fn fold_merges(node: &mut Node, merges: Vec<Node>) -> Result<(), YamlError> {
+fn fold_merges(node: &mut Node, merges: Vec<(Pos, Node)>) -> Result<(), YamlError> {
     let Kind::Map(entries) = &mut node.kind else {
         return Ok(());
     };
-    for source in merges {
+    for (at, source) in merges {
         let maps: Vec<Node> = match source.kind {
             Kind::Map(_) => vec![source],
             Kind::Seq(items) => items,
             _ => {
                 return Err(YamlError {
-                    pos: source.pos,
+                    pos: at,
                     reason: "a << merge key needs a mapping or a list of mappings".into(),
                 })
             }
@@ -411,7 +412,7 @@ fn fold_merges(node: &mut Node, merges: Vec<Node>) -> Result<(), YamlError> {
         for map in maps {
             let Kind::Map(from) = map.kind else {
                 return Err(YamlError {
-                    pos: map.pos,
+                    pos: at,
                     reason: "a << merge key needs a mapping or a list of mappings".into(),
                 });
             };
