@@ -20,10 +20,12 @@ pub mod mode;
 pub mod model;
 pub mod output;
 mod paths;
+mod plan;
 pub mod report;
 pub mod scan;
 mod secrets;
 pub mod service;
+mod syntax;
 mod workload;
 pub mod yaml;
 

@@ -330,7 +330,7 @@ fn project_names_follow_compose() {
 
 #[test]
 fn shell_words_split_like_compose() {
-    use super::service::shell_words;
+    use super::syntax::shell_words;
     assert_eq!(
         shell_words("echo 'a b' \"c \\\"d\\\"\" e\\ f").expect("ok"),
         ["echo", "a b", "c \"d\"", "e f"]
