@@ -140,6 +140,16 @@ const CASES: &[Case] = &[
         sealed: &[("default/shared_token", "Shared-Token-Value-9901")],
     },
     Case {
+        project: "namespaces",
+        golden: "namespaces",
+        args: &[],
+        env: &[],
+        sealed: &[
+            ("apps/shared", "Ns-Shared-Value-1301"),
+            ("monitoring/shared", "Ns-Shared-Value-1301"),
+        ],
+    },
+    Case {
         project: "include",
         golden: "include",
         args: &[],

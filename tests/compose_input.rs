@@ -219,3 +219,33 @@ fn scan_recognises_compose_by_content_and_walks_directories() {
     assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
     out.assert_no_values();
 }
+
+#[test]
+fn output_directory_names_files_by_namespace_when_there_are_several() {
+    let keys = Keys::new();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("out");
+    let out = convert(
+        "namespaces",
+        &["-o", dir.to_str().expect("utf-8")],
+        &[],
+        &keys,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("output dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "apps.deployment-api.yaml",
+            "apps.runsecret-shared.yaml",
+            "kustomization.yaml",
+            "monitoring.persistentvolumeclaim-tsdb.yaml",
+            "monitoring.runsecret-shared.yaml",
+            "monitoring.statefulset-metrics.yaml",
+        ]
+    );
+}

@@ -119,7 +119,11 @@ pub fn boolean(node: &Node) -> Result<bool, ComposeError> {
     }
 }
 
-fn definitions(tree: &Node, section: &str) -> Result<BTreeMap<String, Definition>, ComposeError> {
+fn definitions(
+    tree: &Node,
+    section: &str,
+    unmapped: &mut BTreeMap<String, Vec<Pos>>,
+) -> Result<BTreeMap<String, Definition>, ComposeError> {
     let mut out = BTreeMap::new();
     let Some(node) = tree.get(section) else {
         return Ok(out);
@@ -153,13 +157,12 @@ fn definitions(tree: &Node, section: &str) -> Result<BTreeMap<String, Definition
                 }
                 "name" => {}
                 other if other.starts_with("x-") => {}
+                "labels" | "driver" | "driver_opts" | "template_driver" => unmapped
+                    .entry(format!("{section}.*.{}", k.name))
+                    .or_default()
+                    .push(k.pos.clone()),
                 _ => {
-                    if external.is_none()
-                        && !matches!(
-                            k.name.as_str(),
-                            "labels" | "driver" | "driver_opts" | "template_driver"
-                        )
-                    {
+                    if external.is_none() {
                         return Err(ComposeError::at(&k.pos, format!(
                             "{section}.{}: unknown key {:?} (use file:, environment:{} or external:)",
                             key.name, super::yaml::shorten(&k.name), if section == "configs" { ", content:" } else { "" }
@@ -334,8 +337,8 @@ pub fn project(tree: &Node, name: String, profiles: &[String]) -> Result<Project
         name,
         services,
         disabled,
-        secrets: definitions(tree, "secrets")?,
-        configs: definitions(tree, "configs")?,
+        secrets: definitions(tree, "secrets", &mut unmapped)?,
+        configs: definitions(tree, "configs", &mut unmapped)?,
         volumes,
         hints: hints(tree.get("x-runsecrets"))?,
         unmapped,

@@ -208,6 +208,11 @@ pub fn service(
         match key {
             "image" => s.image = Some(scalar_str(v, "image")?.to_string()),
             "build" => {
+                // The image is not built here; build args and build secrets are build-time.
+                unmapped
+                    .entry("build".into())
+                    .or_default()
+                    .push(k.pos.clone());
                 s.has_build = true;
                 if let Some(args) = v.get("args") {
                     s.build_args = env_vars(args)?;

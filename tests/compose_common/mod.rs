@@ -33,6 +33,7 @@ pub const VALUES: &[&str] = &[
     "Env-A-Value-1",
     "Env-B-Value-2",
     "Stack-Jwt-Value-1201",
+    "Ns-Shared-Value-1301",
     "Stack-Npm-Value-1202",
 ];
 
