@@ -15,7 +15,7 @@ use super::report::Report;
 use super::service::Service;
 use super::yaml::Pos;
 use super::Environment;
-use crate::policy::detect::{literal_credential, Reason};
+use crate::policy::detect::literal_credential;
 
 /// `--env-credentials`: what to do with literal credentials in a service's environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -133,7 +133,7 @@ pub fn service_env(
         } else {
             ""
         };
-        let why = describe(reason);
+        let why = reason.describe();
         match mode {
             EnvCredentials::Keep => {
                 report.env.push(format!(
@@ -175,7 +175,7 @@ pub fn service_env(
             refused.join("; ")
         )));
     }
-    // `VAR_FILE` goes where `VAR` was, after any existing entries of that name are dropped.
+    // `VAR_FILE` replaces any `VAR_FILE` already set: it must name the sealed file.
     for g in &out.generated {
         let file_var = format!("{}_FILE", g.variable);
         out.plain.retain(|(n, _)| *n != file_var);
@@ -183,8 +183,4 @@ pub fn service_env(
             .push((file_var, format!("/run/secrets/{}", g.secret)));
     }
     Ok(out)
-}
-
-fn describe(reason: Reason) -> String {
-    reason.describe()
 }

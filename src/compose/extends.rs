@@ -66,8 +66,7 @@ pub fn apply_include(
             }
             _ => (strings(&entry)?, None, Vec::new()),
         };
-        if let Some((p, pos)) = files.iter().find(|(p, _)| is_remote(p)) {
-            let _ = p;
+        if let Some((_, pos)) = files.iter().find(|(p, _)| is_remote(p)) {
             return Err(ComposeError::at(
                 pos,
                 "include of a remote project (git, OCI or URL) is not supported: check it out and include the local path",

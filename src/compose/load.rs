@@ -31,7 +31,6 @@ pub const OVERRIDE_NAMES: [&str; 4] = [
 pub struct Notes {
     /// Variables referenced but not set (they became "").
     pub unset: BTreeSet<String>,
-    pub warnings: Vec<(Option<Pos>, String)>,
 }
 
 /// Shared state of one load: the working directory (for display names) and the files on

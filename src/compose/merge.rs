@@ -108,11 +108,10 @@ fn identity(path: &[String], item: &Node) -> Option<String> {
     if matches(path, &["services", "*", "volumes"]) {
         return field("target").or_else(|| {
             let s = item.as_str()?;
-            let parts: Vec<&str> = s.split(':').collect();
-            Some(match parts.len() {
-                1 => parts[0].to_string(),
-                _ => parts[1].to_string(),
-            })
+            // `SOURCE:TARGET[:MODE]` or just `TARGET`.
+            let mut parts = s.split(':');
+            let first = parts.next().unwrap_or_default();
+            Some(parts.next().unwrap_or(first).to_string())
         });
     }
     if matches(path, &["services", "*", "env_file"]) {

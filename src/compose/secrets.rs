@@ -116,7 +116,7 @@ pub fn references<'p>(
                         Some(&r.pos),
                         format!(
                             "mode {} is a decimal number ({:#o} in octal), as Compose reads it; write 0{} or \"0{}\" if you meant octal",
-                            m.bits, m.bits, decimal_digits(m.bits), decimal_digits(m.bits)
+                            m.bits, m.bits, m.bits, m.bits
                         ),
                     );
                 }
@@ -152,11 +152,6 @@ pub fn references<'p>(
         }
     }
     Ok((refs, used))
-}
-
-/// The digits of a decimal number, which the user probably meant as octal.
-fn decimal_digits(bits: u32) -> String {
-    bits.to_string()
 }
 
 /// The annotation value for `refs`, checked by parsing it back with the webhook's parser.
