@@ -171,7 +171,7 @@ pub fn plan<'a>(
         );
     }
     let mut claim_mounts = Vec::new();
-    let mut tmpfs = Vec::new();
+    let mut scratch = Vec::new();
     for m in &svc.mounts {
         match m {
             Mount::Volume {
@@ -219,7 +219,7 @@ pub fn plan<'a>(
                     )?);
                 }
             }
-            Mount::Tmpfs { target } => tmpfs.push(target.clone()),
+            Mount::Scratch { target, memory } => scratch.push((target.clone(), *memory)),
             Mount::Bind { pos } => report
                 .unmapped
                 .entry("volumes (bind mounts of host paths)".into())
@@ -246,7 +246,7 @@ pub fn plan<'a>(
         env: env_vars,
         configs,
         claims: claim_mounts,
-        tmpfs,
+        scratch,
         controller,
     })
 }

@@ -28,13 +28,10 @@ pub enum Mount {
         read_only: bool,
         pos: Pos,
     },
-    Tmpfs {
-        target: String,
-    },
+    /// `type: tmpfs` (memory) or an anonymous volume (node disk): an `emptyDir`.
+    Scratch { target: String, memory: bool },
     /// A host path: no cluster equivalent.
-    Bind {
-        pos: Pos,
-    },
+    Bind { pos: Pos },
 }
 
 #[derive(Debug, Clone)]
@@ -249,11 +246,25 @@ pub fn service(
                         .push((PathBuf::from(path), required, item.pos.clone()));
                 }
             }
+            "tmpfs" => {
+                let items: Vec<&Node> = match &v.kind {
+                    Kind::Seq(items) => items.iter().collect(),
+                    _ => vec![v],
+                };
+                for item in items {
+                    let text = scalar_str(item, "tmpfs")?;
+                    let target = text.split(':').next().unwrap_or(text).to_string();
+                    s.mounts.push(Mount::Scratch {
+                        target,
+                        memory: true,
+                    });
+                }
+            }
             "ports" => s.ports.extend(ports(v, false)?),
             "expose" => s.ports.extend(ports(v, true)?),
             "secrets" => s.secrets = file_refs(v, "secrets")?,
             "configs" => s.configs = file_refs(v, "configs")?,
-            "volumes" => s.mounts = mounts(v)?,
+            "volumes" => s.mounts.extend(mounts(v)?),
             "healthcheck" => s.healthcheck = Some(health(v)?),
             "profiles" => {
                 s.profiles = v

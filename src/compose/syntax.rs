@@ -210,8 +210,9 @@ pub fn mounts(node: &Node) -> Result<Vec<Mount>, ComposeError> {
                 read_only: ro,
                 pos: item.pos.clone(),
             },
-            "volume" | "tmpfs" => Mount::Tmpfs {
+            "volume" | "tmpfs" => Mount::Scratch {
                 target: target.to_string(),
+                memory: kind == "tmpfs",
             },
             _ => Mount::Bind {
                 pos: item.pos.clone(),

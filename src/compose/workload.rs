@@ -75,7 +75,8 @@ pub struct PodPlan<'a> {
     pub configs: Vec<ConfigMount>,
     /// (claim name, mount path, read-only).
     pub claims: Vec<(String, String, bool)>,
-    pub tmpfs: Vec<String>,
+    /// (mount path, in memory): `emptyDir`s for tmpfs and anonymous volumes.
+    pub scratch: Vec<(String, bool)>,
     pub controller: Controller,
 }
 
@@ -137,12 +138,12 @@ fn pod_spec(p: &PodPlan<'_>) -> PodSpec {
             ..VolumeMount::default()
         });
     }
-    for (i, target) in p.tmpfs.iter().enumerate() {
-        let volume = format!("tmpfs-{i}");
+    for (i, (target, memory)) in p.scratch.iter().enumerate() {
+        let volume = format!("scratch-{i}");
         volumes.push(Volume {
             name: volume.clone(),
             empty_dir: Some(EmptyDirVolumeSource {
-                medium: Some("Memory".into()),
+                medium: memory.then(|| "Memory".to_string()),
                 ..EmptyDirVolumeSource::default()
             }),
             ..Volume::default()
