@@ -249,3 +249,65 @@ fn output_directory_names_files_by_namespace_when_there_are_several() {
         ]
     );
 }
+
+#[test]
+fn profiles_and_env_files_come_from_flags_or_the_environment() {
+    let keys = Keys::new();
+    // COMPOSE_PROFILES is read like --profile.
+    let out = convert("profiles", &[], &[("COMPOSE_PROFILES", "debug")], &keys);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("name: debugger"), "{}", out.stdout);
+    // Without it only the service without profiles runs, and no secret is read or sealed.
+    let plain = convert("profiles", &[], &[], &keys);
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    assert!(
+        !plain.stdout.contains("kind: RunSecret"),
+        "{}",
+        plain.stdout
+    );
+    assert!(
+        plain.stderr.contains("skipped): debugger, loadtest"),
+        "{}",
+        plain.stderr
+    );
+    // Enabling the profile whose secret file is missing fails with its line.
+    let test = convert("profiles", &["--profile", "test"], &[], &keys);
+    assert_eq!(test.code, 2);
+    assert!(
+        test.stderr.contains(
+            "compose.yaml:15: secret load_token: cannot read file secrets/missing_on_purpose.txt"
+        ),
+        "{}",
+        test.stderr
+    );
+
+    // --env-file replaces .env (TAG, DB_HOST); the shell still wins (APP_PORT).
+    let staged = convert(
+        "dotenv",
+        &["--env-file", "staging.env"],
+        &[("APP_PORT", "7000")],
+        &keys,
+    );
+    assert_eq!(staged.code, 0, "{}", staged.stderr);
+    assert!(
+        staged.stdout.contains("image: example/app:9.9"),
+        "{}",
+        staged.stdout
+    );
+    assert!(
+        staged.stdout.contains("value: db.staging"),
+        "{}",
+        staged.stdout
+    );
+    assert!(
+        staged.stdout.contains("containerPort: 7000"),
+        "{}",
+        staged.stdout
+    );
+    // GREETING came from .env, which is not read now.
+    assert!(
+        staged.stderr.contains("variable GREETING is not set"),
+        "{}",
+        staged.stderr
+    );
+}

@@ -137,6 +137,12 @@ pub fn convert(
             format!("variable {name} is not set: it became an empty string"),
         );
     }
+    if let Some(version) = tree.get("version") {
+        report.warn(
+            Some(&version.pos),
+            "the attribute `version` is obsolete and ignored (as Docker Compose says): remove it",
+        );
+    }
     let from_tree = tree
         .get("name")
         .and_then(|n| n.as_str())
