@@ -194,8 +194,19 @@ pub fn convert(
     let mut to_seal = ToSeal::default();
     let mut configmaps: BTreeMap<(String, String), Object> = BTreeMap::new();
     let mut claims: BTreeMap<(String, String), Object> = BTreeMap::new();
+    let mut names: BTreeMap<(String, String), &Service> = BTreeMap::new();
     for svc in &project.services {
         let namespace = namespace_of(opts, &project, svc)?;
+        let object_name = workload::dns_label(&svc.name);
+        if let Some(other) = names.insert((namespace.clone(), object_name.clone()), svc) {
+            return Err(ComposeError::at(
+                &svc.pos,
+                format!(
+                    "services {} and {} would both be named {object_name} in namespace {namespace} (Kubernetes names are lowercase [a-z0-9-]): rename one",
+                    other.name, svc.name
+                ),
+            ));
+        }
         let (mut refs, used) = secrets::references(&project, svc, &mut report)?;
         for def in used {
             match &def.source {

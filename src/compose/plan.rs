@@ -61,8 +61,8 @@ pub fn plan<'a>(
             secrets::annotation(refs, &svc.pos)?,
         );
     }
-    let image = match &svc.image {
-        Some(i) => i.clone(),
+    let image = match svc.image.as_deref().filter(|i| !i.is_empty()) {
+        Some(i) => i.to_string(),
         None => {
             let built = format!("{}-{}", project.name, svc.name);
             if svc.has_build {
