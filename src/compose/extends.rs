@@ -222,7 +222,10 @@ fn resolve(
         }
     };
     let base = match base_file {
-        None => resolve(loader, doc, file, &base_name, env, chain)?,
+        None => {
+            defined(doc, &base_name, &ext.pos, &display(file, loader.cwd))?;
+            resolve(loader, doc, file, &base_name, env, chain)?
+        }
         Some(other) => {
             let dir = file.parent().unwrap_or(Path::new("."));
             let path = dir.join(&other);
@@ -231,6 +234,12 @@ fn resolve(
                 .pop()
                 .ok_or_else(|| ComposeError::at(&ext.pos, format!("{other} holds no document")))?;
             loader.interpolate(&mut other_doc, env)?;
+            defined(
+                &other_doc,
+                &base_name,
+                &ext.pos,
+                &display(&path, loader.cwd),
+            )?;
             let mut base = resolve(loader, &other_doc, &path, &base_name, env, chain)?;
             // Paths in the other file are relative to that file.
             let pos = base.pos.clone();
@@ -273,4 +282,15 @@ fn resolve(
     }
     let mut path = vec!["services".to_string(), name.to_string()];
     merge::merge(base, local, &mut path)
+}
+
+/// Refuses an `extends` whose base service does not exist, at the `extends` line.
+fn defined(doc: &Node, name: &str, at: &Pos, file: &str) -> Result<(), ComposeError> {
+    match doc.get("services").and_then(|s| s.get(name)) {
+        Some(_) => Ok(()),
+        None => Err(ComposeError::at(
+            at,
+            format!("extends: service {name:?} is not defined in {file}: fix service: or file:"),
+        )),
+    }
 }
