@@ -72,13 +72,19 @@ pub fn apply_include(
                 "include of a remote project (git, OCI or URL) is not supported: check it out and include the local path",
             ));
         }
-        let files: Vec<PathBuf> = files.iter().map(|(p, _)| project_dir.join(p)).collect();
+        let files: Vec<PathBuf> = files
+            .iter()
+            .map(|(p, _)| paths::normalise(&project_dir.join(p)))
+            .collect();
         let first = files.first().cloned().unwrap_or_default();
         for f in &files {
             if loader.including.contains(f) {
                 return Err(ComposeError::at(
                     &entry.pos,
-                    format!("include cycle: {} includes itself", display(f, loader.cwd)),
+                    format!(
+                        "include cycle: {} is already being loaded: remove one of the includes",
+                        display(f, loader.cwd)
+                    ),
                 ));
             }
             if !f.is_file() {
@@ -96,12 +102,8 @@ pub fn apply_include(
         // The included project's own .env, overridden by this project's variables.
         let mut sub_env = super::load::environment(&sub_dir, &env_files, env, loader.cwd)?;
         sub_env.overlay(env);
-        loader.including.extend(files.iter().cloned());
-        let included = loader.load(&files, &sub_dir, &sub_env);
-        loader
-            .including
-            .truncate(loader.including.len() - files.len());
-        copy_resources(doc, included?)?;
+        let included = loader.load(&files, &sub_dir, &sub_env)?;
+        copy_resources(doc, included)?;
     }
     Ok(())
 }

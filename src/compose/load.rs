@@ -188,6 +188,24 @@ impl<'a> Loader<'a> {
         project_dir: &Path,
         env: &Environment,
     ) -> Result<Node, ComposeError> {
+        let depth = self.including.len();
+        self.including.extend(files.iter().cloned());
+        let merged = self.load_files(files, project_dir, env);
+        self.including.truncate(depth);
+        let mut tree = merged?
+            .ok_or_else(|| ComposeError::Input("the Compose files hold no document".into()))?;
+        merge::strip_resets(&mut tree);
+        paths::resolve(&mut tree, project_dir);
+        Ok(tree)
+    }
+
+    /// The files' documents, each interpolated, with includes and extends applied, merged.
+    fn load_files(
+        &mut self,
+        files: &[PathBuf],
+        project_dir: &Path,
+        env: &Environment,
+    ) -> Result<Option<Node>, ComposeError> {
         let mut merged: Option<Node> = None;
         for file in files {
             for mut doc in self.parse_file(file, None)? {
@@ -200,10 +218,6 @@ impl<'a> Loader<'a> {
                 });
             }
         }
-        let mut tree = merged
-            .ok_or_else(|| ComposeError::Input("the Compose files hold no document".into()))?;
-        merge::strip_resets(&mut tree);
-        paths::resolve(&mut tree, project_dir);
-        Ok(tree)
+        Ok(merged)
     }
 }
