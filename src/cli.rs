@@ -35,7 +35,8 @@ pub enum Command {
     /// Show what the webhook does to manifests: the mutated objects as YAML, or the denial
     /// (exit 1).
     Review(ReviewArgs),
-    /// Check manifests for credentials in env; exit 1 on findings, 2 on unreadable input.
+    /// Check manifests and Compose files for credentials in env; exit 1 on findings, 2 on
+    /// unreadable input.
     Scan(ScanArgs),
     /// Swarm's `docker secret` verbs: create, ls, inspect, rm, rotate.
     Secret(SecretCommand),
@@ -257,7 +258,8 @@ pub struct ReviewArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct ScanArgs {
-    /// Files or directories (searched for .yaml, .yml and .json files); `-` reads standard input.
+    /// Files or directories (searched for .yaml, .yml and .json files): Kubernetes manifests,
+    /// or Compose files (by name, or by a top-level services:); `-` reads standard input.
     #[arg(value_name = "PATH", required = true)]
     pub paths: Vec<PathBuf>,
     /// Policy level to check at.
