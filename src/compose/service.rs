@@ -265,7 +265,25 @@ pub fn service(
             "secrets" => s.secrets = file_refs(v, "secrets")?,
             "configs" => s.configs = file_refs(v, "configs")?,
             "volumes" => s.mounts.extend(mounts(v)?),
-            "healthcheck" => s.healthcheck = Some(health(v)?),
+            "healthcheck" => {
+                for (hk, _) in map_of(v, "healthcheck")? {
+                    let known = [
+                        "test",
+                        "interval",
+                        "timeout",
+                        "start_period",
+                        "retries",
+                        "disable",
+                    ];
+                    if !known.contains(&hk.name.as_str()) && !hk.name.starts_with("x-") {
+                        unmapped
+                            .entry(format!("healthcheck.{}", hk.name))
+                            .or_default()
+                            .push(hk.pos.clone());
+                    }
+                }
+                s.healthcheck = Some(health(v)?);
+            }
             "profiles" => {
                 s.profiles = v
                     .as_seq()
