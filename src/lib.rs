@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod cli;
+pub mod compose;
 pub mod config;
 #[cfg(test)]
 mod corpus;

@@ -4,7 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use runsecrets::cli::{
-    Cli, Command, ReviewArgs, ScanArgs, SealArgs, SecretCommand, SecretVerb, StoreLocation,
+    Cli, Command, ComposeVerb, ConvertArgs, ReviewArgs, ScanArgs, SealArgs, SecretCommand,
+    SecretVerb, StoreLocation,
 };
 use runsecrets::config::ServerArgs;
 use runsecrets::offline::{self, OutputFormat, ReviewOutput};
@@ -34,6 +35,9 @@ fn main() -> ExitCode {
         Command::Scan(args) => Ok(scan(&args)),
         Command::Secret(args) => Ok(docker_style(secret(args))),
         Command::Seal(args) => Ok(docker_style(seal(args))),
+        Command::Compose(cmd) => match cmd.verb {
+            ComposeVerb::Convert(args) => compose_convert(&args),
+        },
         Command::Crd => {
             print!("{}", runsecrets::store::resource::crd_yaml());
             Ok(ExitCode::SUCCESS)
@@ -246,15 +250,11 @@ fn verb(
 
 fn seal(args: SealArgs) -> anyhow::Result<String> {
     let labels = secrets::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
-    let keys = match &args.key {
-        Some(path) => secrets::public_keys_from_file(path)?,
-        None => match &args.target.store {
-            StoreLocation::File(dir) => secrets::load_or_create_keyring(dir)?.public_keys()?,
-            StoreLocation::Kubernetes => {
-                KubeStore::connect()?.public_keys(&args.target.public_keys)?
-            }
-        },
-    };
+    let keys = secrets::sealing_keys(
+        args.key.as_deref(),
+        &args.target.store,
+        &args.target.public_keys,
+    )?;
     let data = read_data(&args.file)?;
     Ok(secrets::seal_manifest(
         &keys,
@@ -264,4 +264,42 @@ fn seal(args: SealArgs) -> anyhow::Result<String> {
         labels,
         args.service_accounts,
     )?)
+}
+
+/// `compose convert`: everything is built and sealed first; then written (or printed), then the
+/// report goes to standard error. Bad input exits 2 with nothing written.
+fn compose_convert(args: &ConvertArgs) -> anyhow::Result<ExitCode> {
+    use runsecrets::compose::{self, output, Environment};
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let opts = compose::Options {
+        files: args.files.clone(),
+        project_directory: args.project_directory.clone(),
+        env_files: args.env_files.clone(),
+        profiles: args.profiles.clone(),
+        project_name: args.project_name.clone(),
+        namespace: args.namespace.clone(),
+        env_credentials: args.env_credentials,
+        os_env: Environment::from_map(std::env::vars().collect()),
+        cwd: cwd.clone(),
+    };
+    let keys = || match &args.public_keys {
+        Some(configmap) => secrets::sealing_keys(None, &StoreLocation::Kubernetes, configmap),
+        None => secrets::sealing_keys(
+            args.key.as_deref(),
+            &args.store,
+            "runsecrets/runsecrets-public-keys",
+        ),
+    };
+    let conversion = compose::convert(&opts, &keys)?;
+    if args.output == std::path::Path::new("-") {
+        print!("{}", output::stream(&conversion.objects));
+    } else {
+        output::write_dir(
+            &cwd.join(&args.output),
+            &conversion.objects,
+            &conversion.report.files,
+        )?;
+    }
+    eprint!("{}", conversion.report.render());
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,11 @@
-//! `runsecrets scan`: credential findings across manifest files, Dockerfiles and directories.
+//! `runsecrets scan`: credential findings across manifest files, Dockerfiles, Compose files and
+//! directories.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::compose;
 use crate::policy::{self, Level};
 use crate::spec;
 
@@ -41,11 +43,19 @@ pub enum Place {
         stage: Option<String>,
         instruction: String,
     },
+    /// A service's `environment`, `env_file` or `build.args` entry in a Compose project (the
+    /// file is the Compose file or the env file the value is written in).
+    Compose {
+        line: usize,
+        service: String,
+        key: &'static str,
+    },
 }
 
 impl ScanFinding {
     /// `file: document N: Pod "ns/x": container "app" env DB_PASSWORD: name contains "PASSWORD"`
-    /// or `Dockerfile:7: stage "build": ARG NPM_TOKEN: … [name]; fix: …`.
+    /// or `Dockerfile:7: stage "build": ARG NPM_TOKEN: … [name]; fix: …`
+    /// or `compose.yaml:5: Compose service "db": environment DB_PASSWORD: … [name]; fix: …`.
     pub fn line(&self) -> String {
         let at = match &self.place {
             Place::Manifest {
@@ -73,6 +83,10 @@ impl ScanFinding {
                     self.file, self.variable
                 )
             }
+            Place::Compose { line, service, key } => format!(
+                "{}:{line}: Compose service {service:?}: {key} {}",
+                self.file, self.variable
+            ),
         };
         let fix = self
             .fix
@@ -98,6 +112,9 @@ pub enum FileKind {
     /// `Dockerfile`, `*.Dockerfile`, `Dockerfile.*`, `Containerfile` (and the same with
     /// `Containerfile`), any case; `*.dockerignore` is not one.
     Dockerfile,
+    /// `compose.yaml`, `docker-compose.yml`, `compose.prod.yaml`… by name; other YAML files
+    /// are read as Compose when their content is a Compose project.
+    Compose,
 }
 
 impl FileKind {
@@ -113,6 +130,9 @@ impl FileKind {
             });
         if dockerfile {
             return Some(Self::Dockerfile);
+        }
+        if compose::scan::is_compose_name(path) {
+            return Some(Self::Compose);
         }
         let manifest = matches!(
             path.extension().and_then(|e| e.to_str()),
@@ -139,9 +159,14 @@ pub fn scan(paths: &[PathBuf], level: Level) -> ScanOutput {
                 continue;
             }
         };
+        let kind = match kind {
+            FileKind::Manifest if compose::scan::looks_like_compose(&text) => FileKind::Compose,
+            kind => kind,
+        };
         match kind {
             FileKind::Manifest => scan_manifests(&name, &text, level, &mut out),
             FileKind::Dockerfile => scan_dockerfile(&name, &text, level, &mut out),
+            FileKind::Compose => scan_compose(&file, &text, level, &mut out),
         }
     }
     out
@@ -216,6 +241,29 @@ fn scan_dockerfile(file: &str, text: &str, level: Level, out: &mut ScanOutput) {
             reason: f.reason.describe(),
             fix: Some(fix),
         });
+    }
+}
+
+/// A Compose file: its environment, env files and build args (literal credentials are
+/// baseline findings, so nothing is reported at `off`).
+fn scan_compose(file: &Path, text: &str, level: Level, out: &mut ScanOutput) {
+    if level < Level::Baseline {
+        return;
+    }
+    match compose::scan::scan_file(file, text) {
+        Ok(found) => out.findings.extend(found.into_iter().map(|f| ScanFinding {
+            file: f.file,
+            place: Place::Compose {
+                line: f.line,
+                service: f.service,
+                key: f.place,
+            },
+            variable: f.variable,
+            rule: f.rule,
+            reason: f.reason,
+            fix: Some(f.fix),
+        })),
+        Err(e) => out.errors.push(e),
     }
 }
 

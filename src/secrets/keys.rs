@@ -89,3 +89,22 @@ pub fn public_keys_from_file(path: &Path) -> Result<PublicKeys, StoreError> {
         path: path.display().to_string(),
     })
 }
+
+/// The public keys to seal with, as `seal` and `compose convert` find them: a key file
+/// (`--key`), else the keyring of the file store, else the ConfigMap the server publishes
+/// (`--store kubernetes`, `--public-keys NAMESPACE/NAME`).
+pub fn sealing_keys(
+    key_file: Option<&Path>,
+    store: &crate::cli::StoreLocation,
+    public_keys: &str,
+) -> Result<PublicKeys, StoreError> {
+    match (key_file, store) {
+        (Some(path), _) => public_keys_from_file(path),
+        (None, crate::cli::StoreLocation::File(dir)) => {
+            Ok(load_or_create_keyring(dir)?.public_keys()?)
+        }
+        (None, crate::cli::StoreLocation::Kubernetes) => {
+            crate::store::kubernetes::KubeStore::connect()?.public_keys(public_keys)
+        }
+    }
+}

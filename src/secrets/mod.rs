@@ -7,7 +7,7 @@ mod listing;
 mod rotate;
 
 pub use cluster::{Cluster, NoCluster, WorkloadRef};
-pub use keys::{load_or_create_keyring, public_keys_from_file};
+pub use keys::{load_or_create_keyring, public_keys_from_file, sealing_keys};
 pub use listing::{ls, Filter, LsFormat};
 pub use rotate::{move_references, next_version, rotate, Rotation};
 
@@ -133,11 +133,25 @@ pub fn seal_manifest(
     labels: BTreeMap<String, String>,
     service_accounts: Vec<String>,
 ) -> Result<String, StoreError> {
+    let resource = sealed_resource(keys, namespace, name, &data, labels, service_accounts)?;
+    Ok(serde_norway::to_string(&resource).unwrap_or_default())
+}
+
+/// The `RunSecret` object for a value sealed offline: what `seal` prints and what
+/// `compose convert` writes for each secret.
+pub fn sealed_resource(
+    keys: &PublicKeys,
+    namespace: &str,
+    name: &str,
+    data: &[u8],
+    labels: BTreeMap<String, String>,
+    service_accounts: Vec<String>,
+) -> Result<RunSecret, StoreError> {
     let record = SecretRecord::seal(
         keys,
         namespace,
         name,
-        &data,
+        data,
         labels.clone(),
         service_accounts,
     )?;
@@ -146,7 +160,7 @@ pub fn seal_manifest(
     if !labels.is_empty() {
         resource.metadata.labels = Some(labels);
     }
-    Ok(serde_norway::to_string(&resource).unwrap_or_default())
+    Ok(resource)
 }
 
 #[cfg(test)]
