@@ -26,6 +26,23 @@ use crate::spec;
 /// Size of the claim made for each named volume (Compose volumes have no size).
 const CLAIM_SIZE: &str = "1Gi";
 
+/// Whether another service connects to `name`: lists it in `depends_on` or has it as the host
+/// of an environment value (`db:3306`, `postgres://u@db/x`, `db`).
+fn connected_to(project: &Project, name: &str) -> bool {
+    let host_in = |value: &str| {
+        let rest = value.rsplit("//").next().unwrap_or(value);
+        let rest = rest.rsplit('@').next().unwrap_or(rest);
+        let host = rest.split([':', '/', '?']).next().unwrap_or(rest);
+        host == name
+    };
+    project.services.iter().filter(|s| s.name != name).any(|s| {
+        s.depends_on.iter().any(|d| d == name)
+            || s.environment
+                .iter()
+                .any(|e| e.value.as_deref().is_some_and(host_in))
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn plan<'a>(
     project: &Project,
@@ -85,6 +102,9 @@ pub fn plan<'a>(
         if let Some(p) = &port.published {
             report.warn(Some(&port.pos), format!("published port {p} is not exposed outside the cluster: the Service {name} listens on {} (use kubectl port-forward or an Ingress)", port.target));
         }
+    }
+    if svc.ports.is_empty() && connected_to(project, &svc.name) {
+        report.warn(Some(&svc.pos), format!("service {} has no ports: or expose:, so no Service is made and other services cannot reach it as {name} (Compose's network lets them); add expose: [PORT] if they connect to it", shorten(&svc.name)));
     }
     let mut configs = Vec::new();
     for c in &svc.configs {

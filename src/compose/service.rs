@@ -66,6 +66,8 @@ pub struct Service {
     pub global: bool,
     pub replicas: Option<i32>,
     pub profiles: Vec<String>,
+    /// Services named in `depends_on` (short or long syntax): they are connected to.
+    pub depends_on: Vec<String>,
     pub grace_period: Option<i64>,
     pub hints: Hints,
 }
@@ -197,6 +199,7 @@ pub fn service(
         global: false,
         replicas: None,
         profiles: Vec::new(),
+        depends_on: Vec::new(),
         grace_period: None,
         hints: Hints::default(),
     };
@@ -311,7 +314,22 @@ pub fn service(
                     }
                 }
             }
-            "container_name" | "depends_on" | "restart" => unmapped
+            "depends_on" => {
+                // Start order has no equivalent; who is connected to still matters (below).
+                s.depends_on = match (v.as_seq(), v.as_map()) {
+                    (Some(seq), _) => seq
+                        .iter()
+                        .filter_map(|n| n.as_str().map(str::to_string))
+                        .collect(),
+                    (_, Some(map)) => map.iter().map(|(k, _)| k.name.clone()).collect(),
+                    _ => Vec::new(),
+                };
+                unmapped
+                    .entry(key.to_string())
+                    .or_default()
+                    .push(k.pos.clone());
+            }
+            "container_name" | "restart" => unmapped
                 .entry(key.to_string())
                 .or_default()
                 .push(k.pos.clone()),

@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec,
+    DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec, DeploymentStrategy, StatefulSet,
+    StatefulSetSpec,
 };
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -238,6 +239,12 @@ pub fn workload(p: &PodPlan<'_>) -> Result<(&'static str, serde_json::Value), se
                     replicas,
                     selector,
                     template,
+                    // A ReadWriteOnce claim attaches to one node: a rolling update's new pod
+                    // could wait forever for the old one's volume, so the old pod goes first.
+                    strategy: (!p.claims.is_empty()).then(|| DeploymentStrategy {
+                        type_: Some("Recreate".into()),
+                        ..DeploymentStrategy::default()
+                    }),
                     ..DeploymentSpec::default()
                 }),
                 ..Deployment::default()
