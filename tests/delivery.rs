@@ -563,7 +563,8 @@ async fn hostile_requests(dir: &Path, webhook: &str, delivery: &str) {
         .try_send_with("POST", PUBLISH_PATH, &[("authorization", &bearer)], body)
         .await
         .expect("answered");
-    assert_eq!(status, 403);
+    // Refused for its shape before any token is reviewed, and audited all the same.
+    assert_eq!(status, 400);
     let mut review = common::fixture("pod-secrets-short.json");
     review["request"]["uid"] = "u-1\nFAKE line decision=granted \u{1b}[31m".into();
     let mut webhook = Client::open(webhook.parse().expect("addr"), &ca).await;
@@ -636,9 +637,7 @@ async fn text_log_lines_escape_every_caller_controlled_field() {
     assert_eq!(get("node"), "node-1\u{2028}decision=granted");
     assert!(!audit[0].contains('\u{2028}') && audit[0].contains("\\u{2028}"));
     assert!(
-        get("detail").starts_with(
-            "pod token refused: it belongs to pod shop/web-0 (uid uid-0), not shop/web-0?2026"
-        ),
+        get("detail").starts_with("podName is not a pod name"),
         "{}",
         get("detail")
     );
@@ -697,7 +696,7 @@ async fn json_log_lines_keep_every_field_intact() {
     assert_eq!(fields["uid"], "uid-0??[2K");
     assert!(fields["detail"]
         .as_str()
-        .is_some_and(|d| d.starts_with("pod token refused: it belongs to pod shop/web-0")));
+        .is_some_and(|d| d.starts_with("podName is not a pod name")));
     let review = events
         .iter()
         .find(|e| e["fields"]["message"] == "review")
