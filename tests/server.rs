@@ -729,6 +729,53 @@ async fn a_newcomer_evicts_an_idle_connection_but_waits_for_a_busy_one() {
     server.stop().await.expect("clean stop");
 }
 
+/// Slowloris on the body: every slot holds a request whose body trickles in. A review still
+/// gets through once the oldest has been in flight for 2 s, instead of after the 10 s
+/// request timeout, and the slow peer loses its connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_trickling_bodies_give_way_to_a_review() {
+    let dir = tempfile::tempdir().unwrap();
+    seed(dir.path());
+    let server = Running::start(dir.path(), &["--max-connections", "4"]).await;
+    let ca_pem = ca(dir.path());
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        slow.push(start_review(server.webhook, &ca_pem).await);
+    }
+    // Their headers are read: all four are in flight.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    let mut client = tokio::time::timeout(
+        Duration::from_secs(5),
+        Client::open(server.webhook, &ca_pem),
+    )
+    .await
+    .expect("a slot within 5 s");
+    let (status, body) = client
+        .send("POST", "/mutate", fixture_bytes("pod-secrets-short.json"))
+        .await;
+    let took = asked.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(
+        response(&body, &fixture("pod-secrets-short.json"))["allowed"],
+        true
+    );
+    assert!(
+        took >= Duration::from_millis(1_300),
+        "a young request was cut: {took:?}"
+    );
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    assert!(
+        closed_by_server(&mut slow[0]).await,
+        "the slowest peer kept its connection"
+    );
+    let metrics = plain_get(server.admin, "/metrics").await.1;
+    let line = r#"runsecrets_connections_closed_by_server_total{listener="webhook",reason="slow_request"} 1"#;
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    drop(slow);
+    server.stop().await.expect("clean stop");
+}
+
 #[tokio::test]
 async fn silent_and_idle_connections_are_closed_at_their_deadlines() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,7 @@
 //! per-request timeouts, not a shared table of connections to choose a victim from.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -39,7 +39,16 @@ pub enum Closed {
     IdleDeadline,
     /// Idle, and a new connection needed its slot.
     Evicted,
+    /// Every connection was busy and a new one was waiting: this one's request had been in
+    /// flight the longest, past [`SLOW_REQUEST`] (a review takes milliseconds; a body that
+    /// trickles in does not).
+    SlowRequest,
 }
+
+/// When every slot is busy, a request in flight longer than this may lose its connection to a
+/// newcomer. Reviews take well under a millisecond and deliveries a token review or two, so
+/// only a peer that sends its body slowly (or a very slow network) is this slow.
+pub const SLOW_REQUEST: Duration = Duration::from_secs(2);
 
 impl Closed {
     pub fn label(self) -> &'static str {
@@ -47,6 +56,7 @@ impl Closed {
             Closed::FirstRequestDeadline => "first_request_deadline",
             Closed::IdleDeadline => "idle_deadline",
             Closed::Evicted => "evicted",
+            Closed::SlowRequest => "slow_request",
         }
     }
 }
@@ -58,10 +68,12 @@ pub struct Activity {
     busy: AtomicUsize,
     /// When the connection last became idle, in milliseconds since the table's epoch.
     idle_since: AtomicU64,
+    /// When the oldest request in flight started (same clock); meaningful while busy.
+    busy_since: AtomicU64,
     /// Whether a request has been seen: the idle deadline replaces the first-request one.
     served: AtomicBool,
-    /// Set when the table evicted this connection.
-    evicted: AtomicBool,
+    /// Why the table evicted this connection: 0 not evicted, 1 idle, 2 slow request.
+    evicted: AtomicU8,
     /// Wakes the connection's watchdog: it became idle, or was evicted.
     wake: Notify,
 }
@@ -96,7 +108,11 @@ impl Slot {
     /// Counts a request as in flight; call when its headers are complete.
     pub fn begin(&self) -> InFlight {
         self.activity.served.store(true, Ordering::Relaxed);
-        self.activity.busy.fetch_add(1, Ordering::AcqRel);
+        if self.activity.busy.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.activity
+                .busy_since
+                .store(self.table.now_ms(), Ordering::Relaxed);
+        }
         InFlight {
             activity: self.activity.clone(),
             table: self.table.clone(),
@@ -135,8 +151,12 @@ impl Slot {
     ) -> Closed {
         let activity = &self.activity;
         loop {
-            if eviction && activity.evicted.load(Ordering::Acquire) {
-                return Closed::Evicted;
+            if eviction {
+                match activity.evicted.load(Ordering::Acquire) {
+                    0 => {}
+                    1 => return Closed::Evicted,
+                    _ => return Closed::SlowRequest,
+                }
             }
             if activity.busy.load(Ordering::Acquire) > 0 {
                 // Woken when the last request ends (or on eviction).
@@ -237,65 +257,81 @@ impl Connections {
     }
 
     /// Takes a slot for a connection just accepted: a free one, else the slot of the
-    /// connection idle the longest (which is told to close). Waits only while every open
-    /// connection has a request in flight; `None` after `stop` resolves first.
+    /// connection idle the longest, else that of the request in flight the longest past
+    /// [`SLOW_REQUEST`] (the evicted connection is told to close). Waits while every
+    /// connection has a younger request in flight; `None` after `stop` resolves first.
     pub async fn admit(
         self: &Arc<Self>,
         stop: impl std::future::Future<Output = ()>,
-    ) -> Option<(Slot, bool)> {
+    ) -> Option<Slot> {
         tokio::pin!(stop);
         loop {
             // Registered before the check, so a change between the two is not missed.
             let changed = self.changed.notified();
-            if let Some(admitted) = self.try_admit() {
+            if let Some(slot) = self.try_admit() {
                 self.saturated.store(false, Ordering::Relaxed);
-                return Some(admitted);
+                return Some(slot);
             }
             self.saturated.store(true, Ordering::Relaxed);
+            // A busy connection may become slow enough to give way without any change.
             tokio::select! {
                 () = changed => {}
+                () = tokio::time::sleep(SLOW_REQUEST / 4) => {}
                 () = &mut stop => return None,
             }
         }
     }
 
-    /// The slot, and whether an idle connection was evicted for it.
-    fn try_admit(self: &Arc<Self>) -> Option<(Slot, bool)> {
+    fn try_admit(self: &Arc<Self>) -> Option<Slot> {
         let mut open = self.lock();
-        let mut evicted = false;
         if open.by_id.len() >= self.capacity {
-            let victim = open
-                .by_id
-                .iter()
-                .filter(|(_, a)| a.busy.load(Ordering::Acquire) == 0)
-                .min_by_key(|(_, a)| a.idle_since.load(Ordering::Relaxed))
-                .map(|(id, _)| *id)?;
+            let (victim, reason) = self.victim(&open)?;
             if let Some(activity) = open.by_id.remove(&victim) {
                 self.gauge.dec();
-                activity.evicted.store(true, Ordering::Release);
+                let code = if reason == Closed::Evicted { 1 } else { 2 };
+                activity.evicted.store(code, Ordering::Release);
                 activity.wake.notify_one();
-                evicted = true;
             }
         }
         let id = open.next_id;
         open.next_id += 1;
+        let now = self.now_ms();
         let activity = Arc::new(Activity {
             busy: AtomicUsize::new(0),
-            idle_since: AtomicU64::new(self.now_ms()),
+            idle_since: AtomicU64::new(now),
+            busy_since: AtomicU64::new(now),
             served: AtomicBool::new(false),
-            evicted: AtomicBool::new(false),
+            evicted: AtomicU8::new(0),
             wake: Notify::new(),
         });
         open.by_id.insert(id, activity.clone());
         self.gauge.inc();
-        Some((
-            Slot {
-                id,
-                activity,
-                table: self.clone(),
-            },
-            evicted,
-        ))
+        Some(Slot {
+            id,
+            activity,
+            table: self.clone(),
+        })
+    }
+
+    /// The connection to close for a newcomer: idle the longest, else slow the longest.
+    fn victim(&self, open: &Open) -> Option<(u64, Closed)> {
+        let idle = open
+            .by_id
+            .iter()
+            .filter(|(_, a)| a.busy.load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, a)| a.idle_since.load(Ordering::Relaxed));
+        if let Some((id, _)) = idle {
+            return Some((*id, Closed::Evicted));
+        }
+        let slow_before = self
+            .now_ms()
+            .checked_sub(u64::try_from(SLOW_REQUEST.as_millis()).unwrap_or(u64::MAX))?;
+        open.by_id
+            .iter()
+            .map(|(id, a)| (*id, a.busy_since.load(Ordering::Relaxed)))
+            .filter(|(_, since)| *since <= slow_before)
+            .min_by_key(|(_, since)| *since)
+            .map(|(id, _)| (id, Closed::SlowRequest))
     }
 
     /// Resolves once every connection has closed.
@@ -323,7 +359,7 @@ mod tests {
         Connections::new("webhook", capacity, Gauge::default())
     }
 
-    async fn admit(table: &Arc<Connections>) -> (Slot, bool) {
+    async fn admit(table: &Arc<Connections>) -> Slot {
         table.admit(std::future::pending()).await.expect("admitted")
     }
 
@@ -337,7 +373,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_is_closed_at_the_first_request_deadline() {
         let table = table(4);
-        let (slot, _) = admit(&table).await;
+        let slot = admit(&table).await;
         assert_eq!(
             expired_within(&slot, Duration::from_millis(9_900)).await,
             None
@@ -351,7 +387,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_a_request_the_idle_deadline_counts_from_its_end() {
         let table = table(4);
-        let (slot, _) = admit(&table).await;
+        let slot = admit(&table).await;
         let request = slot.begin();
         // In flight: no deadline applies, however long it takes (the request timeout does).
         assert_eq!(expired_within(&slot, Duration::from_secs(120)).await, None);
@@ -369,11 +405,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_full_table_evicts_the_connection_idle_longest() {
         let table = table(2);
-        let (oldest, _) = admit(&table).await;
+        let oldest = admit(&table).await;
         tokio::time::advance(Duration::from_secs(1)).await;
-        let (newer, _) = admit(&table).await;
-        let (third, evicted) = admit(&table).await;
-        assert!(evicted);
+        let newer = admit(&table).await;
+        let third = admit(&table).await;
         assert_eq!(table.len(), 2);
         assert_eq!(
             expired_within(&oldest, Duration::ZERO).await,
@@ -385,26 +420,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn busy_connections_are_never_evicted_and_a_newcomer_waits_for_one() {
+    async fn a_newcomer_waits_for_a_busy_connection_until_its_request_ends() {
         let table = table(1);
-        let (slot, _) = admit(&table).await;
+        let slot = admit(&table).await;
         let request = slot.begin();
         let waiting = tokio::spawn({
             let table = table.clone();
-            async move { admit(&table).await.1 }
+            async move { admit(&table).await }
         });
-        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         assert!(!waiting.is_finished(), "admitted past a busy connection");
         assert!(
             table.saturated(),
             "saturation is reported while a connection waits"
         );
-        // The request ends: the connection is idle, so it can now make room.
+        // The request ends: the connection is idle, so it now makes room.
         drop(request);
-        assert!(
-            waiting.await.expect("task"),
-            "the idle connection was evicted"
-        );
+        waiting.await.expect("admitted");
         assert!(!table.saturated());
         assert_eq!(
             expired_within(&slot, Duration::ZERO).await,
@@ -413,9 +445,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_request_slower_than_the_limit_gives_way_when_every_slot_is_busy() {
+        let table = table(2);
+        let slow = admit(&table).await;
+        let _slow_request = slow.begin();
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let busy = admit(&table).await;
+        let _busy_request = busy.begin();
+        let waiting = tokio::spawn({
+            let table = table.clone();
+            async move { admit(&table).await }
+        });
+        tokio::time::sleep(SLOW_REQUEST - Duration::from_millis(600)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a request younger than the limit was cut"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(waiting.is_finished(), "the slow request kept its slot");
+        assert_eq!(
+            expired_within(&slow, Duration::ZERO).await,
+            Some(Closed::SlowRequest)
+        );
+        assert_eq!(expired_within(&busy, Duration::ZERO).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_stop_ends_the_wait_for_a_slot() {
         let table = table(1);
-        let (slot, _) = admit(&table).await;
+        let slot = admit(&table).await;
         let _request = slot.begin();
         let stopped = table
             .admit(tokio::time::sleep(Duration::from_secs(1)))
@@ -426,7 +484,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_connection_told_to_close_lingers_only_while_a_request_is_in_flight() {
         let table = table(1);
-        let (slot, _) = admit(&table).await;
+        let slot = admit(&table).await;
         let request = slot.begin();
         let linger = Duration::from_secs(1);
         assert!(

@@ -83,14 +83,9 @@ pub async fn serve(
             },
             () = stopped(stop.clone()) => break,
         };
-        let Some((slot, evicted)) = connections.admit(stopped(stop.clone())).await else {
+        let Some(slot) = connections.admit(stopped(stop.clone())).await else {
             break;
         };
-        if evicted {
-            connection
-                .metrics
-                .connection_closed(connections.name, Closed::Evicted);
-        }
         let _ = tcp.set_nodelay(true);
         tokio::spawn(connection.clone().run(tcp, slot, stop.clone()));
     }
@@ -159,6 +154,11 @@ impl Connection {
             _ = conn.as_mut() => return,
             reason = slot.expired(self.deadlines) => {
                 self.metrics.connection_closed(slot.listener(), reason);
+                // Its slot went to a newcomer: waiting for the slow request would keep the
+                // socket anyway.
+                if reason == Closed::SlowRequest {
+                    return;
+                }
             }
             () = stopped(stop) => {}
         }
