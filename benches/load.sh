@@ -7,6 +7,7 @@
 #
 #   benches/load.sh                # 3 rounds of 10 s each
 #   ROUNDS=1 SECONDS_PER_RUN=5 benches/load.sh
+#   BIN=/path/to/runsecrets benches/load.sh   # another build (A/B against an older commit)
 #
 # Needs: cargo, python3, taskset (util-linux). Installs oha into $TOOLS if missing.
 set -euo pipefail
@@ -25,8 +26,10 @@ OHA="$TOOLS/bin/oha"
 if [ ! -x "$OHA" ]; then
   cargo install oha --locked --root "$TOOLS"
 fi
-cargo build --release --locked --quiet
-BIN="$CARGO_TARGET_DIR/release/runsecrets"
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked --quiet
+  BIN="$CARGO_TARGET_DIR/release/runsecrets"
+fi
 
 WORK=$(mktemp -d)
 RESULTS="$WORK/results.jsonl"
