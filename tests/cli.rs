@@ -1,10 +1,11 @@
 //! `runsecrets review` and `runsecrets scan`, run as the real binary on the manifests in
 //! tests/manifests.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+mod common;
 
+use std::path::PathBuf;
+
+use common::binary::Run;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use serde::Deserialize;
@@ -17,29 +18,6 @@ const VALUES: [&str; 4] = [
     "broken-Secret-Value-4242",
     "tagged-Secret-Value-5151",
 ];
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn assert_no_values(&self) {
-        for value in VALUES {
-            assert!(
-                !self.stdout.contains(value),
-                "{value} in stdout:\n{}",
-                self.stdout
-            );
-            assert!(
-                !self.stderr.contains(value),
-                "{value} in stderr:\n{}",
-                self.stderr
-            );
-        }
-    }
-}
 
 #[track_caller]
 fn assert_mentions(text: &str, parts: &[&str]) {
@@ -54,31 +32,7 @@ fn manifests() -> PathBuf {
 
 /// Runs the binary in tests/manifests, so file names in its output are relative to it.
 fn run(args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runsecrets"))
-        .args(args)
-        .current_dir(manifests())
-        .env_remove("RUNSECRETS_LEVEL")
-        .env_remove("RUNSECRETS_FORMAT")
-        .env_remove("RUNSECRETS_LOG_FORMAT")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runsecrets starts");
-    if let Some(text) = stdin {
-        let mut input = child.stdin.take().expect("stdin");
-        input.write_all(text.as_bytes()).expect("stdin written");
-    }
-    let out = child.wait_with_output().expect("runsecrets finishes");
-    Run {
-        code: out.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
-        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
-    }
+    common::binary::run_in(&manifests(), args, &[], stdin)
 }
 
 fn yaml_documents(text: &str) -> Vec<Value> {
@@ -169,7 +123,7 @@ fn review_refuses_a_literal_password_without_showing_it() {
     assert_mentions(&out.stderr, &parts);
     assert_mentions(&out.stderr, &[fix]);
     assert!(!out.stderr.contains("MYSQL_DATABASE"), "{}", out.stderr);
-    out.assert_no_values();
+    out.assert_no_values(&VALUES);
 }
 
 #[test]
@@ -202,7 +156,7 @@ fn scan_prints_one_line_per_finding() {
     }
     // clean.yaml and the secretKeyRef in secret-ref.yaml are fine at baseline.
     assert!(!out.stdout.contains("clean.yaml") && !out.stdout.contains("REDIS"));
-    out.assert_no_values();
+    out.assert_no_values(&VALUES);
 }
 
 #[test]
@@ -232,7 +186,7 @@ fn scan_prints_json_findings() {
         "reason": "name contains \"TOKEN\"",
     });
     assert_eq!(findings, [pod, cron]);
-    out.assert_no_values();
+    out.assert_no_values(&VALUES);
 }
 
 #[test]
@@ -283,10 +237,10 @@ fn unreadable_input_exits_2_naming_the_file() {
         "{}",
         broken.stderr
     );
-    broken.assert_no_values();
+    broken.assert_no_values(&VALUES);
 
     let review = run(&["review", "invalid/tagged.yaml"], None);
     assert_eq!((review.code, review.stdout.as_str()), (2, ""));
     assert_mentions(&review.stderr, &["invalid/tagged.yaml"]);
-    review.assert_no_values();
+    review.assert_no_values(&VALUES);
 }

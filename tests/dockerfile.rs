@@ -2,9 +2,11 @@
 //! multi-stage builds, continuations with comments, heredocs, the escape directive, the legacy
 //! ENV form, ONBUILD, `_FILE` names and benign settings.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
+use std::path::PathBuf;
+
+use common::binary::Run;
 use serde_json::{json, Value};
 
 /// Every literal value in the corpus; no output may contain one.
@@ -65,31 +67,11 @@ const EXPECTED: [(&str, &str, &str, &str); 8] = [
     ),
 ];
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary in tests/manifests, so file names in its output are relative to it.
+/// Runs `scan` in tests/manifests, so file names in its output are relative to it.
 fn scan(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_runsecrets"))
-        .arg("scan")
-        .args(args)
-        .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/manifests"))
-        .env_remove("RUNSECRETS_LEVEL")
-        .env_remove("RUNSECRETS_FORMAT")
-        .output()
-        .expect("runs");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    for value in VALUES {
-        assert!(!run.stdout.contains(value), "{value} in:\n{}", run.stdout);
-        assert!(!run.stderr.contains(value), "{value} in:\n{}", run.stderr);
-    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/manifests");
+    let run = common::binary::run_in(&dir, &[&["scan"], args].concat(), &[], None);
+    run.assert_no_values(&VALUES);
     run
 }
 

@@ -1,52 +1,24 @@
 //! The `docker secret` verbs through the real binary: exit codes, Swarm's messages, stdin,
 //! and that no output or file carries the value.
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::binary::Run;
+
 const VALUE: &str = "Tr0ub4dor-and-3-value";
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn runsecrets(dir: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+/// Runs a verb on the file store in `dir` (from `dir`); no output may carry the value.
+fn runsecrets(dir: &Path, args: &[&str], stdin: Option<&str>) -> Run {
     let store = format!("file:{}", dir.display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_runsecrets"))
-        .args(args)
-        .args(if args[0] == "crd" {
-            vec![]
-        } else {
-            vec!["--store", store.as_str()]
-        })
-        .env_remove("RUNSECRETS_NAMESPACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("binary runs");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(text.as_bytes())
-            .expect("write");
+    let mut all = args.to_vec();
+    if args[0] != "crd" {
+        all.extend(["--store", store.as_str()]);
     }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("finishes");
-    let out = Out {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !out.stdout.contains(VALUE) && !out.stderr.contains(VALUE),
-        "value printed"
-    );
+    let out = common::binary::run_in(dir, &all, &[], stdin);
+    out.assert_no_values(&[VALUE]);
     out
 }
 

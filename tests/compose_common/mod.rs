@@ -2,7 +2,6 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -41,27 +40,23 @@ pub fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compose")
 }
 
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
+#[path = "../common/binary.rs"]
+mod binary;
+
+/// A run of the binary, checked against the corpus' values.
+pub struct Run(pub binary::Run);
+
+impl std::ops::Deref for Run {
+    type Target = binary::Run;
+    fn deref(&self) -> &binary::Run {
+        &self.0
+    }
 }
 
 impl Run {
     #[track_caller]
     pub fn assert_no_values(&self) {
-        for value in VALUES {
-            assert!(
-                !self.stdout.contains(value),
-                "{value} in stdout:\n{}",
-                self.stdout
-            );
-            assert!(
-                !self.stderr.contains(value),
-                "{value} in stderr:\n{}",
-                self.stderr
-            );
-        }
+        self.0.assert_no_values(VALUES);
     }
 }
 
@@ -91,30 +86,7 @@ impl Keys {
 
 /// Runs the binary in `dir` with only `env` in its environment.
 pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
-    use std::io::Write;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runsecrets"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("runsecrets starts");
-    if let Some(text) = stdin {
-        let mut input = child.stdin.take().expect("stdin");
-        input.write_all(text.as_bytes()).expect("stdin written");
-    }
-    let out = child.wait_with_output().expect("runsecrets finishes");
-    Run {
-        code: out.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
-        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
-    }
+    Run(binary::run_in(dir, args, env, stdin))
 }
 
 /// `compose convert` in a corpus project with the test keys.
