@@ -1,0 +1,107 @@
+//! `runsecrets server` as the chart's Deployment runs it, and its tls.mode=server CA: created
+//! in a Secret, published to the webhook configurations and the node plugins' ConfigMap.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use serde_json::Value;
+
+use super::node::node_ca_configmap;
+use super::System;
+use crate::api::http_get;
+use crate::chart::{container, flag, swap_args};
+use crate::{eventually, say};
+
+impl System {
+    pub(super) fn start_server(&mut self) {
+        say("  runsecrets server with the chart's arguments");
+        let pod = self.chart.server_pod();
+        let c = container(&pod, "server").clone();
+        let ns = self.chart.namespace.clone();
+        let sa = pod
+            .service_account_name
+            .clone()
+            .expect("server ServiceAccount");
+        let kubeconfig = self.work.join("server.kubeconfig");
+        self.service_account_kubeconfig(&ns, &sa, &kubeconfig);
+        let args = swap_args(
+            &c,
+            &[
+                ("listen", format!("127.0.0.1:{}", self.webhook_port)),
+                ("admin-listen", format!("127.0.0.1:{}", self.admin_port)),
+                (
+                    "delivery-listen",
+                    format!("127.0.0.1:{}", self.delivery_port),
+                ),
+                (
+                    "data-dir",
+                    self.work.join("server-data").display().to_string(),
+                ),
+            ],
+        );
+        self.procs.spawn("server", &args, Some(&kubeconfig));
+        let admin = self.admin_port;
+        self.wait_ready("server", admin);
+
+        // tls.mode=server: the CA Secret the server made, published where the chart says.
+        let ca_secret = flag(&c, "tls-ca-secret");
+        let secret: Secret = self
+            .k
+            .get(Some(&ns), &format!("secret/{ca_secret}"))
+            .unwrap_or_else(|| panic!("the server did not create Secret {ns}/{ca_secret}"));
+        let data = secret.data.unwrap_or_default();
+        assert!(data.contains_key("ca.key"), "the CA Secret holds its key");
+        let ca = String::from_utf8(data.get("ca.crt").expect("ca.crt").0.clone()).expect("PEM");
+        let bundle = B64.encode(&ca);
+        let k = self.k.clone();
+        eventually(
+            "the CA in every webhook's caBundle",
+            Duration::from_secs(30),
+            Duration::from_millis(250),
+            || {
+                let all: Vec<Value> = [
+                    "mutatingwebhookconfiguration",
+                    "validatingwebhookconfiguration",
+                ]
+                .iter()
+                .filter_map(|kind| k.get::<Value>(None, &format!("{kind}/runsecrets")))
+                .flat_map(|c| c["webhooks"].as_array().cloned().unwrap_or_default())
+                .collect();
+                (all.len() > 1 && all.iter().all(|w| w["clientConfig"]["caBundle"] == bundle))
+                    .then_some(())
+            },
+        );
+        let (cm_name, cm_key) = node_ca_configmap(&self.chart.node_pod());
+        let published = eventually(
+            "the CA ConfigMap",
+            Duration::from_secs(30),
+            Duration::from_millis(250),
+            || {
+                k.get::<ConfigMap>(Some(&ns), &format!("configmap/{cm_name}"))
+                    .and_then(|cm| cm.data)
+                    .and_then(|d| d.get(&cm_key).cloned())
+            },
+        );
+        assert_eq!(published, ca, "ConfigMap {cm_name} holds the server's CA");
+        std::fs::write(self.work.join("server-ca.crt"), &published).expect("write CA");
+    }
+
+    pub(super) fn wait_ready(&mut self, name: &str, port: u16) {
+        let procs = &mut self.procs;
+        eventually(
+            &format!("{name} /readyz"),
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                assert!(
+                    procs.alive(name),
+                    "{name} exited:\n{}",
+                    procs.log_tail(name)
+                );
+                (http_get(port, "/readyz").map(|(s, _)| s) == Some(200)).then_some(())
+            },
+        );
+    }
+}
