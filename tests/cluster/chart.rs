@@ -188,10 +188,61 @@ pub fn flag(c: &Container, name: &str) -> String {
     found[0].to_string()
 }
 
-/// The container's args with each `--flag=` in `swaps` given its host value. Every swapped
-/// flag must be in the chart (a renamed flag fails here), and every other flag is kept as
-/// rendered: that is what the test proves about the chart's wiring.
-pub fn swap_args(c: &Container, swaps: &[(&str, String)]) -> Vec<String> {
+/// A container as a host process: its args and env as kubelet would give them.
+pub struct Launch {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// The container's env, resolved as kubelet does: literal values, and the Downward API fields
+/// in `fields` (`spec.nodeName`, `metadata.namespace`, ...). Anything else fails the test, so a
+/// chart change that needs more is seen here.
+fn container_env(c: &Container, fields: &[(&str, String)]) -> Vec<(String, String)> {
+    c.env
+        .iter()
+        .flatten()
+        .map(|var| {
+            if let Some(value) = &var.value {
+                return (var.name.clone(), value.clone());
+            }
+            let path = var
+                .value_from
+                .as_ref()
+                .and_then(|f| f.field_ref.as_ref())
+                .map(|f| f.field_path.as_str())
+                .unwrap_or_else(|| {
+                    panic!("{}: env {} is not a literal or a field", c.name, var.name)
+                });
+            let value = fields
+                .iter()
+                .find(|(f, _)| *f == path)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: env {} reads {path}, which the test does not provide",
+                        c.name, var.name
+                    )
+                });
+            (var.name.clone(), value)
+        })
+        .collect()
+}
+
+/// `$(VAR)` references in an argument, expanded from the container's env as kubelet does.
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    let mut out = arg.to_string();
+    for (name, value) in env {
+        out = out.replace(&format!("$({name})"), value);
+    }
+    out
+}
+
+/// The container as a host process: env resolved from `fields`, `$(VAR)` expanded in the args,
+/// then each `--flag=` in `swaps` given its host value. Every swapped flag must be in the chart
+/// (a renamed flag fails here), and every other flag is kept as rendered: that is what the test
+/// proves about the chart's wiring.
+pub fn launch(c: &Container, fields: &[(&str, String)], swaps: &[(&str, String)]) -> Launch {
+    let env = container_env(c, fields);
     let mut seen = vec![false; swaps.len()];
     let args: Vec<String> = c
         .args
@@ -204,13 +255,20 @@ pub fn swap_args(c: &Container, swaps: &[(&str, String)]) -> Vec<String> {
                     return format!("--{name}={value}");
                 }
             }
-            arg.clone()
+            expand(arg, &env)
         })
         .collect();
     for (i, (name, _)) in swaps.iter().enumerate() {
         assert!(seen[i], "{}: the chart has no --{name}", c.name);
     }
-    args
+    for arg in &args {
+        assert!(
+            !arg.contains("$("),
+            "{}: {arg} refers to an env var it does not have",
+            c.name
+        );
+    }
+    Launch { args, env }
 }
 
 /// The port of a `HOST:PORT` listen address.

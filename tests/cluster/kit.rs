@@ -106,6 +106,7 @@ impl Kit {
 
     /// A fresh control plane and node.
     pub fn up(&self) -> Env {
+        let _ = std::fs::remove_dir_all(saved_logs());
         let state = self.state.to_str().expect("utf-8 state dir");
         if self.state.exists() {
             say(&format!(
@@ -195,7 +196,7 @@ impl Kit {
         if !failed || !self.state.exists() {
             return None;
         }
-        let dest = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-logs");
+        let dest = saved_logs();
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::create_dir_all(&dest).ok()?;
         for log in self.logs() {
@@ -240,6 +241,11 @@ impl Kit {
             )),
         }
     }
+}
+
+/// Where a failed run's logs are kept.
+fn saved_logs() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-logs")
 }
 
 /// `default` when nothing listens there, else a port the kernel picks.

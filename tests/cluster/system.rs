@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::PodSpec;
 use serde_json::{json, Value};
 
 use crate::api::{self, Kubectl, Out};
-use crate::chart::{container, flag, port_of, Chart};
+use crate::chart::{container, flag, port_of, Chart, Launch};
 use crate::kit::{pick_port, Env, Kit};
 use crate::{eventually, say};
 
@@ -45,7 +46,8 @@ pub struct System {
     pub delivery_port: u16,
     pub admin_port: u16,
     pub node_admin_port: u16,
-    node_args: Vec<String>,
+    /// The node plugin's command, kept for its restart.
+    node: Option<Launch>,
     editor_kubeconfig: PathBuf,
 }
 
@@ -75,7 +77,7 @@ impl System {
             delivery_port: pick_port(),
             admin_port: pick_port(),
             node_admin_port: pick_port(),
-            node_args: Vec::new(),
+            node: None,
             editor_kubeconfig: work.join("editor.kubeconfig"),
             chart,
             env,
@@ -143,6 +145,21 @@ impl System {
             "current-context": sa,
         });
         std::fs::write(path, config.to_string()).expect("write kubeconfig");
+    }
+
+    /// What the Downward API would tell the chart's pod `name` here.
+    fn pod_fields(&self, pod: &PodSpec, name: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("metadata.name", name.to_string()),
+            ("metadata.namespace", self.chart.namespace.clone()),
+            ("spec.nodeName", self.env.node_name.clone()),
+            (
+                "spec.serviceAccountName",
+                pod.service_account_name.clone().unwrap_or_default(),
+            ),
+            ("status.podIP", "127.0.0.1".into()),
+            ("status.hostIP", "127.0.0.1".into()),
+        ]
     }
 
     /// A TokenRequest for `ns/sa`.

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 use serde_json::Value;
 
 use super::System;
-use crate::chart::{container, flag, port_of, swap_args};
+use crate::chart::{container, flag, launch, port_of};
 use crate::{eventually, say};
 
 impl System {
@@ -62,20 +62,12 @@ impl System {
             port_of(&flag(container(&server, "server"), "delivery-listen")),
             "--server reaches the server's delivery listener"
         );
-        let env_node = plugin
-            .env
-            .iter()
-            .flatten()
-            .find(|e| e.name == "NODE_NAME")
-            .and_then(|e| e.value_from.as_ref())
-            .and_then(|v| v.field_ref.as_ref())
-            .map(|f| f.field_path.clone());
-        assert_eq!(env_node.as_deref(), Some("spec.nodeName"));
-        self.node_args = swap_args(
+        let fields = self.pod_fields(&pod, "runsecrets-node-host");
+        self.node = Some(launch(
             &plugin,
+            &fields,
             &[
                 ("endpoint", format!("unix://{}", registration.display())),
-                ("node-id", self.env.node_name.clone()),
                 (
                     "server",
                     format!("https://127.0.0.1:{}", self.delivery_port),
@@ -91,6 +83,12 @@ impl System {
                     format!("127.0.0.1:{}", self.node_admin_port),
                 ),
             ],
+        ));
+        // --node-id=$(NODE_NAME), NODE_NAME from spec.nodeName: the node the pods run on.
+        let node_id = format!("--node-id={}", self.env.node_name);
+        assert!(
+            self.node.iter().any(|l| l.args.contains(&node_id)),
+            "the plugin's --node-id is its node's name"
         );
         self.run_node();
         let driver = runsecrets::spec::DRIVER_NAME;
@@ -114,10 +112,11 @@ impl System {
 
     /// Starts the node plugin (again) with the chart's arguments.
     pub fn run_node(&mut self) {
-        let args = self.node_args.clone();
+        let launch = self.node.take().expect("start_node prepared the plugin");
         // No kubeconfig: the plugin never calls the Kubernetes API (the chart gives it no
         // API token either).
-        self.procs.spawn("node", &args, None);
+        self.procs.spawn("node", &launch, None);
+        self.node = Some(launch);
         let port = self.node_admin_port;
         self.wait_ready("node", port);
     }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
 
+use crate::chart::Launch;
+
 pub struct Procs {
     work: PathBuf,
     running: BTreeMap<String, Child>,
@@ -28,9 +30,10 @@ impl Procs {
         self.work.join(format!("{name}.log"))
     }
 
-    /// `runsecrets ARGS` with a clean environment (nothing of the developer's RUNSECRETS_*
-    /// leaks in) and our crate's debug logs on, so the log scan sees every line we write.
-    pub fn spawn(&mut self, name: &str, args: &[String], kubeconfig: Option<&Path>) {
+    /// `runsecrets ARGS` with the container's env and otherwise a clean environment (nothing
+    /// of the developer's RUNSECRETS_* leaks in), and our crate's debug logs on, so the log scan
+    /// sees every line we write.
+    pub fn spawn(&mut self, name: &str, launch: &Launch, kubeconfig: Option<&Path>) {
         assert!(!self.running.contains_key(name), "{name} already runs");
         let log = OpenOptions::new()
             .create(true)
@@ -42,7 +45,8 @@ impl Procs {
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("RUST_LOG", "info,runsecrets=debug")
-            .args(args)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .args(&launch.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log);

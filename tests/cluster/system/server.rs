@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::node::node_ca_configmap;
 use super::System;
 use crate::api::http_get;
-use crate::chart::{container, flag, swap_args};
+use crate::chart::{container, flag, launch};
 use crate::{eventually, say};
 
 impl System {
@@ -26,8 +26,10 @@ impl System {
             .expect("server ServiceAccount");
         let kubeconfig = self.work.join("server.kubeconfig");
         self.service_account_kubeconfig(&ns, &sa, &kubeconfig);
-        let args = swap_args(
+        let fields = self.pod_fields(&pod, "runsecrets-server-host");
+        let launch = launch(
             &c,
+            &fields,
             &[
                 ("listen", format!("127.0.0.1:{}", self.webhook_port)),
                 ("admin-listen", format!("127.0.0.1:{}", self.admin_port)),
@@ -41,7 +43,7 @@ impl System {
                 ),
             ],
         );
-        self.procs.spawn("server", &args, Some(&kubeconfig));
+        self.procs.spawn("server", &launch, Some(&kubeconfig));
         let admin = self.admin_port;
         self.wait_ready("server", admin);
 
