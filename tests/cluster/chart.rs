@@ -159,6 +159,20 @@ impl Chart {
         }
     }
 
+    /// (kind in lower case, name) of the rendered webhook configurations.
+    pub fn webhook_configurations(&self) -> Vec<(String, String)> {
+        self.docs
+            .iter()
+            .filter(|d| d["webhooks"].is_array())
+            .filter_map(|d| {
+                Some((
+                    d["kind"].as_str()?.to_ascii_lowercase(),
+                    d["metadata"]["name"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
     /// Service names, to map each to the listener it reaches.
     pub fn services(&self) -> Vec<String> {
         self.of_kind("Service")

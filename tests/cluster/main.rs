@@ -64,10 +64,7 @@ fn cluster() {
     };
     let started = Instant::now();
     let mut run = Run::default();
-    let mut system = None;
-    if let Some(s) = run.setup("start the kit and the system", || System::start(&kit)) {
-        system = Some(s);
-    }
+    let mut system = run.setup("start the kit and the system", || System::start(&kit));
     if let Some(system) = system.as_mut() {
         for (name, scenario) in scenarios::ALL {
             run.check(name, || scenario(system));

@@ -36,7 +36,23 @@ impl System {
                 .unwrap_or_else(|| panic!("{p} is not under the chart's --kubelet-dir"));
             PathBuf::from(format!("{}{rest}", self.env.kubelet_root.display()))
         };
-        let registration = host(&flag(registrar, "kubelet-registration-path"));
+        // kubelet dials the registration path; the plugin listens at --endpoint in its
+        // container, whose directory is a hostPath: both must be the same file on the node.
+        let chart_registration = flag(registrar, "kubelet-registration-path");
+        let endpoint = flag(&plugin, "endpoint");
+        let socket = endpoint.trim_start_matches("unix://");
+        let (dir, file) = socket.rsplit_once('/').expect("--endpoint is a path");
+        let host_dir = volume_at(&pod, &plugin, dir)
+            .host_path
+            .as_ref()
+            .map(|h| h.path.clone())
+            .expect("the plugin's socket directory is a hostPath");
+        assert_eq!(
+            format!("{host_dir}/{file}"),
+            chart_registration,
+            "the registrar registers the socket the plugin listens on"
+        );
+        let registration = host(&chart_registration);
         assert_eq!(
             registrar.args.as_ref().map(Vec::len),
             Some(2),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use serde_json::Value;
 
 use super::node::node_ca_configmap;
@@ -57,36 +57,50 @@ impl System {
         assert!(data.contains_key("ca.key"), "the CA Secret holds its key");
         let ca = String::from_utf8(data.get("ca.crt").expect("ca.crt").0.clone()).expect("PEM");
         let bundle = B64.encode(&ca);
-        let k = self.k.clone();
-        eventually(
-            "the CA in every webhook's caBundle",
-            Duration::from_secs(30),
-            Duration::from_millis(250),
-            || {
-                let all: Vec<Value> = [
-                    "mutatingwebhookconfiguration",
-                    "validatingwebhookconfiguration",
-                ]
-                .iter()
-                .filter_map(|kind| k.get::<Value>(None, &format!("{kind}/runsecrets")))
-                .flat_map(|c| c["webhooks"].as_array().cloned().unwrap_or_default())
-                .collect();
-                (all.len() > 1 && all.iter().all(|w| w["clientConfig"]["caBundle"] == bundle))
-                    .then_some(())
-            },
-        );
+        // Every --publish-ca-to target gets it, and they cover what must trust the server: the
+        // chart's webhook configurations and the ConfigMap the DaemonSet mounts as --server-ca.
+        let targets: Vec<(String, String)> = c
+            .args
+            .iter()
+            .flatten()
+            .filter_map(|a| a.strip_prefix("--publish-ca-to="))
+            .filter_map(|t| t.split_once('/'))
+            .map(|(kind, name)| (kind.to_ascii_lowercase(), name.to_string()))
+            .collect();
         let (cm_name, cm_key) = node_ca_configmap(&self.chart.node_pod());
-        let published = eventually(
-            "the CA ConfigMap",
-            Duration::from_secs(30),
-            Duration::from_millis(250),
-            || {
-                k.get::<ConfigMap>(Some(&ns), &format!("configmap/{cm_name}"))
-                    .and_then(|cm| cm.data)
-                    .and_then(|d| d.get(&cm_key).cloned())
-            },
-        );
-        assert_eq!(published, ca, "ConfigMap {cm_name} holds the server's CA");
+        let mut needed = self.chart.webhook_configurations();
+        needed.push(("configmap".into(), cm_name.clone()));
+        for target in &needed {
+            assert!(
+                targets.contains(target),
+                "the server does not publish its CA to {}/{}",
+                target.0,
+                target.1
+            );
+        }
+        let k = self.k.clone();
+        let mut published = String::new();
+        for (kind, name) in &targets {
+            let what = format!("the CA in {kind}/{name}");
+            eventually(
+                &what,
+                Duration::from_secs(30),
+                Duration::from_millis(250),
+                || {
+                    let object: Value = k.get(Some(&ns), &format!("{kind}/{name}"))?;
+                    if kind == "configmap" {
+                        published = object["data"][&cm_key].as_str()?.to_string();
+                        return (published == ca).then_some(());
+                    }
+                    let hooks = object["webhooks"].as_array()?;
+                    (!hooks.is_empty()
+                        && hooks
+                            .iter()
+                            .all(|w| w["clientConfig"]["caBundle"] == bundle))
+                    .then_some(())
+                },
+            );
+        }
         std::fs::write(self.work.join("server-ca.crt"), &published).expect("write CA");
     }
 
