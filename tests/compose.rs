@@ -3,13 +3,14 @@
 //! sealed value opens to what Compose would mount, and the output passes the project's own
 //! review at `--level strict`.
 
-#[path = "compose_common/mod.rs"]
 mod common;
+#[path = "compose_common/mod.rs"]
+mod compose_common;
 
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use common::{convert, documents, golden, mask, run_in, Keys};
+use compose_common::{convert, documents, golden, mask, run_in, Keys};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
@@ -209,7 +210,7 @@ fn corpus_output_passes_review_at_strict() {
         let out = convert(case.project, case.args, case.env, &keys);
         assert_eq!(out.code, 0, "{}: {}", case.golden, out.stderr);
         let review = run_in(
-            &common::corpus(),
+            &compose_common::corpus(),
             &["review", "--level", "strict", "-"],
             &[],
             Some(&out.stdout),
@@ -217,7 +218,7 @@ fn corpus_output_passes_review_at_strict() {
         assert_eq!(review.code, 0, "{}: {}", case.golden, review.stderr);
         review.assert_no_values();
         let scan = run_in(
-            &common::corpus(),
+            &compose_common::corpus(),
             &["scan", "--level", "strict", "-"],
             &[],
             Some(&out.stdout),
@@ -420,7 +421,7 @@ fn literal_credentials_become_file_secrets() {
     );
     assert_eq!(kept.code, 0, "{}", kept.stderr);
     assert!(kept.stderr.contains("kept in env (--env-credentials keep)"));
-    let review = run_in(&common::corpus(), &["review", "-"], &[], Some(&kept.stdout));
+    let review = run_in(&compose_common::corpus(), &["review", "-"], &[], Some(&kept.stdout));
     assert_eq!(review.code, 1, "{}", review.stderr);
 }
 

@@ -1,12 +1,13 @@
 //! `compose convert` on bad input (file:line, what to do, exit 2, nothing written), the output
 //! directory (atomic, replaceable only when ours), and `scan` on Compose files.
 
-#[path = "compose_common/mod.rs"]
 mod common;
+#[path = "compose_common/mod.rs"]
+mod compose_common;
 
 use std::path::Path;
 
-use common::{convert, corpus, run_in, Keys};
+use compose_common::{convert, corpus, run_in, Keys};
 
 /// (case under tests/compose/bad, the message's place, what it must say).
 const BAD: &[(&str, &str, &str)] = &[
@@ -95,7 +96,7 @@ fn output_directory_holds_one_file_per_object_and_a_kustomization() {
     }
     for name in &names {
         let text = std::fs::read_to_string(dir.join(name)).expect("read");
-        for value in common::VALUES {
+        for value in compose_common::VALUES {
             assert!(!text.contains(value), "{value} in {name}");
         }
     }

@@ -40,8 +40,7 @@ pub fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/compose")
 }
 
-#[path = "../common/binary.rs"]
-mod binary;
+use crate::common::binary;
 
 /// A run of the binary, checked against the corpus' values.
 pub struct Run(pub binary::Run);
