@@ -244,3 +244,43 @@ fn unreadable_input_exits_2_naming_the_file() {
     assert_mentions(&review.stderr, &["invalid/tagged.yaml"]);
     review.assert_no_values(&VALUES);
 }
+
+/// An error says each step once: the step's text, then its cause, never the cause twice.
+#[test]
+fn a_startup_error_names_the_file_once_and_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let out = common::binary::run_in(
+        dir.path(),
+        &[
+            "server",
+            "--tls-cert",
+            "/nope",
+            "--tls-key",
+            "/nope",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--delivery-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        None,
+    );
+    assert_ne!(out.code, 0);
+    let error = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("/nope"))
+        .unwrap_or_else(|| panic!("no error naming /nope:\n{}", out.stderr));
+    assert_eq!(error.matches("/nope").count(), 1, "{error}");
+    assert_eq!(
+        error.matches("No such file or directory").count(),
+        1,
+        "{error}"
+    );
+    assert!(error.contains("loading TLS: reading /nope"), "{error}");
+}

@@ -83,7 +83,7 @@ pub fn mutate_declared(
         let injected = annotations.and_then(|a| a.get(spec::INJECTED_ANNOTATION));
         if injected != Some(&digest) || !is_expected(&volumes[index], refs) {
             return Err(conflict(format!(
-                "the pod already has a volume named {:?} that runsecrets did not add for these                  secrets; remove it, and any {} annotation, from the manifest",
+                "the pod already has a volume named {:?} that runsecrets did not add for these secrets; remove it, and any {} annotation, from the manifest",
                 spec::VOLUME_NAME,
                 spec::INJECTED_ANNOTATION
             )));
@@ -116,7 +116,7 @@ pub fn mutate_declared(
             .any(|m| m.name == spec::VOLUME_NAME)
     }) {
         return Err(conflict(format!(
-            "container {:?} mounts a volume named {:?}, which runsecrets adds itself; remove              that mount from the manifest",
+            "container {:?} mounts a volume named {:?}, which runsecrets adds itself; remove that mount from the manifest",
             s.container.name,
             spec::VOLUME_NAME
         )));
@@ -183,7 +183,7 @@ fn check_our_mounts(spec: &PodSpec, refs: &[SecretRef]) -> Result<(), Denial> {
             });
             if m.read_only != Some(true) || !(main || external) {
                 return Err(conflict(format!(
-                    "container {:?} mounts the {:?} volume at {:?} in a way runsecrets does not;                      remove that mount from the manifest",
+                    "container {:?} mounts the {:?} volume at {:?} in a way runsecrets does not; remove that mount from the manifest",
                     s.container.name,
                     spec::VOLUME_NAME,
                     m.mount_path

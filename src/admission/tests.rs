@@ -202,37 +202,42 @@ fn a_forged_volume_or_mount_is_not_trusted() {
         app(json!([])),
     );
     let injected = run(&doc).expect("allowed").expect("patched");
-    // The author copies the injected pod but makes the volume writable.
-    let mut forged = injected.clone();
-    forged["spec"]["volumes"][0]["csi"]["readOnly"] = false.into();
-    assert_eq!(
-        run(&forged).expect_err("forged").reason,
-        DenyReason::Conflict
-    );
-    // Or asks for other secrets than the annotation declares.
-    let mut forged = injected.clone();
-    forged["spec"]["volumes"][0]["csi"]["volumeAttributes"][spec::SECRETS_ATTRIBUTE] =
+    // The author copies the injected pod but makes the volume writable, or asks for other
+    // secrets than the annotation declares, or mounts the volume writable somewhere.
+    let mut writable = injected.clone();
+    writable["spec"]["volumes"][0]["csi"]["readOnly"] = false.into();
+    let mut other = injected.clone();
+    other["spec"]["volumes"][0]["csi"]["volumeAttributes"][spec::SECRETS_ATTRIBUTE] =
         "source=other,target=db,uid=0,gid=0,mode=0444".into();
-    assert_eq!(
-        run(&forged).expect_err("forged").reason,
-        DenyReason::Conflict
-    );
-    // Or mounts the volume writable somewhere.
-    let mut forged = injected.clone();
-    forged["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] = false.into();
-    assert_eq!(
-        run(&forged).expect_err("forged").reason,
-        DenyReason::Conflict
-    );
+    let mut mounted = injected.clone();
+    mounted["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] = false.into();
     // Before injection, a mount named like our volume is refused outright.
     let early = pod(
         &annotations(&[(spec::SECRETS_ANNOTATION, "db")]),
         app(json!([{"name": "runsecrets", "mountPath": "/data"}])),
     );
-    assert!(run(&early)
-        .expect_err("refused")
-        .message
-        .contains("runsecrets adds itself"));
+    for (forged, says) in [
+        (
+            writable,
+            "that runsecrets did not add for these secrets; remove it",
+        ),
+        (
+            other,
+            "that runsecrets did not add for these secrets; remove it",
+        ),
+        (mounted, "in a way runsecrets does not; remove that mount"),
+        (early, "which runsecrets adds itself; remove that mount"),
+    ] {
+        let denial = run(&forged).expect_err("forged");
+        assert_eq!(denial.reason, DenyReason::Conflict, "{}", denial.message);
+        // kubectl shows the message as one sentence: no run of spaces, no line break.
+        assert!(denial.message.contains(says), "{}", denial.message);
+        assert!(
+            !denial.message.contains("  ") && !denial.message.contains('\n'),
+            "{:?}",
+            denial.message
+        );
+    }
 }
 
 #[test]

@@ -46,31 +46,31 @@ use self::service::{NodeService, Settings};
 pub enum NodeError {
     #[error("configuration: {0}")]
     Config(String),
-    #[error("preparing the CSI socket {path}: {source}")]
+    #[error("preparing the CSI socket {path}")]
     Socket {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("binding the admin listener {addr}: {source}")]
+    #[error("binding the admin listener {addr}")]
     Admin {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("checking the kubelet directory {path}: {source}")]
+    #[error("checking the kubelet directory {path}")]
     KubeletDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("serving CSI on {path}: {source}")]
+    #[error("serving CSI on {path}")]
     Serve {
         path: PathBuf,
         #[source]
         source: tonic::transport::Error,
     },
-    #[error("serving the admin listener: {0}")]
+    #[error("serving the admin listener")]
     AdminServe(#[source] std::io::Error),
 }
 

@@ -2,7 +2,6 @@
 //! blocking pool, and log the first failure of a streak only, so a broken file cannot flood
 //! the log while the last good state keeps serving.
 
-use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use std::time::Duration;
 /// changed worth an info line; `what` names the work in log lines.
 pub async fn every<E, F>(interval: Duration, what: &'static str, step: F)
 where
-    E: Display + Send + 'static,
+    E: std::error::Error + Send + 'static,
     F: Fn() -> Result<bool, E> + Send + Sync + 'static,
 {
     let step = Arc::new(step);
@@ -31,7 +30,8 @@ where
             }
             Ok(Err(e)) if !failing => {
                 failing = true;
-                tracing::warn!(what, error = %e, "failed; keeping the last good state");
+                let error = crate::error::Chain(&e);
+                tracing::warn!(what, error = %error, "failed; keeping the last good state");
             }
             Ok(Err(_)) => {}
             Err(e) => tracing::warn!(what, error = %e, "task failed"),

@@ -21,12 +21,12 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// A failure to load or make a certificate; names the file and the step.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("writing {path}: {source}")]
+    #[error("writing {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -35,12 +35,12 @@ pub enum TlsError {
     NoCertificate { path: PathBuf },
     #[error("parsing {path}: {reason}")]
     Pem { path: PathBuf, reason: String },
-    #[error("certificate and key do not form a usable pair: {0}")]
-    Pair(rustls::Error),
-    #[error("generating a certificate: {0}")]
+    #[error("certificate and key do not form a usable pair")]
+    Pair(#[source] rustls::Error),
+    #[error("generating a certificate")]
     Generate(#[from] rcgen::Error),
-    #[error("building the TLS configuration: {0}")]
-    Config(rustls::Error),
+    #[error("building the TLS configuration")]
+    Config(#[source] rustls::Error),
 }
 
 /// Where the serving pair lives on disk.

@@ -46,20 +46,7 @@ pub fn other_namespace(system: &mut System) {
         ],
     );
 
-    let mut thief = pod(OTHER, "thief", None);
-    thief["spec"]["containers"][0]["volumeMounts"] =
-        json!([{"name": "runsecrets", "mountPath": "/run/secrets", "readOnly": true}]);
-    thief["spec"]["volumes"] = json!([{
-        "name": "runsecrets",
-        "csi": {
-            "driver": runsecrets::spec::DRIVER_NAME,
-            "readOnly": true,
-            "volumeAttributes": {
-                runsecrets::spec::SECRETS_ANNOTATION:
-                    format!("source={DB},target={DB},uid=0,gid=0,mode=0444"),
-            },
-        },
-    }]);
+    let thief = hand_written_volume(OTHER, "thief", DB);
     let out = system.k.create(&thief);
     assert!(out.ok, "creating the thief pod: {}", out.stderr);
     system.k.wait_event(
@@ -84,8 +71,29 @@ pub fn other_namespace(system: &mut System) {
     system.k.delete(OTHER, "pod/thief");
 }
 
+/// A pod whose CSI volume the pod author wrote (no annotation, so the webhook never sees it):
+/// what a pod can do to skip admission. Delivery must refuse it on its own.
+fn hand_written_volume(namespace: &str, name: &str, secret: &str) -> serde_json::Value {
+    let mut p = pod(namespace, name, None);
+    p["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "runsecrets", "mountPath": "/run/secrets", "readOnly": true}]);
+    p["spec"]["volumes"] = json!([{
+        "name": "runsecrets",
+        "csi": {
+            "driver": runsecrets::spec::DRIVER_NAME,
+            "readOnly": true,
+            "volumeAttributes": {
+                runsecrets::spec::SECRETS_ANNOTATION:
+                    format!("source={secret},target={secret},uid=0,gid=0,mode=0444"),
+            },
+        },
+    }]);
+    p
+}
+
 /// `restricted` is granted to service account `granted` only: its pod reads it; a pod running
-/// as another account in the same namespace is admitted but gets no volume.
+/// as another account in the same namespace is refused at `kubectl create`, and one that
+/// writes the CSI volume itself to skip the webhook is admitted but gets no volume.
 pub fn service_account_not_granted(system: &mut System) {
     let k = &system.k;
     let account = |name: &str| {
@@ -95,12 +103,22 @@ pub fn service_account_not_granted(system: &mut System) {
     k.apply(&[account(GRANTED), account("intruder")]);
     let mut allowed = pod(SHOP, "granted-reader", Some(RESTRICTED));
     allowed["spec"]["serviceAccountName"] = GRANTED.into();
+    let out = k.create(&allowed);
+    assert!(out.ok, "creating: {}", out.stderr);
     let mut intruder = pod(SHOP, "intruder", Some(RESTRICTED));
     intruder["spec"]["serviceAccountName"] = "intruder".into();
-    for p in [&allowed, &intruder] {
-        let out = k.create(p);
-        assert!(out.ok, "creating: {}", out.stderr);
-    }
+    refused(
+        system,
+        &intruder,
+        &[
+            "admission webhook \"mutate.runsecrets.io\" denied the request",
+            "secret 'restricted' is only for service accounts granted; the pod runs as intruder",
+        ],
+    );
+    let mut sneaky = hand_written_volume(SHOP, "sneaky", RESTRICTED);
+    sneaky["spec"]["serviceAccountName"] = "intruder".into();
+    let out = k.create(&sneaky);
+    assert!(out.ok, "creating the sneaky pod: {}", out.stderr);
     k.wait_ready(SHOP, "granted-reader");
     assert_eq!(
         k.read(SHOP, "granted-reader", "app", "/run/secrets/restricted"),
@@ -108,16 +126,16 @@ pub fn service_account_not_granted(system: &mut System) {
     );
     k.wait_event(
         SHOP,
-        "intruder",
+        "sneaky",
         "FailedMount",
         "code = PermissionDenied desc = asking the server for the pod's secrets: server refused (Forbidden, HTTP 403): secret 'restricted' is only for service accounts granted; the pod runs as intruder",
     );
-    let stored = k.pod(SHOP, "intruder");
+    let stored = k.pod(SHOP, "sneaky");
     assert_eq!(
         stored.status.and_then(|s| s.phase).as_deref(),
         Some("Pending")
     );
-    k.delete(SHOP, "pod/intruder");
+    k.delete(SHOP, "pod/sneaky");
     k.delete(SHOP, "pod/granted-reader");
 }
 
