@@ -13,6 +13,7 @@ mod dotenv;
 mod envcreds;
 mod error;
 mod extends;
+mod flow;
 pub mod interpolate;
 pub mod load;
 mod merge;

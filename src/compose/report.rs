@@ -41,13 +41,15 @@ impl Report {
     /// The report as text, one finding per line (printed on standard error).
     pub fn render(&self) -> String {
         let mut out = String::new();
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let _ = writeln!(
             out,
-            "converted Compose project {:?} ({}): {} objects, {} sealed secrets",
+            "converted Compose project {:?} ({}): {}, {}",
             self.project,
             self.files.join(", "),
-            self.objects,
-            self.sealed.len()
+            plural(self.objects, "object", "objects"),
+            plural(self.sealed.len(), "sealed secret", "sealed secrets")
         );
         for s in &self.sealed {
             let _ = writeln!(out, "sealed: {s}");

@@ -210,7 +210,8 @@ fn tag_of(tag: Option<&saphyr_parser::Tag>) -> Tag {
 
 /// Parses every document of `text`; empty documents are skipped.
 pub fn parse(file: &Arc<str>, text: &str) -> Result<Vec<Node>, YamlError> {
-    let mut parser = Parser::new_from_str(text);
+    let text = super::flow::indent_flow_lines(text);
+    let mut parser = Parser::new_from_str(&text);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
