@@ -46,6 +46,82 @@ pub enum Command {
     Crd,
     /// Docker Compose projects: `convert` turns one into workloads and sealed RunSecrets.
     Compose(ComposeCommand),
+    /// The sealing keyring: protect it at rest (PKCS#11 token or unlock key).
+    Keys(KeysCommand),
+    /// Unlock a server whose keyring is autolocked: sends the unlock key over TLS.
+    Unlock(UnlockArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeysCommand {
+    /// Where the keyring is: file:DIR (DIR/keyring.json), or kubernetes (the Secret
+    /// --keyring, through the current kubeconfig context).
+    #[arg(
+        long,
+        env = "RUNSECRETS_STORE",
+        default_value = "file:./runsecrets-data",
+        global = true
+    )]
+    pub store: StoreLocation,
+    /// With --store kubernetes: the keyring Secret, NAMESPACE/NAME (the server's
+    /// --namespace and --keyring-secret).
+    #[arg(
+        long,
+        env = "RUNSECRETS_KEYRING",
+        default_value = "runsecrets/runsecrets-keyring",
+        global = true
+    )]
+    pub keyring: String,
+    #[command(subcommand)]
+    pub verb: KeysVerb,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysVerb {
+    /// Store the keyring wrapped: by a PKCS#11 token's AES key (--pkcs11) or by an unlock key
+    /// shown once (--autolock). A plain keyring is replaced by its wrapped form (written and
+    /// verified first); an absent one is created protected.
+    Protect(ProtectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("protector").required(true).args(["pkcs11", "autolock"])))]
+pub struct ProtectArgs {
+    /// Wrap with the AES key of a PKCS#11 token (the --pkcs11-* settings).
+    #[arg(long, requires = "pkcs11_module")]
+    pub pkcs11: bool,
+    /// Wrap with a new unlock key, printed once (Swarm's autolock): a server with this
+    /// keyring starts locked until `runsecrets unlock`.
+    #[arg(long)]
+    pub autolock: bool,
+    /// Create the AES-256 key in the token (non-extractable) when none has --pkcs11-key's
+    /// label.
+    #[arg(long, requires = "pkcs11")]
+    pub pkcs11_generate_key: bool,
+    #[command(flatten)]
+    pub token: crate::config::Pkcs11Args,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UnlockArgs {
+    /// The server's delivery listener (where /v1/unlock is served).
+    #[arg(
+        long,
+        env = "RUNSECRETS_SERVER",
+        default_value = "https://127.0.0.1:8444"
+    )]
+    pub server: String,
+    /// CA certificate that the server's certificate must chain to.
+    #[arg(
+        long,
+        env = "RUNSECRETS_SERVER_CA",
+        default_value = "./runsecrets-data/tls/ca.crt"
+    )]
+    pub ca: PathBuf,
+    /// File holding the unlock key; without it the key is read from RUNSECRETS_UNLOCK_KEY or
+    /// standard input.
+    #[arg(long, env = "RUNSECRETS_UNLOCK_KEY_FILE")]
+    pub unlock_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -4,8 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use runsecrets::cli::{
-    Cli, Command, ComposeVerb, ConvertArgs, ReviewArgs, ScanArgs, SealArgs, SecretCommand,
-    SecretVerb, StoreLocation,
+    Cli, Command, ComposeVerb, ConvertArgs, KeysCommand, KeysVerb, ReviewArgs, ScanArgs, SealArgs,
+    SecretCommand, SecretVerb, StoreLocation, UnlockArgs,
 };
 use runsecrets::config::ServerArgs;
 use runsecrets::offline::{self, OutputFormat, ReviewOutput};
@@ -38,6 +38,8 @@ fn main() -> ExitCode {
         Command::Compose(cmd) => match cmd.verb {
             ComposeVerb::Convert(args) => compose_convert(&args),
         },
+        Command::Keys(args) => Ok(docker_style(keys(args))),
+        Command::Unlock(args) => Ok(docker_style(unlock(&args))),
         Command::Crd => {
             print!("{}", runsecrets::store::resource::crd_yaml());
             Ok(ExitCode::SUCCESS)
@@ -173,11 +175,7 @@ fn secret(args: SecretCommand) -> anyhow::Result<String> {
     match &args.target.store {
         StoreLocation::File(dir) => {
             let store = FileStore::open(dir)?;
-            let keys = || {
-                secrets::load_or_create_keyring(dir)?
-                    .public_keys()
-                    .map_err(Into::into)
-            };
+            let keys = || secrets::file_public_keys(dir);
             verb(&store, &NoCluster, &keys, &args.target.namespace, args.verb)
         }
         StoreLocation::Kubernetes => {
@@ -264,6 +262,81 @@ fn seal(args: SealArgs) -> anyhow::Result<String> {
         labels,
         args.service_accounts,
     )?)
+}
+
+fn keys(args: KeysCommand) -> anyhow::Result<String> {
+    use runsecrets::seal::protector::{Protector, UnlockKey};
+    use runsecrets::store::keyring::{run_file, KeyringPlace};
+    let KeysVerb::Protect(protect) = args.verb;
+    let protector = if protect.autolock {
+        Protector::Autolock(UnlockKey::generate()?)
+    } else {
+        let config = protect
+            .token
+            .config(protect.pkcs11_generate_key)
+            .context("reading the --pkcs11-* settings")?
+            .context("--pkcs11 needs --pkcs11-module")?;
+        Protector::Pkcs11(config)
+    };
+    let (place, protected) = match &args.store {
+        StoreLocation::File(dir) => {
+            let place = KeyringPlace::File(dir.clone());
+            let done = run_file(&place, place.protect(&protector))?;
+            (place, done)
+        }
+        StoreLocation::Kubernetes => {
+            let (namespace, name) = args
+                .keyring
+                .split_once('/')
+                .with_context(|| format!("--keyring {:?} is not NAMESPACE/NAME", args.keyring))?;
+            let store = KubeStore::connect()?;
+            let place = KeyringPlace::Secret {
+                client: store.client().clone(),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            };
+            let done = store.block_on(place.protect(&protector))?;
+            (place, done)
+        }
+    };
+    Ok(secrets::protected_report(
+        &place.describe(),
+        &protected,
+        &protector,
+    ))
+}
+
+/// `runsecrets unlock`: the key from --unlock-key-file, RUNSECRETS_UNLOCK_KEY or standard input.
+fn unlock(args: &UnlockArgs) -> anyhow::Result<String> {
+    use runsecrets::seal::protector::UnlockKey;
+    let text = match (
+        &args.unlock_key_file,
+        std::env::var("RUNSECRETS_UNLOCK_KEY"),
+    ) {
+        (Some(file), _) => Zeroizing::new(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the unlock key file {}", file.display()))?,
+        ),
+        (None, Ok(key)) => Zeroizing::new(key),
+        (None, Err(_)) => {
+            let mut line = Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the unlock key from standard input")?;
+            line
+        }
+    };
+    let key: UnlockKey = text.parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let answer = runtime.block_on(runsecrets::delivery::unlock::send(
+        &args.server,
+        &args.ca,
+        &key,
+    ))?;
+    Ok(format!("{answer}\n"))
 }
 
 /// `compose convert`: everything is built and sealed first; then written (or printed), then the

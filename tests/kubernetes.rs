@@ -207,10 +207,10 @@ fn rm_is_refused_while_a_pod_declares_it_and_rotate_moves_a_deployment() {
 async fn the_keyring_is_created_once_and_the_public_keys_are_published() {
     let (_rt, server) = ((), ApiServer::start().await);
     let client = server.client("runsecrets");
-    let first = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring")
+    let first = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring", None)
         .await
         .expect("created");
-    let second = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring")
+    let second = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring", None)
         .await
         .expect("read back");
     assert_eq!(
@@ -267,7 +267,7 @@ async fn a_damaged_keyring_secret_is_reported_once() {
         ),
     ] {
         server.put("/api/v1/secrets", secret(data));
-        let e = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring")
+        let e = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring", None)
             .await
             .expect_err("damaged");
         assert_eq!(
@@ -604,4 +604,140 @@ async fn the_catalogue_carries_the_grants_the_webhook_checks() {
         .iter()
         .any(|v| v.name == "runsecrets"));
     assert_eq!(server.calls().len(), before, "answered from the cache");
+}
+
+/// `keys protect --store kubernetes` wraps the keyring Secret in place (an update at the
+/// version it read), removing the plaintext; the server then starts locked, still publishes
+/// the public keys, and never writes the Secret back unwrapped.
+#[test]
+fn the_keyring_secret_is_protected_in_place() {
+    use base64::Engine;
+    let (rt, server) = stub();
+    let client = {
+        let _in_runtime = rt.enter();
+        server.client("runsecrets")
+    };
+    let plain = rt
+        .block_on(kubernetes::ensure_keyring(
+            &client,
+            "runsecrets",
+            "runsecrets-keyring",
+            None,
+        ))
+        .expect("created");
+    let stored = |server: &ApiServer| {
+        let secret = server
+            .get("/api/v1/secrets", "runsecrets", "runsecrets-keyring")
+            .expect("Secret");
+        let text = base64::engine::general_purpose::STANDARD
+            .decode(
+                secret["data"]["keyring.json"]
+                    .as_str()
+                    .expect("keyring.json"),
+            )
+            .expect("base64");
+        (secret, String::from_utf8(text).expect("utf-8"))
+    };
+    let (before, text) = stored(&server);
+    let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let privates: Vec<String> = value["keys"]
+        .as_array()
+        .expect("plain")
+        .iter()
+        .map(|k| k["private"].as_str().expect("private").to_string())
+        .collect();
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = server.kubeconfig(dir.path(), "default");
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    let protect = || {
+        common::binary::run_in(
+            dir.path(),
+            &["keys", "protect", "--autolock", "--store", "kubernetes"],
+            &[("KUBECONFIG", kubeconfig)],
+            None,
+        )
+    };
+    let out = protect();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("in Secret runsecrets/runsecrets-keyring: wrapped by an unlock key"),
+        "{}",
+        out.stdout
+    );
+    let key = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("RSUNLOCK-1-"))
+        .expect("the unlock key")
+        .to_string();
+    let (after, text) = stored(&server);
+    assert_eq!(
+        after["metadata"]["uid"], before["metadata"]["uid"],
+        "updated, not recreated"
+    );
+    assert_ne!(
+        after["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
+    );
+    for private in &privates {
+        assert!(
+            !text.contains(private.as_str()),
+            "a private key in the Secret"
+        );
+    }
+    assert!(server
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("PUT /api/v1/namespaces/runsecrets/secrets/runsecrets-keyring")));
+
+    let again = protect();
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.starts_with(
+            "Error: protecting the keyring Secret runsecrets/runsecrets-keyring: keyring "
+        ) && again
+            .stderr
+            .ends_with("is already protected (autolock); nothing was changed\n"),
+        "{}",
+        again.stderr
+    );
+
+    // What a replica loads: locked, the same public keys; the unlock key opens it.
+    let loaded = rt
+        .block_on(kubernetes::ensure_keyring(
+            &client,
+            "runsecrets",
+            "runsecrets-keyring",
+            None,
+        ))
+        .expect("loads");
+    assert!(
+        matches!(loaded, runsecrets::store::keyring::Loaded::Locked(_)),
+        "{loaded:?}"
+    );
+    assert_eq!(
+        loaded.public_keys().expect("keys"),
+        plain.public_keys().expect("keys")
+    );
+    let live = loaded.into_live().expect("live");
+    let unlock: runsecrets::seal::protector::UnlockKey = key.parse().expect("key");
+    assert!(live.unlock(&unlock).expect("unlocks"));
+    assert!(!live.is_locked());
+
+    // The server starts on it (locked), publishes the public keys, leaves the Secret as is.
+    let running = ServerProcess::start(
+        &dir.path().join("server"),
+        std::path::Path::new(kubeconfig),
+        &[],
+        &[],
+    );
+    wait_for_keys(&server, "runsecrets");
+    drop(running);
+    let (unchanged, _) = stored(&server);
+    assert_eq!(
+        unchanged["metadata"]["resourceVersion"],
+        after["metadata"]["resourceVersion"]
+    );
 }

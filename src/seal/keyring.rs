@@ -59,7 +59,7 @@ impl PublicKeys {
     }
 }
 
-mod b64 {
+pub(super) mod b64 {
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -76,7 +76,7 @@ mod b64 {
 
 /// Key id: 16 hex digits of the SHA-256 of the public key, so anyone can check which key an
 /// envelope names.
-fn key_id(public: &[u8]) -> String {
+pub(super) fn key_id(public: &[u8]) -> String {
     hex(&Sha256::digest(public)[..KEY_ID_LEN / 2])
 }
 

@@ -4,8 +4,12 @@
 //! another secret, another namespace or another key id does not open.
 
 mod keyring;
+pub mod live;
+pub mod protector;
+pub mod wrapped;
 
 pub use keyring::{KeyEntry, Keyring, PublicKey, PublicKeys};
+pub use live::LiveKeyring;
 
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;

@@ -4,11 +4,13 @@
 pub mod cluster;
 mod keys;
 mod listing;
+mod protect;
 mod rotate;
 
 pub use cluster::{Cluster, NoCluster, WorkloadRef};
-pub use keys::{load_or_create_keyring, public_keys_from_file, sealing_keys};
+pub use keys::{file_public_keys, load_or_create_keyring, public_keys_from_file, sealing_keys};
 pub use listing::{ls, Filter, LsFormat};
+pub use protect::protected_report;
 pub use rotate::{move_references, next_version, rotate, Rotation};
 
 use std::collections::BTreeMap;

@@ -49,6 +49,8 @@ pub enum ServerError {
     },
     #[error("opening the secret store")]
     Store(#[from] StoreError),
+    #[error("reading the --pkcs11-* settings")]
+    Pkcs11(#[source] crate::seal::protector::pkcs11::Pkcs11Error),
     #[error("choosing the server's namespace (--namespace)")]
     Namespace(#[source] StoreError),
     #[error("shutdown: connections still open after {0:?}")]
@@ -154,7 +156,7 @@ impl Server {
                     == crate::config::UnavailablePolicy::Deny,
             },
             catalogue: backend.catalogue.clone(),
-            keys: backend.public_keys.clone(),
+            keyring: backend.keyring.clone(),
             ready: Arc::new(AtomicBool::new(false)),
             listeners,
             max_body: args.max_body_bytes,
@@ -218,6 +220,12 @@ impl Server {
                 CA_PUBLISH_INTERVAL,
             ))
         });
+        let unlocker = match (&state.keyring, &args.unlock_key_file) {
+            (Some(keyring), Some(file)) if keyring.is_locked() => Some(tokio::spawn(
+                crate::delivery::unlock::watch_file(keyring.clone(), file.clone()),
+            )),
+            _ => None,
+        };
         let refresher = catalogue.map(|c| {
             tokio::spawn(poll::every(
                 CATALOGUE_REFRESH,
@@ -291,6 +299,9 @@ impl Server {
         }
         if let Some(refresher) = refresher {
             refresher.abort();
+        }
+        if let Some(unlocker) = unlocker {
+            unlocker.abort();
         }
         let mut drained = webhook_task.await.unwrap_or(false);
         if let Some(task) = delivery_task {

@@ -5,6 +5,7 @@
 
 pub mod catalogue;
 mod file;
+pub mod keyring;
 pub mod kubernetes;
 pub mod resource;
 
@@ -89,6 +90,9 @@ pub enum StoreError {
          refusing to use it: run `chmod 600 {path}`"
     )]
     KeyringMode { path: String, mode: u32 },
+    /// Another writer changed the keyring between our read and our write; nothing was lost.
+    #[error("the keyring {place} changed while it was being rewritten; nothing was overwritten: run the command again")]
+    KeyringChanged { place: String },
     /// A Kubernetes API call failed; the text is the apiserver's status, never a body we sent.
     #[error("{step}: {message}")]
     Api { step: &'static str, message: String },

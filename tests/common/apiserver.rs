@@ -29,6 +29,8 @@ struct Inner {
     review_bodies: BTreeMap<String, Value>,
     /// Every request line, for assertions on what the client called.
     calls: Vec<String>,
+    /// Successful updates (PUT), for tests of optimistic concurrency.
+    puts: u64,
 }
 
 /// A running stub; objects can be seeded and inspected.
@@ -376,10 +378,32 @@ async fn handle(State(server): State<ApiServer>, request: Request) -> Response {
             .into_response()
         }
         (Method::PUT, Some(name)) => {
-            let object: Value = serde_json::from_slice(&body).unwrap_or_default();
-            if server.get(&target.collection, &key(name).1, name).is_none() {
+            let mut object: Value = serde_json::from_slice(&body).unwrap_or_default();
+            // As the apiserver: the check and the write happen under one lock, and an update
+            // naming a resourceVersion other than the stored one is a 409 Conflict.
+            let mut inner = server.inner.lock().expect("lock");
+            let Some(stored) = inner.objects.get(&key(name)) else {
+                drop(inner);
                 return not_found(name);
+            };
+            let expected = object["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string);
+            if expected
+                .is_some_and(|v| Some(v.as_str()) != stored["metadata"]["resourceVersion"].as_str())
+            {
+                drop(inner);
+                return status(
+                    409,
+                    "Conflict",
+                    format!("Operation cannot be fulfilled on {res} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+                );
             }
+            object["metadata"]["uid"] = stored["metadata"]["uid"].clone();
+            object["metadata"]["creationTimestamp"] =
+                stored["metadata"]["creationTimestamp"].clone();
+            inner.puts += 1;
+            drop(inner);
             axum::Json(server.put(&target.collection, object)).into_response()
         }
         (Method::PATCH, Some(name)) => {
