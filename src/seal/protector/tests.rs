@@ -142,3 +142,40 @@ fn a_pkcs11_keyring_needs_its_token_and_says_so() {
         "keyring 0123456789abcdef0123456789abcdef is protected by PKCS#11 (token \"hsm\", key \"kek\"): give --pkcs11-module, --pkcs11-token, --pkcs11-key and --pkcs11-pin-file (or RUNSECRETS_PKCS11_PIN)"
     );
 }
+
+/// Debug output of everything that holds key material names it without showing it.
+#[test]
+fn debug_output_never_shows_key_material() {
+    let ring = Keyring::generate();
+    let privates = private_of(&ring);
+    let key = UnlockKey::generate().expect("key");
+    let shown = key.reveal();
+    let config = Pkcs11Config {
+        module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+        token: "t".into(),
+        key: "k".into(),
+        pin: "pin-93b1c7e04d".parse().expect("pin"),
+        generate_key: false,
+    };
+    let wrapping = Protector::Autolock(key.clone()).wrap(&ring).expect("wraps");
+    let live = crate::seal::LiveKeyring::open(
+        ring.clone(),
+        Some((wrapping.wrapped.clone(), wrapping.payload_key)),
+    )
+    .expect("live");
+    let texts = [
+        format!("{config:?}"),
+        format!("{:?}", Protector::Pkcs11(config.clone())),
+        format!("{:?}", Protector::Autolock(key.clone())),
+        format!("{live:?}"),
+        format!("{ring:?}"),
+    ];
+    for text in &texts {
+        assert!(!text.contains("pin-93b1c7e04d"), "{text}");
+        assert!(!text.contains(&shown[11..]), "{text}");
+        for private in &privates {
+            assert!(!text.contains(private.as_str()), "{text}");
+        }
+    }
+    assert!(texts[0].contains("Pin(redacted)"), "{}", texts[0]);
+}
