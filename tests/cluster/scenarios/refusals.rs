@@ -84,8 +84,10 @@ pub fn other_namespace(system: &mut System) {
     system.k.delete(OTHER, "pod/thief");
 }
 
-/// `restricted` is granted to service account `granted` only: its pod reads it; a pod running
-/// as another account in the same namespace is admitted but gets no volume.
+/// `restricted` is granted to service account `granted` only: its pod reads it; a pod that
+/// declares it while running as another account is refused at admission (the webhook checks
+/// grants), and one that writes the CSI volume itself (skipping the webhook) is admitted but
+/// refused at delivery, so it gets no volume.
 pub fn service_account_not_granted(system: &mut System) {
     let k = &system.k;
     let account = |name: &str| {
@@ -95,12 +97,35 @@ pub fn service_account_not_granted(system: &mut System) {
     k.apply(&[account(GRANTED), account("intruder")]);
     let mut allowed = pod(SHOP, "granted-reader", Some(RESTRICTED));
     allowed["spec"]["serviceAccountName"] = GRANTED.into();
-    let mut intruder = pod(SHOP, "intruder", Some(RESTRICTED));
+    let out = k.create(&allowed);
+    assert!(out.ok, "creating: {}", out.stderr);
+    let mut declared = pod(SHOP, "declared-intruder", Some(RESTRICTED));
+    declared["spec"]["serviceAccountName"] = "intruder".into();
+    refused(
+        system,
+        &declared,
+        &[
+            "admission webhook \"mutate.runsecrets.io\" denied the request",
+            "secret 'restricted' is only for service accounts granted; the pod runs as intruder",
+        ],
+    );
+    let mut intruder = pod(SHOP, "intruder", None);
     intruder["spec"]["serviceAccountName"] = "intruder".into();
-    for p in [&allowed, &intruder] {
-        let out = k.create(p);
-        assert!(out.ok, "creating: {}", out.stderr);
-    }
+    intruder["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "runsecrets", "mountPath": "/run/secrets", "readOnly": true}]);
+    intruder["spec"]["volumes"] = json!([{
+        "name": "runsecrets",
+        "csi": {
+            "driver": runsecrets::spec::DRIVER_NAME,
+            "readOnly": true,
+            "volumeAttributes": {
+                runsecrets::spec::SECRETS_ANNOTATION:
+                    format!("source={RESTRICTED},target={RESTRICTED},uid=0,gid=0,mode=0444"),
+            },
+        },
+    }]);
+    let out = k.create(&intruder);
+    assert!(out.ok, "creating: {}", out.stderr);
     k.wait_ready(SHOP, "granted-reader");
     assert_eq!(
         k.read(SHOP, "granted-reader", "app", "/run/secrets/restricted"),
