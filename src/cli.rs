@@ -72,8 +72,27 @@ pub struct KeysCommand {
         global = true
     )]
     pub keyring: String,
+    /// With --store kubernetes: the public-key ConfigMap (NAMESPACE/NAME) that `ls` reads and
+    /// `rotate`/`retire` update.
+    #[arg(
+        long,
+        env = "RUNSECRETS_PUBLIC_KEYS",
+        default_value = "runsecrets/runsecrets-public-keys",
+        global = true
+    )]
+    pub public_keys: String,
     #[command(subcommand)]
     pub verb: KeysVerb,
+}
+
+/// What opens a protected keyring for a change (a plain keyring needs neither).
+#[derive(Debug, clap::Args)]
+pub struct OpenArgs {
+    #[command(flatten)]
+    pub token: crate::config::Pkcs11Args,
+    /// The unlock key of an autolocked keyring, in a file (or RUNSECRETS_UNLOCK_KEY).
+    #[arg(long, env = "RUNSECRETS_UNLOCK_KEY_FILE")]
+    pub unlock_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +101,16 @@ pub enum KeysVerb {
     /// shown once (--autolock). A plain keyring is replaced by its wrapped form (written and
     /// verified first); an absent one is created protected.
     Protect(ProtectArgs),
+    /// List the keys: id, algorithm, creation time, and which one seals new secrets.
+    Ls,
+    /// Add a new sealing key; older keys keep opening what they sealed.
+    Rotate(OpenArgs),
+    /// Remove a key; refused while a stored secret is sealed with it, and for the sealing key.
+    Retire {
+        key_id: String,
+        #[command(flatten)]
+        open: OpenArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]

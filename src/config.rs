@@ -150,6 +150,10 @@ pub struct ServerArgs {
     /// Time a kept-alive connection (HTTP/1.1 or HTTP/2) may stay idle between requests.
     #[arg(long, env = "RUNSECRETS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Add a new sealing key when the newest is this old (sealed-secrets' 30 days); `0` turns
+    /// renewal off. Older keys keep opening. Replicas renewing together make one key.
+    #[arg(long, env = "RUNSECRETS_KEY_RENEW_PERIOD", default_value = "30d", value_parser = parse_duration_or_zero)]
+    pub key_renew_period: Duration,
     #[command(flatten)]
     pub pkcs11: Pkcs11Args,
     /// A file holding the unlock key of an autolocked keyring (a mounted Secret): read at
@@ -338,7 +342,7 @@ impl ServerArgs {
     }
 }
 
-/// Parses a positive duration: `250ms`, `5s`, `2m` or a bare number of seconds.
+/// Parses a positive duration: `250ms`, `5s`, `2m`, `12h`, `30d` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match parse_duration_or_zero(s)? {
         d if d.is_zero() => Err(format!("{s:?} must be greater than zero")),
@@ -353,15 +357,21 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     let (number, unit) = s.split_at(split);
     let n: u64 = number
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 250ms, 5s or 2m"))?;
+        .map_err(|_| format!("{s:?} is not a duration like 250ms, 5s, 2m or 30d"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => n
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?} is too long")),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+        "m" | "h" | "d" => {
+            let unit_secs = match unit {
+                "m" => 60,
+                "h" => 3600,
+                _ => 86_400,
+            };
+            n.checked_mul(unit_secs)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{s:?} is too long"))
+        }
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
     }
 }
 

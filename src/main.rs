@@ -267,23 +267,10 @@ fn seal(args: SealArgs) -> anyhow::Result<String> {
 fn keys(args: KeysCommand) -> anyhow::Result<String> {
     use runsecrets::seal::protector::{Protector, UnlockKey};
     use runsecrets::store::keyring::{run_file, KeyringPlace};
-    let KeysVerb::Protect(protect) = args.verb;
-    let protector = if protect.autolock {
-        Protector::Autolock(UnlockKey::generate()?)
-    } else {
-        let config = protect
-            .token
-            .config(protect.pkcs11_generate_key)
-            .context("reading the --pkcs11-* settings")?
-            .context("--pkcs11 needs --pkcs11-module")?;
-        Protector::Pkcs11(config)
-    };
-    let (place, protected) = match &args.store {
-        StoreLocation::File(dir) => {
-            let place = KeyringPlace::File(dir.clone());
-            let done = run_file(&place, place.protect(&protector))?;
-            (place, done)
-        }
+    use runsecrets::store::rotation::Opener;
+    // The keyring's place, and for the Kubernetes store the client's runtime.
+    let (place, kube) = match &args.store {
+        StoreLocation::File(dir) => (KeyringPlace::File(dir.clone()), None),
         StoreLocation::Kubernetes => {
             let (namespace, name) = args
                 .keyring
@@ -295,15 +282,101 @@ fn keys(args: KeysCommand) -> anyhow::Result<String> {
                 namespace: namespace.to_string(),
                 name: name.to_string(),
             };
-            let done = store.block_on(place.protect(&protector))?;
-            (place, done)
+            (place, Some(store))
         }
     };
-    Ok(secrets::protected_report(
-        &place.describe(),
-        &protected,
-        &protector,
-    ))
+    /// Runs a keyring operation on the client's runtime, or on the file store directly.
+    fn on<T>(
+        kube: &Option<KubeStore>,
+        place: &KeyringPlace,
+        operation: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match kube {
+            Some(store) => store.block_on(operation),
+            None => run_file(place, operation),
+        }
+    }
+    let protector = |open: &runsecrets::cli::OpenArgs| {
+        let env = std::env::var("RUNSECRETS_UNLOCK_KEY")
+            .ok()
+            .map(Zeroizing::new);
+        secrets::protector_from(open, env).map_err(|e| anyhow::anyhow!(e))
+    };
+    let publish = |public: &PublicKeys| -> anyhow::Result<()> {
+        if let Some(store) = &kube {
+            let (namespace, name) = args.public_keys.split_once('/').with_context(|| {
+                format!("--public-keys {:?} is not NAMESPACE/NAME", args.public_keys)
+            })?;
+            store.block_on(runsecrets::store::kubernetes::publish_public_keys(
+                store.client(),
+                namespace,
+                name,
+                public,
+            ))?;
+        }
+        Ok(())
+    };
+    match args.verb {
+        KeysVerb::Protect(protect) => {
+            let protector = if protect.autolock {
+                Protector::Autolock(UnlockKey::generate()?)
+            } else {
+                let config = protect
+                    .token
+                    .config(protect.pkcs11_generate_key)
+                    .context("reading the --pkcs11-* settings")?
+                    .context("--pkcs11 needs --pkcs11-module")?;
+                Protector::Pkcs11(config)
+            };
+            let protected = on(&kube, &place, place.protect(&protector))?;
+            Ok(secrets::protected_report(
+                &place.describe(),
+                &protected,
+                &protector,
+            ))
+        }
+        KeysVerb::Ls => {
+            let public = match &kube {
+                Some(store) => store.public_keys(&args.public_keys)?,
+                None => on(&kube, &place, place.public_keys())?,
+            };
+            Ok(secrets::ls_table(&public))
+        }
+        KeysVerb::Rotate(open) => {
+            let protector = protector(&open)?;
+            let opener = protector.as_ref().map_or(Opener::Plain, Opener::Protector);
+            let changed = on(
+                &kube,
+                &place,
+                place.rotate(&opener, std::time::Duration::ZERO),
+            )?;
+            let public = changed.ring.public_keys()?;
+            publish(&public)?;
+            let newest = public.newest()?;
+            Ok(format!(
+                "{}\nnew secrets are sealed with key {}; the {} older key(s) keep opening what they sealed\n",
+                newest.id,
+                newest.id,
+                public.keys.len() - 1
+            ))
+        }
+        KeysVerb::Retire { key_id, open } => {
+            match &kube {
+                Some(store) => secrets::check_retirable(store, &key_id)?,
+                None => {
+                    let StoreLocation::File(dir) = &args.store else {
+                        anyhow::bail!("no store");
+                    };
+                    secrets::check_retirable(&FileStore::open(dir)?, &key_id)?
+                }
+            }
+            let protector = protector(&open)?;
+            let opener = protector.as_ref().map_or(Opener::Plain, Opener::Protector);
+            let changed = on(&kube, &place, place.retire(&opener, &key_id))?;
+            publish(&changed.ring.public_keys()?)?;
+            Ok(format!("{key_id}\n"))
+        }
+    }
 }
 
 /// `runsecrets unlock`: the key from --unlock-key-file, RUNSECRETS_UNLOCK_KEY or standard input.

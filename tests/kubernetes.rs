@@ -741,3 +741,72 @@ fn the_keyring_secret_is_protected_in_place() {
         after["metadata"]["resourceVersion"]
     );
 }
+
+/// Two (here three) replicas renewing at the same moment make one key: each reads the Secret,
+/// adds a key and updates at the version it read; the apiserver refuses the stale updates,
+/// and the losers read the winner's keyring, find a fresh key and stop.
+#[test]
+fn replicas_renewing_at_once_make_one_key() {
+    use base64::Engine;
+    use runsecrets::store::keyring::KeyringPlace;
+    use runsecrets::store::rotation::Opener;
+    let (rt, server) = stub();
+    // A keyring whose only key is from 2020: renewal is due everywhere.
+    let ring = Keyring::generate();
+    let mut value: serde_json::Value = serde_json::from_str(&ring.to_json()).expect("json");
+    value["keys"][0]["created"] = "2020-01-01T00:00:00Z".into();
+    let text = base64::engine::general_purpose::STANDARD.encode(value.to_string());
+    server.put(
+        "/api/v1/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "runsecrets-keyring", "namespace": "runsecrets"},
+               "data": {"keyring.json": text}}),
+    );
+    let place = |_: usize| {
+        let _in_runtime = rt.enter();
+        KeyringPlace::Secret {
+            client: server.client("runsecrets"),
+            namespace: "runsecrets".into(),
+            name: "runsecrets-keyring".into(),
+        }
+    };
+    let (a, b, c) = (place(0), place(1), place(2));
+    let month = Duration::from_secs(30 * 86_400);
+    let (ra, rb, rc) = rt.block_on(async {
+        tokio::join!(
+            a.rotate(&Opener::Plain, month),
+            b.rotate(&Opener::Plain, month),
+            c.rotate(&Opener::Plain, month)
+        )
+    });
+    let results = [ra.expect("a"), rb.expect("b"), rc.expect("c")];
+    assert_eq!(
+        results.iter().filter(|r| r.written).count(),
+        1,
+        "one replica wrote"
+    );
+    let keys: Vec<_> = results
+        .iter()
+        .map(|r| r.ring.public_keys().expect("keys"))
+        .collect();
+    assert!(
+        keys.iter().all(|k| k.keys.len() == 2 && *k == keys[0]),
+        "all see the same two keys"
+    );
+    assert_eq!(server.puts(), 1, "one update went through");
+    let tried = server
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("PUT /api/v1/namespaces/runsecrets/secrets/runsecrets-keyring"))
+        .count();
+    assert!(
+        tried >= 2,
+        "the others' stale updates were refused ({tried} PUTs)"
+    );
+    // Later: nothing is due, nobody writes.
+    let again = rt
+        .block_on(a.rotate(&Opener::Plain, month))
+        .expect("rotate");
+    assert!(!again.written);
+    assert_eq!(server.puts(), 1);
+}

@@ -137,6 +137,25 @@ impl Keyring {
         self.keys.last().ok_or(SealError::NoKey)?.public()
     }
 
+    /// Removes a key that no longer seals; the newest (sealing) key cannot be removed.
+    pub fn remove_key(&mut self, id: &str) -> Result<(), SealError> {
+        let last = self.keys.len().saturating_sub(1);
+        match self.keys.iter().position(|k| k.id == id) {
+            None => Err(SealError::UnknownKey(id.to_string())),
+            Some(i) if i == last => Err(SealError::SealingKey(id.to_string())),
+            Some(i) => {
+                self.keys.remove(i);
+                Ok(())
+            }
+        }
+    }
+
+    /// When the newest key was created; `None` when its time does not parse.
+    pub fn newest_created(&self) -> Option<time::OffsetDateTime> {
+        let created = &self.keys.last()?.created;
+        time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).ok()
+    }
+
     pub fn find(&self, id: &str) -> Option<&KeyEntry> {
         self.keys.iter().find(|k| k.id == id)
     }

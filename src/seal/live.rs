@@ -77,6 +77,29 @@ impl LiveKeyring {
         &self.id
     }
 
+    /// The payload key of an open wrapped keyring (to write it back after a change).
+    pub fn payload_key(&self) -> Option<PayloadKey> {
+        let slot = self.wrapped.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().and_then(|(_, key)| key.clone())
+    }
+
+    /// Takes in the keyring as changed in storage (a rotation here or by another replica,
+    /// a retirement); public keys and the open keys switch together.
+    pub fn replace(
+        &self,
+        ring: Keyring,
+        wrapping: Option<(WrappedKeyring, PayloadKey)>,
+    ) -> Result<(), ProtectError> {
+        let public = ring.public_keys()?;
+        let mut slot = self.wrapped.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((wrapped, key)) = wrapping {
+            *slot = Some((wrapped, Some(key)));
+        }
+        self.open.store(Some(Arc::new(ring)));
+        self.public.store(Arc::new(public));
+        Ok(())
+    }
+
     /// Opens a locked keyring with its unlock key (Argon2id: call it off the async runtime).
     /// Returns false when it was already open; the key is then not checked.
     pub fn unlock(&self, key: &UnlockKey) -> Result<bool, ProtectError> {

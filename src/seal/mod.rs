@@ -51,6 +51,8 @@ pub enum SealError {
     NotAKeyring(String),
     #[error("key {0} does not match its id: the keyring was edited")]
     KeyIdMismatch(String),
+    #[error("key {0} is the one new secrets are sealed with: run `runsecrets keys rotate` first")]
+    SealingKey(String),
 }
 
 /// Lowercase hex, the form every digest and key id of runsecrets is written in.

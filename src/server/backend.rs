@@ -25,6 +25,8 @@ pub struct Backend {
     pub lookup: Option<Arc<dyn SecretLookup>>,
     /// Open, or locked (autolock) until unlocked; its public keys are served either way.
     pub keyring: Option<Arc<LiveKeyring>>,
+    /// Where the keyring is stored and its public keys published, for renewal.
+    pub renewal: Option<(KeyringPlace, Option<super::renew::Publisher>)>,
     client: Option<kube::Client>,
 }
 
@@ -112,11 +114,17 @@ impl Backend {
                 )
                 .await?;
                 let catalogue = KubeCatalogue::start(client.clone());
+                let publisher = super::renew::Publisher {
+                    client: client.clone(),
+                    namespace,
+                    configmap: args.public_keys_configmap.clone(),
+                };
                 Ok(Self {
                     catalogue: Some(catalogue.clone()),
                     refresh: None,
                     lookup: Some(catalogue),
                     keyring: Some(ring),
+                    renewal: Some((place, Some(publisher))),
                     client: Some(client),
                 })
             }
@@ -144,6 +152,7 @@ impl Backend {
                     refresh: Some(catalogue),
                     lookup: Some(Arc::new(lookup)),
                     keyring: Some(ring),
+                    renewal: Some((place, None)),
                     client: connected,
                 })
             }

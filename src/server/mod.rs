@@ -7,6 +7,7 @@ pub mod connections;
 mod listener;
 pub mod metrics;
 mod poll;
+pub mod renew;
 pub mod routes;
 pub mod tls;
 
@@ -83,6 +84,10 @@ pub struct Server {
     shared_ca: Option<(kube::Client, String, String)>,
     args: ServerArgs,
     catalogue: Option<Arc<FileCatalogue>>,
+    renewal: Option<(
+        crate::store::keyring::KeyringPlace,
+        Option<renew::Publisher>,
+    )>,
     delivery: Option<(Arc<Delivery>, TcpListener, Arc<Connections>)>,
     certs: Arc<Certificates>,
     webhook: (TcpListener, Arc<Connections>),
@@ -165,6 +170,7 @@ impl Server {
             shared_ca,
             args,
             catalogue: backend.refresh.clone(),
+            renewal: backend.renewal,
             delivery,
             certs,
             webhook,
@@ -197,6 +203,7 @@ impl Server {
             shared_ca,
             args,
             catalogue,
+            renewal,
             delivery,
             certs,
             webhook,
@@ -226,6 +233,13 @@ impl Server {
             )),
             _ => None,
         };
+        let renewer =
+            match (renewal, &state.keyring) {
+                (Some((place, publisher)), Some(keyring)) => Some(tokio::spawn(
+                    renew::keep_renewed(place, keyring.clone(), args.key_renew_period, publisher),
+                )),
+                _ => None,
+            };
         let refresher = catalogue.map(|c| {
             tokio::spawn(poll::every(
                 CATALOGUE_REFRESH,
@@ -302,6 +316,9 @@ impl Server {
         }
         if let Some(unlocker) = unlocker {
             unlocker.abort();
+        }
+        if let Some(renewer) = renewer {
+            renewer.abort();
         }
         let mut drained = webhook_task.await.unwrap_or(false);
         if let Some(task) = delivery_task {

@@ -37,9 +37,9 @@ pub enum KeyringPlace {
 }
 
 /// The stored text and the version it was read at (a Secret's resourceVersion).
-struct Stored {
-    text: Zeroizing<String>,
-    version: Option<String>,
+pub(super) struct Stored {
+    pub(super) text: Zeroizing<String>,
+    pub(super) version: Option<String>,
 }
 
 /// What a load found.
@@ -121,7 +121,7 @@ impl KeyringPlace {
         }
     }
 
-    fn error(&self, step: &'static str) -> impl FnOnce(ProtectError) -> StoreError + '_ {
+    pub(super) fn error(&self, step: &'static str) -> impl FnOnce(ProtectError) -> StoreError + '_ {
         move |source| StoreError::Keyring {
             step,
             place: self.describe(),
@@ -137,7 +137,7 @@ impl KeyringPlace {
         }
     }
 
-    async fn read(&self) -> Result<Option<Stored>, StoreError> {
+    pub(super) async fn read(&self) -> Result<Option<Stored>, StoreError> {
         match self {
             KeyringPlace::File(dir) => {
                 let path = dir.join(KEYRING_FILE);
@@ -220,7 +220,11 @@ impl KeyringPlace {
 
     /// Replaces the stored keyring in one step: a rename over the file, or an update of the
     /// Secret at the version it was read (a concurrent change makes this fail, not overwrite).
-    async fn replace(&self, text: &str, version: Option<&str>) -> Result<(), StoreError> {
+    pub(super) async fn replace(
+        &self,
+        text: &str,
+        version: Option<&str>,
+    ) -> Result<(), StoreError> {
         match self {
             KeyringPlace::File(dir) => {
                 let path = dir.join(KEYRING_FILE);
@@ -282,7 +286,7 @@ impl KeyringPlace {
         Ok(Found::Existing(self.parse(&winner)?))
     }
 
-    fn parse(&self, stored: &Stored) -> Result<StoredKeyring, StoreError> {
+    pub(super) fn parse(&self, stored: &Stored) -> Result<StoredKeyring, StoreError> {
         StoredKeyring::parse(&stored.text).map_err(self.error("loading"))
     }
 

@@ -8,6 +8,7 @@ mod file;
 pub mod keyring;
 pub mod kubernetes;
 pub mod resource;
+pub mod rotation;
 
 pub use file::FileStore;
 pub use resource::{object_name, RunSecret, RunSecretSpec};
@@ -90,6 +91,9 @@ pub enum StoreError {
          refusing to use it: run `chmod 600 {path}`"
     )]
     KeyringMode { path: String, mode: u32 },
+    /// A key that still opens stored secrets is kept.
+    #[error("key {key} still opens {} stored secret(s): {}; move them to the newest key with `runsecrets secret reseal` first", secrets.len(), secrets.join(", "))]
+    KeyInUse { key: String, secrets: Vec<String> },
     /// Another writer changed the keyring between our read and our write; nothing was lost.
     #[error("the keyring {place} changed while it was being rewritten; nothing was overwritten: run the command again")]
     KeyringChanged { place: String },

@@ -217,6 +217,11 @@ impl ApiServer {
             .collect()
     }
 
+    /// How many updates (PUT) succeeded.
+    pub fn puts(&self) -> u64 {
+        self.inner.lock().expect("lock").puts
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.inner.lock().expect("lock").calls.clone()
     }

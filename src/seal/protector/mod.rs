@@ -39,8 +39,9 @@ pub enum ProtectError {
     )]
     MalformedUnlockKey,
     #[error(
-        "keyring {0} is locked (autolock): unlock it with `runsecrets unlock`, or give the \
-         server --unlock-key-file"
+        "keyring {0} is locked (autolock): it opens with its unlock key (a server: \
+         `runsecrets unlock` or --unlock-key-file; the CLI: --unlock-key-file or \
+         RUNSECRETS_UNLOCK_KEY)"
     )]
     Locked(String),
     #[error(
