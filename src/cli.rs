@@ -320,6 +320,30 @@ pub enum SecretVerb {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Move secrets to the newest key: the server opens each and seals the same value again
+    /// (the value never leaves it); the new ciphertext replaces the record.
+    Reseal {
+        /// Secrets to reseal (or --all).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        names: Vec<String>,
+        /// Every secret of the namespace that is not sealed with the newest key.
+        #[arg(long)]
+        all: bool,
+        /// The server's delivery listener (where /v1/reseal is served).
+        #[arg(
+            long,
+            env = "RUNSECRETS_SERVER",
+            default_value = "https://127.0.0.1:8444"
+        )]
+        server: String,
+        /// CA certificate that the server's certificate must chain to.
+        #[arg(
+            long,
+            env = "RUNSECRETS_SERVER_CA",
+            default_value = "./runsecrets-data/tls/ca.crt"
+        )]
+        ca: PathBuf,
+    },
     /// Store a new value as the next version (NAME.v2, …) and, with --workload, move the
     /// workload's reference to it keeping the file path, so the workload rolls.
     Rotate {

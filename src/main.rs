@@ -224,6 +224,12 @@ fn verb(
             secrets::inspect(store, ns, &names, pretty)? + "\n"
         }
         SecretVerb::Rm { names } => secrets::rm(store, cluster, ns, &names)?,
+        SecretVerb::Reseal {
+            names,
+            all,
+            server,
+            ca,
+        } => reseal(store, &keys()?, ns, &names, all, &server, &ca)?,
         SecretVerb::Rotate {
             workload,
             name,
@@ -244,6 +250,53 @@ fn verb(
             }
         }
     })
+}
+
+/// `secret reseal`: each envelope goes to the server, which answers with the same value sealed
+/// to its newest key; the checked record replaces the old one. One line per secret.
+fn reseal(
+    store: &dyn Store,
+    keys: &PublicKeys,
+    ns: &str,
+    names: &[String],
+    all: bool,
+    server: &str,
+    ca: &std::path::Path,
+) -> anyhow::Result<String> {
+    use runsecrets::secrets::reseal;
+    use runsecrets::server::reseal::{ResealResponse, RESEAL_PATH};
+    let newest = keys.newest()?.id.clone();
+    let records = reseal::to_reseal(store, ns, names, all, &newest)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut out = String::new();
+    for record in records {
+        let body = Zeroizing::new(serde_json::to_vec(&reseal::request(&record))?);
+        let (_, answer) = runtime
+            .block_on(runsecrets::server::call::post(
+                server,
+                ca,
+                RESEAL_PATH,
+                body,
+            ))
+            .with_context(|| format!("resealing {}", record.name))?;
+        let answer: ResealResponse = serde_json::from_slice(&answer)
+            .with_context(|| format!("resealing {}: the server's answer", record.name))?;
+        let new = reseal::resealed(&record, answer)?;
+        store
+            .replace(&new)
+            .with_context(|| format!("storing the resealed {}", record.name))?;
+        out.push_str(&format!(
+            "{}: {} -> {}\n",
+            record.name, record.spec.key_id, new.spec.key_id
+        ));
+    }
+    if out.is_empty() {
+        out = format!("every secret asked for is sealed with the newest key {newest}\n");
+    }
+    Ok(out)
 }
 
 fn seal(args: SealArgs) -> anyhow::Result<String> {

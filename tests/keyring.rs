@@ -872,3 +872,86 @@ async fn the_server_renews_an_old_sealing_key_unless_told_not_to() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(delivered(&body), VALUE);
 }
+
+/// `secret reseal` moves secrets to the newest key through the server (ciphertext in,
+/// ciphertext out): named ones, then `--all`; the old key can then be retired, and every
+/// secret still delivers its value. An envelope asked for under another name does not open.
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_reseal_moves_secrets_to_the_newest_key() {
+    let (dir, _) = store_with_a_secret();
+    let d = dir.path();
+    create(d, "api_token");
+    let k1 = keys_ls(d)[0].0.clone();
+    let rotated = cli(d, &["keys", "rotate", "--store", "file:."], &[], None);
+    assert_eq!(rotated.code, 0, "{}", rotated.stderr);
+    let k2 = keys_ls(d)[1].0.clone();
+    let process = server(d, &[], &[]);
+    let addrs = serving(&process);
+    let url = format!("https://{}", addrs.delivery);
+    let ca = d.join("tls/ca.crt");
+    let reseal = |args: &[&str]| {
+        let mut all = vec![
+            "secret",
+            "reseal",
+            "-n",
+            "shop",
+            "--store",
+            "file:.",
+            "--server",
+            &url,
+            "--ca",
+            ca.to_str().expect("utf-8"),
+        ];
+        all.extend_from_slice(args);
+        cli(d, &all, &[], None)
+    };
+    let one = reseal(&["db_password"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert_eq!(one.stdout, format!("db_password: {k1} -> {k2}\n"));
+    let refused = cli(d, &["keys", "retire", &k1, "--store", "file:."], &[], None);
+    assert!(
+        refused.stderr.contains(&format!(
+            "key {k1} still opens 1 stored secret(s): shop/api_token;"
+        )),
+        "{}",
+        refused.stderr
+    );
+    let rest = reseal(&["--all"]);
+    assert_eq!(
+        rest.stdout,
+        format!("api_token: {k1} -> {k2}\n"),
+        "{}",
+        rest.stderr
+    );
+    let none = reseal(&["--all"]);
+    assert_eq!(
+        none.stdout,
+        format!("every secret asked for is sealed with the newest key {k2}\n")
+    );
+    let retired = cli(d, &["keys", "retire", &k1, "--store", "file:."], &[], None);
+    assert_eq!(retired.code, 0, "{}", retired.stderr);
+    let (status, body) = publish(d, addrs.delivery).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(delivered(&body), VALUE);
+
+    // The envelope is bound to its name: asked for as another secret, it does not open.
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("secrets/shop/db_password.json")).expect("record"),
+    )
+    .expect("json");
+    let mut client = Client::open(addrs.delivery, &std::fs::read(&ca).expect("CA")).await;
+    let body =
+        json!({"namespace": "shop", "name": "other", "ciphertext": record["spec"]["ciphertext"]});
+    let (status, answer) = client
+        .send("POST", "/v1/reseal", body.to_string().into_bytes())
+        .await;
+    assert_eq!(
+        (status, String::from_utf8_lossy(&answer).as_ref()),
+        (422, "secret shop/other: ciphertext does not open: it was altered, or it belongs to another secret or namespace\n")
+    );
+    let lines = process.stop();
+    assert_no_key_material(&lines, &[VALUE]);
+    for run in [&one, &rest] {
+        run.assert_no_values(&[VALUE]);
+    }
+}

@@ -173,86 +173,16 @@ pub async fn watch_file(keyring: Arc<LiveKeyring>, path: PathBuf) {
     }
 }
 
-/// Why `runsecrets unlock` could not get an answer.
-#[derive(Debug, thiserror::Error)]
-pub enum UnlockCallError {
-    #[error("--server {0:?} is not an https:// base URL")]
-    Server(String),
-    #[error("loading the server CA {path}: {problem}")]
-    Ca { path: String, problem: String },
-    #[error("reaching {server}")]
-    Unreachable {
-        server: String,
-        #[source]
-        source: hyper_util::client::legacy::Error,
-    },
-    #[error("reading the answer of {server}")]
-    Answer {
-        server: String,
-        #[source]
-        source: axum::Error,
-    },
-    #[error("the server refused (HTTP {status}): {message}")]
-    Refused { status: u16, message: String },
-}
-
 /// `runsecrets unlock`: posts the unlock key to `server`'s `/v1/unlock` over TLS, trusting
-/// only `ca_pem`. Returns the server's answer.
+/// only the CA in `ca`. Returns the server's answer.
 pub async fn send(
     server: &str,
     ca: &std::path::Path,
     key: &UnlockKey,
-) -> Result<String, UnlockCallError> {
-    let base = server.trim_end_matches('/');
-    let uri: hyper::Uri = format!("{base}{UNLOCK_PATH}")
-        .parse()
-        .map_err(|_| UnlockCallError::Server(server.to_string()))?;
-    if uri.scheme_str() != Some("https") || uri.host().is_none() {
-        return Err(UnlockCallError::Server(server.to_string()));
-    }
-    let ca_error = |problem: String| UnlockCallError::Ca {
-        path: ca.display().to_string(),
-        problem,
-    };
-    let pem = std::fs::read(ca).map_err(|e| ca_error(e.to_string()))?;
-    let client =
-        crate::node::client::build_client(&pem, Duration::from_secs(10)).map_err(ca_error)?;
+) -> Result<String, crate::server::call::CallError> {
     // Written by hand into a wiped buffer: the key's alphabet needs no JSON escaping.
     let body =
         Zeroizing::new(format!("{{\"unlockKey\":\"{}\"}}", key.reveal().as_str()).into_bytes());
-    let request = hyper::Request::builder()
-        .method(hyper::Method::POST)
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(crate::node::client::SecretBody::new(body))
-        .map_err(|_| UnlockCallError::Server(server.to_string()))?;
-    let response =
-        client
-            .request(request)
-            .await
-            .map_err(|source| UnlockCallError::Unreachable {
-                server: server.to_string(),
-                source,
-            })?;
-    let status = response.status();
-    let text = axum::body::to_bytes(Body::new(response.into_body()), 64 * 1024)
-        .await
-        .map_err(|source| UnlockCallError::Answer {
-            server: server.to_string(),
-            source,
-        })?;
-    let message: String = String::from_utf8_lossy(&text)
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(512)
-        .collect();
-    if status.is_success() {
-        Ok(message)
-    } else {
-        Err(UnlockCallError::Refused {
-            status: status.as_u16(),
-            message,
-        })
-    }
+    let (_, answer) = crate::server::call::post(server, ca, UNLOCK_PATH, body).await?;
+    Ok(crate::server::call::printable(&answer))
 }

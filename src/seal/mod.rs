@@ -157,5 +157,18 @@ pub fn open(
     .map_err(|_| SealError::Open)
 }
 
+/// Opens an envelope of `namespace/name` and seals the same value to `newest`: the value is
+/// held only in a wiped buffer between the two.
+pub fn reseal(
+    keyring: &Keyring,
+    newest: &PublicKey,
+    namespace: &str,
+    name: &str,
+    envelope: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let plaintext = open(keyring, namespace, name, envelope)?;
+    seal(newest, namespace, name, &plaintext)
+}
+
 #[cfg(test)]
 mod tests;

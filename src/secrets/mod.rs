@@ -6,6 +6,7 @@ mod keyring_verbs;
 mod keys;
 mod listing;
 mod protect;
+pub mod reseal;
 mod rotate;
 
 pub use cluster::{Cluster, NoCluster, WorkloadRef};

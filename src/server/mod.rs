@@ -3,11 +3,13 @@
 mod backend;
 pub mod body;
 pub mod ca;
+pub mod call;
 pub mod connections;
 mod listener;
 pub mod metrics;
 mod poll;
 pub mod renew;
+pub mod reseal;
 pub mod routes;
 pub mod tls;
 

@@ -152,6 +152,45 @@ impl Store for KubeStore {
         Ok(records)
     }
 
+    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError> {
+        let api = self.api(&record.namespace);
+        let object_name = object_name(&record.name);
+        let old = self
+            .block_on(api.get_opt(&object_name))
+            .map_err(api_error("reading the RunSecret"))?
+            .filter(|o| o.spec.name == record.name)
+            .ok_or_else(|| StoreError::NotFound(record.name.clone()))?;
+        // Only the object read: one created meanwhile (another reseal) is not deleted.
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: old.metadata.uid.clone(),
+                resource_version: old.metadata.resource_version.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        self.block_on(api.delete(&object_name, &params))
+            .map_err(api_error("deleting the RunSecret to replace it"))?;
+        let created = self.block_on(api.create(&PostParams::default(), &resource_of(record)));
+        if let Err(e) = created {
+            // Put the old object back rather than lose the secret.
+            let mut restore = old.clone();
+            restore.metadata.resource_version = None;
+            restore.metadata.uid = None;
+            restore.metadata.creation_timestamp = None;
+            restore.metadata.managed_fields = None;
+            let restored = self.block_on(api.create(&PostParams::default(), &restore));
+            return Err(StoreError::Api {
+                step: if restored.is_ok() {
+                    "creating the resealed RunSecret (the old one was restored)"
+                } else {
+                    "creating the resealed RunSecret (restoring the old one failed too)"
+                },
+                message: crate::delivery::tokenreview::describe_kube_error(&e),
+            });
+        }
+        Ok(())
+    }
+
     fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
         if self.get(namespace, name)?.is_none() {
             return Ok(false);

@@ -233,6 +233,10 @@ pub trait Store {
     fn list(&self, namespace: Option<&str>) -> Result<Vec<SecretRecord>, StoreError>;
     /// Removes a secret; false when it did not exist.
     fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
+    /// Replaces an existing secret by its resealed record (`secret reseal`: the same value,
+    /// sealed to a newer key): one rename in the file store; in Kubernetes, where the spec is
+    /// immutable, a delete of exactly the object read followed by a create of the same name.
+    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ struct Inner {
     calls: Vec<String>,
     /// Successful updates (PUT), for tests of optimistic concurrency.
     puts: u64,
+    /// The next `n` GETs of one object wait for each other, so concurrent writers all read
+    /// the same version before any writes (see `gate_reads`).
+    gate: Option<(String, usize, Arc<tokio::sync::Barrier>)>,
 }
 
 /// A running stub; objects can be seeded and inspected.
@@ -217,6 +220,12 @@ impl ApiServer {
             .collect()
     }
 
+    /// Makes the next `n` GETs of the object named `name` wait until all `n` have arrived.
+    pub fn gate_reads(&self, name: &str, n: usize) {
+        self.inner.lock().expect("lock").gate =
+            Some((name.to_string(), n, Arc::new(tokio::sync::Barrier::new(n))));
+    }
+
     /// How many updates (PUT) succeeded.
     pub fn puts(&self) -> u64 {
         self.inner.lock().expect("lock").puts
@@ -347,6 +356,19 @@ async fn handle(State(server): State<ApiServer>, request: Request) -> Response {
                 .into_response()
         }
         (Method::GET, Some(name)) => {
+            let barrier = {
+                let mut inner = server.inner.lock().expect("lock");
+                match inner.gate.as_mut() {
+                    Some((gated, left, barrier)) if gated == name && *left > 0 => {
+                        *left -= 1;
+                        Some(barrier.clone())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(barrier) = barrier {
+                barrier.wait().await;
+            }
             match server.inner.lock().expect("lock").objects.get(&key(name)) {
                 Some(object) => axum::Json(object.clone()).into_response(),
                 None => not_found(name),
