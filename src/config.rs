@@ -150,6 +150,79 @@ pub struct ServerArgs {
     /// Time a kept-alive connection (HTTP/1.1 or HTTP/2) may stay idle between requests.
     #[arg(long, env = "RUNSECRETS_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
+    /// Add a new sealing key when the newest is this old (sealed-secrets' 30 days); `0` turns
+    /// renewal off. Older keys keep opening. Replicas renewing together make one key.
+    #[arg(long, env = "RUNSECRETS_KEY_RENEW_PERIOD", default_value = "30d", value_parser = parse_duration_or_zero)]
+    pub key_renew_period: Duration,
+    #[command(flatten)]
+    pub pkcs11: Pkcs11Args,
+    /// A file holding the unlock key of an autolocked keyring (a mounted Secret): read at
+    /// start and, while the server is locked, every few seconds.
+    #[arg(long, env = "RUNSECRETS_UNLOCK_KEY_FILE")]
+    pub unlock_key_file: Option<PathBuf>,
+}
+
+/// The PKCS#11 token whose AES key wraps the keyring (the key never leaves the token).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Pkcs11Args {
+    /// The token's PKCS#11 module (shared library), e.g. /usr/lib/softhsm/libsofthsm2.so.
+    /// With it, a new keyring is created wrapped by the token's key and a wrapped one is
+    /// opened with it.
+    #[arg(long, env = "RUNSECRETS_PKCS11_MODULE")]
+    pub pkcs11_module: Option<PathBuf>,
+    /// Label of the token.
+    #[arg(long, env = "RUNSECRETS_PKCS11_TOKEN", default_value = "runsecrets")]
+    pub pkcs11_token: String,
+    /// Label of the AES-256 key in the token.
+    #[arg(
+        long,
+        env = "RUNSECRETS_PKCS11_KEY",
+        default_value = "runsecrets-keyring"
+    )]
+    pub pkcs11_key: String,
+    /// File holding the token's user PIN (a mounted Secret); one trailing newline is ignored.
+    #[arg(
+        long,
+        env = "RUNSECRETS_PKCS11_PIN_FILE",
+        conflicts_with = "pkcs11_pin"
+    )]
+    pub pkcs11_pin_file: Option<PathBuf>,
+    /// The token's user PIN (prefer the env var or --pkcs11-pin-file: a flag's value shows in
+    /// the process list).
+    #[arg(long, env = "RUNSECRETS_PKCS11_PIN", hide_env_values = true)]
+    pub pkcs11_pin: Option<crate::seal::protector::Pin>,
+}
+
+impl Pkcs11Args {
+    /// The token's settings when --pkcs11-module is given.
+    pub fn config(
+        &self,
+        generate_key: bool,
+    ) -> Result<
+        Option<crate::seal::protector::Pkcs11Config>,
+        crate::seal::protector::pkcs11::Pkcs11Error,
+    > {
+        use crate::seal::protector::{pkcs11::Pkcs11Error, Pin, Pkcs11Config};
+        let Some(module) = &self.pkcs11_module else {
+            return Ok(None);
+        };
+        let pin = match (&self.pkcs11_pin_file, &self.pkcs11_pin) {
+            (Some(file), _) => Pin::from_file(file)?,
+            (None, Some(pin)) => pin.clone(),
+            (None, None) => {
+                return Err(Pkcs11Error::NoPin {
+                    token: self.pkcs11_token.clone(),
+                })
+            }
+        };
+        Ok(Some(Pkcs11Config {
+            module: module.clone(),
+            token: self.pkcs11_token.clone(),
+            key: self.pkcs11_key.clone(),
+            pin,
+            generate_key,
+        }))
+    }
 }
 
 /// The server's `--store`.
@@ -269,7 +342,7 @@ impl ServerArgs {
     }
 }
 
-/// Parses a positive duration: `250ms`, `5s`, `2m` or a bare number of seconds.
+/// Parses a positive duration: `250ms`, `5s`, `2m`, `12h`, `30d` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     match parse_duration_or_zero(s)? {
         d if d.is_zero() => Err(format!("{s:?} must be greater than zero")),
@@ -284,15 +357,21 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     let (number, unit) = s.split_at(split);
     let n: u64 = number
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 250ms, 5s or 2m"))?;
+        .map_err(|_| format!("{s:?} is not a duration like 250ms, 5s, 2m or 30d"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => n
-            .checked_mul(60)
-            .map(Duration::from_secs)
-            .ok_or_else(|| format!("{s:?} is too long")),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m)")),
+        "m" | "h" | "d" => {
+            let unit_secs = match unit {
+                "m" => 60,
+                "h" => 3600,
+                _ => 86_400,
+            };
+            n.checked_mul(unit_secs)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{s:?} is too long"))
+        }
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
     }
 }
 

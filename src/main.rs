@@ -4,8 +4,8 @@ use anyhow::Context;
 use clap::Parser;
 
 use runsecrets::cli::{
-    Cli, Command, ComposeVerb, ConvertArgs, ReviewArgs, ScanArgs, SealArgs, SecretCommand,
-    SecretVerb, StoreLocation,
+    Cli, Command, ComposeVerb, ConvertArgs, KeysCommand, KeysVerb, ReviewArgs, ScanArgs, SealArgs,
+    SecretCommand, SecretVerb, StoreLocation, UnlockArgs,
 };
 use runsecrets::config::ServerArgs;
 use runsecrets::offline::{self, OutputFormat, ReviewOutput};
@@ -38,6 +38,8 @@ fn main() -> ExitCode {
         Command::Compose(cmd) => match cmd.verb {
             ComposeVerb::Convert(args) => compose_convert(&args),
         },
+        Command::Keys(args) => Ok(docker_style(keys(args))),
+        Command::Unlock(args) => Ok(docker_style(unlock(&args))),
         Command::Crd => {
             print!("{}", runsecrets::store::resource::crd_yaml());
             Ok(ExitCode::SUCCESS)
@@ -173,11 +175,7 @@ fn secret(args: SecretCommand) -> anyhow::Result<String> {
     match &args.target.store {
         StoreLocation::File(dir) => {
             let store = FileStore::open(dir)?;
-            let keys = || {
-                secrets::load_or_create_keyring(dir)?
-                    .public_keys()
-                    .map_err(Into::into)
-            };
+            let keys = || secrets::file_public_keys(dir);
             verb(&store, &NoCluster, &keys, &args.target.namespace, args.verb)
         }
         StoreLocation::Kubernetes => {
@@ -226,6 +224,12 @@ fn verb(
             secrets::inspect(store, ns, &names, pretty)? + "\n"
         }
         SecretVerb::Rm { names } => secrets::rm(store, cluster, ns, &names)?,
+        SecretVerb::Reseal {
+            names,
+            all,
+            server,
+            ca,
+        } => reseal(store, &keys()?, ns, &names, all, &server, &ca)?,
         SecretVerb::Rotate {
             workload,
             name,
@@ -248,6 +252,53 @@ fn verb(
     })
 }
 
+/// `secret reseal`: each envelope goes to the server, which answers with the same value sealed
+/// to its newest key; the checked record replaces the old one. One line per secret.
+fn reseal(
+    store: &dyn Store,
+    keys: &PublicKeys,
+    ns: &str,
+    names: &[String],
+    all: bool,
+    server: &str,
+    ca: &std::path::Path,
+) -> anyhow::Result<String> {
+    use runsecrets::secrets::reseal;
+    use runsecrets::server::reseal::{ResealResponse, RESEAL_PATH};
+    let newest = keys.newest()?.id.clone();
+    let records = reseal::to_reseal(store, ns, names, all, &newest)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut out = String::new();
+    for record in records {
+        let body = Zeroizing::new(serde_json::to_vec(&reseal::request(&record))?);
+        let (_, answer) = runtime
+            .block_on(runsecrets::server::call::post(
+                server,
+                ca,
+                RESEAL_PATH,
+                body,
+            ))
+            .with_context(|| format!("resealing {}", record.name))?;
+        let answer: ResealResponse = serde_json::from_slice(&answer)
+            .with_context(|| format!("resealing {}: the server's answer", record.name))?;
+        let new = reseal::resealed(&record, answer)?;
+        store
+            .replace(&new)
+            .with_context(|| format!("storing the resealed {}", record.name))?;
+        out.push_str(&format!(
+            "{}: {} -> {}\n",
+            record.name, record.spec.key_id, new.spec.key_id
+        ));
+    }
+    if out.is_empty() {
+        out = format!("every secret asked for is sealed with the newest key {newest}\n");
+    }
+    Ok(out)
+}
+
 fn seal(args: SealArgs) -> anyhow::Result<String> {
     let labels = secrets::parse_labels(&args.labels).map_err(anyhow::Error::msg)?;
     let keys = secrets::sealing_keys(
@@ -264,6 +315,154 @@ fn seal(args: SealArgs) -> anyhow::Result<String> {
         labels,
         args.service_accounts,
     )?)
+}
+
+fn keys(args: KeysCommand) -> anyhow::Result<String> {
+    use runsecrets::seal::protector::{Protector, UnlockKey};
+    use runsecrets::store::keyring::{run_file, KeyringPlace};
+    use runsecrets::store::rotation::Opener;
+    // The keyring's place, and for the Kubernetes store the client's runtime.
+    let (place, kube) = match &args.store {
+        StoreLocation::File(dir) => (KeyringPlace::File(dir.clone()), None),
+        StoreLocation::Kubernetes => {
+            let (namespace, name) = args
+                .keyring
+                .split_once('/')
+                .with_context(|| format!("--keyring {:?} is not NAMESPACE/NAME", args.keyring))?;
+            let store = KubeStore::connect()?;
+            let place = KeyringPlace::Secret {
+                client: store.client().clone(),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            };
+            (place, Some(store))
+        }
+    };
+    /// Runs a keyring operation on the client's runtime, or on the file store directly.
+    fn on<T>(
+        kube: &Option<KubeStore>,
+        place: &KeyringPlace,
+        operation: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match kube {
+            Some(store) => store.block_on(operation),
+            None => run_file(place, operation),
+        }
+    }
+    let protector = |open: &runsecrets::cli::OpenArgs| {
+        let env = std::env::var("RUNSECRETS_UNLOCK_KEY")
+            .ok()
+            .map(Zeroizing::new);
+        secrets::protector_from(open, env).map_err(|e| anyhow::anyhow!(e))
+    };
+    let publish = |public: &PublicKeys| -> anyhow::Result<()> {
+        if let Some(store) = &kube {
+            let (namespace, name) = args.public_keys.split_once('/').with_context(|| {
+                format!("--public-keys {:?} is not NAMESPACE/NAME", args.public_keys)
+            })?;
+            store.block_on(runsecrets::store::kubernetes::publish_public_keys(
+                store.client(),
+                namespace,
+                name,
+                public,
+            ))?;
+        }
+        Ok(())
+    };
+    match args.verb {
+        KeysVerb::Protect(protect) => {
+            let protector = if protect.autolock {
+                Protector::Autolock(UnlockKey::generate()?)
+            } else {
+                let config = protect
+                    .token
+                    .config(protect.pkcs11_generate_key)
+                    .context("reading the --pkcs11-* settings")?
+                    .context("--pkcs11 needs --pkcs11-module")?;
+                Protector::Pkcs11(config)
+            };
+            let protected = on(&kube, &place, place.protect(&protector))?;
+            Ok(secrets::protected_report(
+                &place.describe(),
+                &protected,
+                &protector,
+            ))
+        }
+        KeysVerb::Ls => {
+            let public = match &kube {
+                Some(store) => store.public_keys(&args.public_keys)?,
+                None => on(&kube, &place, place.public_keys())?,
+            };
+            Ok(secrets::ls_table(&public))
+        }
+        KeysVerb::Rotate(open) => {
+            let protector = protector(&open)?;
+            let opener = protector.as_ref().map_or(Opener::Plain, Opener::Protector);
+            let changed = on(
+                &kube,
+                &place,
+                place.rotate(&opener, std::time::Duration::ZERO),
+            )?;
+            let public = changed.ring.public_keys()?;
+            publish(&public)?;
+            let newest = public.newest()?;
+            Ok(format!(
+                "{}\nnew secrets are sealed with key {}; the {} older key(s) keep opening what they sealed\n",
+                newest.id,
+                newest.id,
+                public.keys.len() - 1
+            ))
+        }
+        KeysVerb::Retire { key_id, open } => {
+            match &kube {
+                Some(store) => secrets::check_retirable(store, &key_id)?,
+                None => {
+                    let StoreLocation::File(dir) = &args.store else {
+                        anyhow::bail!("no store");
+                    };
+                    secrets::check_retirable(&FileStore::open(dir)?, &key_id)?
+                }
+            }
+            let protector = protector(&open)?;
+            let opener = protector.as_ref().map_or(Opener::Plain, Opener::Protector);
+            let changed = on(&kube, &place, place.retire(&opener, &key_id))?;
+            publish(&changed.ring.public_keys()?)?;
+            Ok(format!("{key_id}\n"))
+        }
+    }
+}
+
+/// `runsecrets unlock`: the key from --unlock-key-file, RUNSECRETS_UNLOCK_KEY or standard input.
+fn unlock(args: &UnlockArgs) -> anyhow::Result<String> {
+    use runsecrets::seal::protector::UnlockKey;
+    let text = match (
+        &args.unlock_key_file,
+        std::env::var("RUNSECRETS_UNLOCK_KEY"),
+    ) {
+        (Some(file), _) => Zeroizing::new(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading the unlock key file {}", file.display()))?,
+        ),
+        (None, Ok(key)) => Zeroizing::new(key),
+        (None, Err(_)) => {
+            let mut line = Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the unlock key from standard input")?;
+            line
+        }
+    };
+    let key: UnlockKey = text.parse()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let answer = runtime.block_on(runsecrets::delivery::unlock::send(
+        &args.server,
+        &args.ca,
+        &key,
+    ))?;
+    Ok(format!("{answer}\n"))
 }
 
 /// `compose convert`: everything is built and sealed first; then written (or printed), then the

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
 use base64::Engine;
 use clap::Parser;
 use common::apiserver::ApiServer;
+use common::binary::ServerProcess;
 use common::tls::{plain_get, Client};
 use runsecrets::config::ServerArgs;
 use runsecrets::delivery::wire::{DeliveryError, PublishResponse, Reason, PUBLISH_PATH};
@@ -418,86 +419,26 @@ async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
     assert!(String::from_utf8_lossy(&answer).contains("runs on node node-1"));
 }
 
-/// The real binary, so the log lines are exactly what `main`'s subscriber writes.
-struct Binary {
-    child: std::process::Child,
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Binary {
-    fn start(dir: &Path, format: &str) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runsecrets"))
-            .args(["--log-format", format, "server", "--data-dir"])
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--delivery-listen", "127.0.0.1:0"])
-            // The review line is a debug line: its uid is the caller's.
-            .env("RUST_LOG", "info,runsecrets::server::routes=debug")
-            .env_remove("RUNSECRETS_STORE")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("binary runs");
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                match line {
-                    Ok(line) => sink.lock().expect("lock").push(line),
-                    Err(_) => return,
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            reader: Some(reader),
-        }
-    }
-
-    /// Waits for the line that says the server is serving; returns it.
-    fn serving(&self) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let found = self
-                .lines
-                .lock()
-                .expect("lock")
-                .iter()
-                .find(|l| l.contains("serving") && l.contains("delivery"))
-                .cloned();
-            if let Some(line) = found {
-                return line;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the server did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-
-    /// Stops the server and returns every line it wrote.
-    fn stop(mut self) -> Vec<String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
-        let lines = self.lines.lock().expect("lock").clone();
-        lines
-    }
-}
-
-/// A test that fails before `stop` still ends its server.
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real binary, so the log lines are exactly what `main`'s subscriber writes; the review
+/// line is a debug line (its uid is the caller's).
+fn binary(dir: &Path, format: &str) -> ServerProcess {
+    let dir = dir.to_str().expect("utf-8");
+    ServerProcess::start(
+        &[
+            "--log-format",
+            format,
+            "server",
+            "--data-dir",
+            dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--delivery-listen",
+            "127.0.0.1:0",
+        ],
+        &[("RUST_LOG", "info,runsecrets::server::routes=debug")],
+    )
 }
 
 /// `key=value` and `key="escaped value"` pairs, as a logfmt consumer reads them.
@@ -583,8 +524,8 @@ async fn hostile_requests(dir: &Path, webhook: &str, delivery: &str) {
 #[tokio::test]
 async fn text_log_lines_escape_every_caller_controlled_field() {
     let dir = tempfile::tempdir().expect("tmp");
-    let server = Binary::start(dir.path(), "text");
-    let serving = server.serving();
+    let server = binary(dir.path(), "text");
+    let serving = server.wait_for(&["serving", "delivery"]);
     let fields = logfmt(serving.split_once(" serving ").expect("serving line").1);
     let field = |name: &str| {
         fields
@@ -676,8 +617,9 @@ fn regex_lite_event() -> impl Fn(&str) -> bool {
 #[tokio::test]
 async fn json_log_lines_keep_every_field_intact() {
     let dir = tempfile::tempdir().expect("tmp");
-    let server = Binary::start(dir.path(), "json");
-    let serving: serde_json::Value = serde_json::from_str(&server.serving()).expect("JSON line");
+    let server = binary(dir.path(), "json");
+    let serving: serde_json::Value =
+        serde_json::from_str(&server.wait_for(&["serving", "delivery"])).expect("JSON line");
     let addr = |name: &str| serving["fields"][name].as_str().expect(name).to_string();
     hostile_requests(dir.path(), &addr("webhook"), &addr("delivery")).await;
     let lines = server.stop();

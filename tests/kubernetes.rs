@@ -207,10 +207,10 @@ fn rm_is_refused_while_a_pod_declares_it_and_rotate_moves_a_deployment() {
 async fn the_keyring_is_created_once_and_the_public_keys_are_published() {
     let (_rt, server) = ((), ApiServer::start().await);
     let client = server.client("runsecrets");
-    let first = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring")
+    let first = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring", None)
         .await
         .expect("created");
-    let second = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring")
+    let second = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring", None)
         .await
         .expect("read back");
     assert_eq!(
@@ -267,7 +267,7 @@ async fn a_damaged_keyring_secret_is_reported_once() {
         ),
     ] {
         server.put("/api/v1/secrets", secret(data));
-        let e = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring")
+        let e = kubernetes::ensure_keyring(&client, "runsecrets", "runsecrets-keyring", None)
             .await
             .expect_err("damaged");
         assert_eq!(
@@ -604,4 +604,292 @@ async fn the_catalogue_carries_the_grants_the_webhook_checks() {
         .iter()
         .any(|v| v.name == "runsecrets"));
     assert_eq!(server.calls().len(), before, "answered from the cache");
+}
+
+/// `keys protect --store kubernetes` wraps the keyring Secret in place (an update at the
+/// version it read), removing the plaintext; the server then starts locked, still publishes
+/// the public keys, and never writes the Secret back unwrapped.
+#[test]
+fn the_keyring_secret_is_protected_in_place() {
+    use base64::Engine;
+    let (rt, server) = stub();
+    let client = {
+        let _in_runtime = rt.enter();
+        server.client("runsecrets")
+    };
+    let plain = rt
+        .block_on(kubernetes::ensure_keyring(
+            &client,
+            "runsecrets",
+            "runsecrets-keyring",
+            None,
+        ))
+        .expect("created");
+    let stored = |server: &ApiServer| {
+        let secret = server
+            .get("/api/v1/secrets", "runsecrets", "runsecrets-keyring")
+            .expect("Secret");
+        let text = base64::engine::general_purpose::STANDARD
+            .decode(
+                secret["data"]["keyring.json"]
+                    .as_str()
+                    .expect("keyring.json"),
+            )
+            .expect("base64");
+        (secret, String::from_utf8(text).expect("utf-8"))
+    };
+    let (before, text) = stored(&server);
+    let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let privates: Vec<String> = value["keys"]
+        .as_array()
+        .expect("plain")
+        .iter()
+        .map(|k| k["private"].as_str().expect("private").to_string())
+        .collect();
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = server.kubeconfig(dir.path(), "default");
+    let kubeconfig = kubeconfig.to_str().expect("utf-8");
+    let protect = || {
+        common::binary::run_in(
+            dir.path(),
+            &["keys", "protect", "--autolock", "--store", "kubernetes"],
+            &[("KUBECONFIG", kubeconfig)],
+            None,
+        )
+    };
+    let out = protect();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("in Secret runsecrets/runsecrets-keyring: wrapped by an unlock key"),
+        "{}",
+        out.stdout
+    );
+    let key = out
+        .stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("RSUNLOCK-1-"))
+        .expect("the unlock key")
+        .to_string();
+    let (after, text) = stored(&server);
+    assert_eq!(
+        after["metadata"]["uid"], before["metadata"]["uid"],
+        "updated, not recreated"
+    );
+    assert_ne!(
+        after["metadata"]["resourceVersion"],
+        before["metadata"]["resourceVersion"]
+    );
+    for private in &privates {
+        assert!(
+            !text.contains(private.as_str()),
+            "a private key in the Secret"
+        );
+    }
+    assert!(server
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("PUT /api/v1/namespaces/runsecrets/secrets/runsecrets-keyring")));
+
+    let again = protect();
+    assert_eq!(again.code, 1);
+    assert!(
+        again.stderr.starts_with(
+            "Error: protecting the keyring Secret runsecrets/runsecrets-keyring: keyring "
+        ) && again
+            .stderr
+            .ends_with("is already protected (autolock); nothing was changed\n"),
+        "{}",
+        again.stderr
+    );
+
+    // What a replica loads: locked, the same public keys; the unlock key opens it.
+    let loaded = rt
+        .block_on(kubernetes::ensure_keyring(
+            &client,
+            "runsecrets",
+            "runsecrets-keyring",
+            None,
+        ))
+        .expect("loads");
+    assert!(
+        matches!(loaded, runsecrets::store::keyring::Loaded::Locked(_)),
+        "{loaded:?}"
+    );
+    assert_eq!(
+        loaded.public_keys().expect("keys"),
+        plain.public_keys().expect("keys")
+    );
+    let live = loaded.into_live().expect("live");
+    let unlock: runsecrets::seal::protector::UnlockKey = key.parse().expect("key");
+    assert!(live.unlock(&unlock).expect("unlocks"));
+    assert!(!live.is_locked());
+
+    // The server starts on it (locked), publishes the public keys, leaves the Secret as is.
+    let running = ServerProcess::start(
+        &dir.path().join("server"),
+        std::path::Path::new(kubeconfig),
+        &[],
+        &[],
+    );
+    wait_for_keys(&server, "runsecrets");
+    drop(running);
+    let (unchanged, _) = stored(&server);
+    assert_eq!(
+        unchanged["metadata"]["resourceVersion"],
+        after["metadata"]["resourceVersion"]
+    );
+}
+
+/// Two (here three) replicas renewing at the same moment make one key: each reads the Secret,
+/// adds a key and updates at the version it read; the apiserver refuses the stale updates,
+/// and the losers read the winner's keyring, find a fresh key and stop.
+#[test]
+fn replicas_renewing_at_once_make_one_key() {
+    use base64::Engine;
+    use runsecrets::store::keyring::KeyringPlace;
+    use runsecrets::store::rotation::Opener;
+    let (rt, server) = stub();
+    // A keyring whose only key is from 2020: renewal is due everywhere.
+    let ring = Keyring::generate();
+    let mut value: serde_json::Value = serde_json::from_str(&ring.to_json()).expect("json");
+    value["keys"][0]["created"] = "2020-01-01T00:00:00Z".into();
+    let text = base64::engine::general_purpose::STANDARD.encode(value.to_string());
+    server.put(
+        "/api/v1/secrets",
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "runsecrets-keyring", "namespace": "runsecrets"},
+               "data": {"keyring.json": text}}),
+    );
+    let place = |_: usize| {
+        let _in_runtime = rt.enter();
+        KeyringPlace::Secret {
+            client: server.client("runsecrets"),
+            namespace: "runsecrets".into(),
+            name: "runsecrets-keyring".into(),
+        }
+    };
+    let (a, b, c) = (place(0), place(1), place(2));
+    // All three read the old keyring before any writes: the worst case, every time.
+    server.gate_reads("runsecrets-keyring", 3);
+    let month = Duration::from_secs(30 * 86_400);
+    let (ra, rb, rc) = rt.block_on(async {
+        tokio::join!(
+            a.rotate(&Opener::Plain, month),
+            b.rotate(&Opener::Plain, month),
+            c.rotate(&Opener::Plain, month)
+        )
+    });
+    let results = [ra.expect("a"), rb.expect("b"), rc.expect("c")];
+    assert_eq!(
+        results.iter().filter(|r| r.written).count(),
+        1,
+        "one replica wrote"
+    );
+    let keys: Vec<_> = results
+        .iter()
+        .map(|r| r.ring.public_keys().expect("keys"))
+        .collect();
+    assert!(
+        keys.iter().all(|k| k.keys.len() == 2 && *k == keys[0]),
+        "all see the same two keys"
+    );
+    assert_eq!(server.puts(), 1, "one update went through");
+    let tried = server
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("PUT /api/v1/namespaces/runsecrets/secrets/runsecrets-keyring"))
+        .count();
+    assert!(
+        tried >= 2,
+        "the others' stale updates were refused ({tried} PUTs)"
+    );
+    // Later: nothing is due, nobody writes.
+    let again = rt
+        .block_on(a.rotate(&Opener::Plain, month))
+        .expect("rotate");
+    assert!(!again.written);
+    assert_eq!(server.puts(), 1);
+}
+
+/// `replace` (what `secret reseal` stores with) deletes the object read and creates the
+/// resealed one under the same name: the spec stays immutable, the value the same.
+#[test]
+fn a_runsecret_is_replaced_by_its_resealed_record() {
+    let (rt, server) = stub();
+    let store = store(&server);
+    let mut ring = Keyring::generate();
+    let keys = ring.public_keys().expect("keys");
+    let record = SecretRecord::seal(
+        &keys,
+        "shop",
+        "db_password",
+        b"same-value",
+        BTreeMap::new(),
+        vec![],
+    )
+    .expect("sealed");
+    store.create(&record).expect("created");
+    let before = server
+        .get(
+            "/apis/runsecrets.io/v1/runsecrets",
+            "shop",
+            "db-password-2b1f0b3b",
+        )
+        .or_else(|| {
+            server
+                .all("/apis/runsecrets.io/v1/runsecrets")
+                .into_iter()
+                .next()
+        })
+        .expect("object");
+    ring.add_key();
+    let newest = ring.newest().expect("newest");
+    let envelope = runsecrets::seal::reseal(
+        &ring,
+        &newest,
+        "shop",
+        "db_password",
+        &record.envelope().expect("envelope"),
+    )
+    .expect("resealed");
+    let answer = runsecrets::server::reseal::ResealResponse {
+        digest: runsecrets::store::envelope_digest(&envelope),
+        ciphertext: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &envelope),
+        key_id: newest.id.clone(),
+    };
+    let new = runsecrets::secrets::reseal::resealed(&record, answer).expect("checked");
+    store.replace(&new).expect("replaced");
+    let objects = server.all("/apis/runsecrets.io/v1/runsecrets");
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0]["metadata"]["name"], before["metadata"]["name"]);
+    assert_ne!(objects[0]["metadata"]["uid"], before["metadata"]["uid"]);
+    assert_eq!(objects[0]["spec"]["keyId"], newest.id.as_str());
+    let stored = store
+        .get("shop", "db_password")
+        .expect("read")
+        .expect("exists");
+    assert_eq!(
+        stored
+            .unseal(&ring, "shop", "db_password")
+            .expect("opens")
+            .as_slice(),
+        b"same-value"
+    );
+    // A record that does not match its envelope is never stored.
+    let mut forged = runsecrets::server::reseal::ResealResponse {
+        digest: "sha256:00".into(),
+        ciphertext: new.spec.ciphertext.clone(),
+        key_id: newest.id.clone(),
+    };
+    assert!(runsecrets::secrets::reseal::resealed(&record, forged).is_err());
+    forged = runsecrets::server::reseal::ResealResponse {
+        digest: new.spec.digest.clone(),
+        ciphertext: new.spec.ciphertext.clone(),
+        key_id: ring.keys()[0].id.clone(),
+    };
+    let e = runsecrets::secrets::reseal::resealed(&record, forged).expect_err("wrong key id");
+    assert!(e.to_string().contains("keyId does not match"), "{e}");
+    drop(rt);
 }

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::auth::LocalAuthenticator;
 use super::*;
 use crate::corpus::{self, CANARY};
+use crate::seal::Keyring;
 
 const VALUE: &[u8] = b"fuzzed-delivery-value-Zq9Canary";
 
@@ -63,7 +64,7 @@ fn service() -> Service {
         delivery: Delivery {
             auth: Arc::new(local),
             secrets: Arc::new(memory),
-            keyring: Arc::new(ring),
+            keyring: Arc::new(crate::seal::LiveKeyring::open(ring, None).expect("keyring")),
         },
         node_token,
         runtime: tokio::runtime::Builder::new_current_thread()

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod routes;
 pub mod tokenreview;
+pub mod unlock;
 pub mod wire;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use zeroize::Zeroizing;
 
-use crate::seal::Keyring;
+use crate::seal::LiveKeyring;
 use crate::store::catalogue::grants_of;
 use crate::store::{check_namespace, SecretRecord, StoreError};
 use auth::{AuthError, Authenticator, Identity};
@@ -42,8 +43,12 @@ impl SecretLookup for crate::store::FileStore {
 pub struct Delivery {
     pub auth: Arc<dyn Authenticator>,
     pub secrets: Arc<dyn SecretLookup>,
-    pub keyring: Arc<Keyring>,
+    /// Locked (autolock) until unlocked: deliveries are refused meanwhile.
+    pub keyring: Arc<LiveKeyring>,
 }
+
+/// The refusal while the keyring waits for its unlock key.
+pub const LOCKED: &str = "the server is locked: run runsecrets unlock";
 
 fn deny(reason: Reason, message: impl Into<String>) -> DeliveryError {
     DeliveryError {
@@ -93,6 +98,9 @@ impl Delivery {
         request: &PublishRequest,
     ) -> Result<PublishResponse, DeliveryError> {
         check_request(request)?;
+        let Some(keyring) = self.keyring.keyring() else {
+            return Err(deny(Reason::Unavailable, LOCKED));
+        };
         let caller_node = self.auth.node(bearer).await.map_err(|e| match e {
             AuthError::Unavailable(m) => deny(Reason::Unavailable, m),
             e => deny(
@@ -132,7 +140,7 @@ impl Delivery {
                 ));
             }
             let value = record
-                .unseal(&self.keyring, &identity.namespace, name)
+                .unseal(&keyring, &identity.namespace, name)
                 .map_err(|e| deny(Reason::Unavailable, format!("opening secret '{name}': {e}")))?;
             granted.push(DeliveredSecret {
                 name: name.clone(),

@@ -1,4 +1,5 @@
-//! The delivery listener's routes: `POST /v1/publish` for node plugins, `GET /livez`.
+//! The delivery listener's routes: `POST /v1/publish` for node plugins, `POST /v1/unlock`
+//! for an autolocked keyring, `POST /v1/reseal` for `secret reseal`, `GET /livez`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,11 +30,22 @@ struct DeliveryState {
 
 /// The router served on `--delivery-listen`.
 pub fn router(delivery: Arc<Delivery>, metrics: Arc<Metrics>) -> Router {
+    let unlock = Router::new()
+        .route(super::unlock::UNLOCK_PATH, post(super::unlock::handle))
+        .with_state(super::unlock::Unlocker::new(delivery.keyring.clone()));
+    let reseal = Router::new()
+        .route(
+            crate::server::reseal::RESEAL_PATH,
+            post(crate::server::reseal::handle),
+        )
+        .with_state(delivery.keyring.clone());
     Router::new()
         .route(PUBLISH_PATH, post(publish))
         .route("/livez", get(|| async { "ok" }))
-        .layer(axum::middleware::from_fn(deadline))
         .with_state(DeliveryState { delivery, metrics })
+        .merge(unlock)
+        .merge(reseal)
+        .layer(axum::middleware::from_fn(deadline))
 }
 
 async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> Response {

@@ -72,7 +72,7 @@ fn setup() -> Setup {
     let delivery = Delivery {
         auth: Arc::new(local),
         secrets: memory.clone(),
-        keyring: Arc::new(ring.clone()),
+        keyring: Arc::new(crate::seal::LiveKeyring::open(ring.clone(), None).expect("keyring")),
     };
     let s = Setup {
         _dir: dir,
@@ -427,7 +427,7 @@ async fn a_pod_is_only_served_to_the_node_it_was_scheduled_to() {
             node,
         )),
         secrets: s.memory.clone(),
-        keyring: Arc::new(s.ring.clone()),
+        keyring: Arc::new(crate::seal::LiveKeyring::open(s.ring.clone(), None).expect("keyring")),
     };
     let request = || PublishRequest {
         token: Zeroizing::new(live("shop", "web", "web-0", "uid-web-0")),

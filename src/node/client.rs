@@ -42,7 +42,7 @@ pub struct DeliveryConfig {
     pub timeout: Duration,
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, SecretBody>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, SecretBody>;
 
 /// Identity of the CA file's current content, to notice a replaced file cheaply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +200,7 @@ impl DeliveryClient {
     }
 }
 
-fn build_client(ca_pem: &[u8], timeout: Duration) -> Result<HttpClient, String> {
+pub(crate) fn build_client(ca_pem: &[u8], timeout: Duration) -> Result<HttpClient, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
         let cert = cert.map_err(|e| format!("unreadable PEM: {e}"))?;
@@ -312,6 +312,12 @@ fn unavailable_at(step: &'static str, message: impl Into<String>) -> Failure {
 
 /// A request body that wipes itself when hyper is done with it.
 pub struct SecretBody(Option<Zeroizing<Vec<u8>>>);
+
+impl SecretBody {
+    pub fn new(bytes: Zeroizing<Vec<u8>>) -> Self {
+        SecretBody(Some(bytes))
+    }
+}
 
 impl Body for SecretBody {
     type Data = Cursor<Zeroizing<Vec<u8>>>;

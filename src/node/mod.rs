@@ -8,7 +8,7 @@
 //! where it left off.
 
 mod args;
-mod client;
+pub(crate) mod client;
 pub mod csi;
 mod identity;
 mod locks;

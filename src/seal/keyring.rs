@@ -59,7 +59,7 @@ impl PublicKeys {
     }
 }
 
-mod b64 {
+pub(super) mod b64 {
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
     use serde::{Deserialize, Deserializer, Serializer};
@@ -76,7 +76,7 @@ mod b64 {
 
 /// Key id: 16 hex digits of the SHA-256 of the public key, so anyone can check which key an
 /// envelope names.
-fn key_id(public: &[u8]) -> String {
+pub(super) fn key_id(public: &[u8]) -> String {
     hex(&Sha256::digest(public)[..KEY_ID_LEN / 2])
 }
 
@@ -135,6 +135,25 @@ impl Keyring {
     /// The key new secrets are sealed with.
     pub fn newest(&self) -> Result<PublicKey, SealError> {
         self.keys.last().ok_or(SealError::NoKey)?.public()
+    }
+
+    /// Removes a key that no longer seals; the newest (sealing) key cannot be removed.
+    pub fn remove_key(&mut self, id: &str) -> Result<(), SealError> {
+        let last = self.keys.len().saturating_sub(1);
+        match self.keys.iter().position(|k| k.id == id) {
+            None => Err(SealError::UnknownKey(id.to_string())),
+            Some(i) if i == last => Err(SealError::SealingKey(id.to_string())),
+            Some(i) => {
+                self.keys.remove(i);
+                Ok(())
+            }
+        }
+    }
+
+    /// When the newest key was created; `None` when its time does not parse.
+    pub fn newest_created(&self) -> Option<time::OffsetDateTime> {
+        let created = &self.keys.last()?.created;
+        time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).ok()
     }
 
     pub fn find(&self, id: &str) -> Option<&KeyEntry> {

@@ -4,8 +4,12 @@
 //! another secret, another namespace or another key id does not open.
 
 mod keyring;
+pub mod live;
+pub mod protector;
+pub mod wrapped;
 
 pub use keyring::{KeyEntry, Keyring, PublicKey, PublicKeys};
+pub use live::LiveKeyring;
 
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
@@ -47,6 +51,8 @@ pub enum SealError {
     NotAKeyring(String),
     #[error("key {0} does not match its id: the keyring was edited")]
     KeyIdMismatch(String),
+    #[error("key {0} is the one new secrets are sealed with: run `runsecrets keys rotate` first")]
+    SealingKey(String),
 }
 
 /// Lowercase hex, the form every digest and key id of runsecrets is written in.
@@ -149,6 +155,19 @@ pub fn open(
     )
     .map(Zeroizing::new)
     .map_err(|_| SealError::Open)
+}
+
+/// Opens an envelope of `namespace/name` and seals the same value to `newest`: the value is
+/// held only in a wiped buffer between the two.
+pub fn reseal(
+    keyring: &Keyring,
+    newest: &PublicKey,
+    namespace: &str,
+    name: &str,
+    envelope: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let plaintext = open(keyring, namespace, name, envelope)?;
+    seal(newest, namespace, name, &plaintext)
 }
 
 #[cfg(test)]

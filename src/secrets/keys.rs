@@ -1,85 +1,33 @@
 //! Where the CLI finds keys: the keyring in the data directory (created on first use), or a
 //! public-key file for sealing elsewhere.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::Path;
 
-use zeroize::Zeroizing;
-
+use crate::seal::protector::missing_protector;
 use crate::seal::{Keyring, PublicKeys};
+use crate::store::keyring::{run_file, KeyringPlace, Loaded};
 use crate::store::{io_error, StoreError};
 
-/// Loads `DIR/keyring.json`, or creates it (mode 0600). Creation is publish-by-link, so when
-/// the CLI and the server start at once both end up with the same keyring.
+/// Loads `DIR/keyring.json`, or creates it (mode 0600), with its private keys: for a plain
+/// keyring only (a wrapped one is opened by the server with its protector).
 pub fn load_or_create_keyring(data_dir: &Path) -> Result<Keyring, StoreError> {
-    let path = data_dir.join("keyring.json");
-    match File::open(&path) {
-        Ok(file) => return read_keyring(file, &path),
-        Err(e) if e.kind() != ErrorKind::NotFound => {
-            return Err(keyring_error("reading", &path)(e))
-        }
-        Err(_) => {}
-    }
-    fs::create_dir_all(data_dir).map_err(io_error("creating", data_dir))?;
-    let ring = Keyring::generate();
-    let tmp = data_dir.join(format!(".keyring-{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(keyring_error("creating", &tmp))?;
-    file.write_all(ring.to_json().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(keyring_error("writing", &tmp))?;
-    let linked = fs::hard_link(&tmp, &path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => Ok(ring),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-            let file = File::open(&path).map_err(keyring_error("reading", &path))?;
-            read_keyring(file, &path)
-        }
-        Err(e) => Err(keyring_error("publishing", &path)(e)),
+    let place = KeyringPlace::File(data_dir.to_path_buf());
+    match run_file(&place, place.load(None))? {
+        Loaded::Open { ring, .. } => Ok(ring),
+        Loaded::Locked(wrapped) => Err(StoreError::Keyring {
+            step: "loading",
+            place: place.describe(),
+            source: Box::new(missing_protector(&wrapped)),
+        }),
     }
 }
 
-/// Reads an opened keyring file after checking, on the open file, that only its owner can
-/// read or change it (as ssh checks a private key).
-fn read_keyring(mut file: File, path: &Path) -> Result<Keyring, StoreError> {
-    let mode = file
-        .metadata()
-        .map_err(keyring_error("reading", path))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(StoreError::KeyringMode {
-            path: path.display().to_string(),
-            mode: mode & 0o7777,
-        });
-    }
-    let mut text = Zeroizing::new(String::new());
-    file.read_to_string(&mut text)
-        .map_err(keyring_error("reading", path))?;
-    Keyring::from_json(&text).map_err(|source| StoreError::Keyring {
-        step: "loading",
-        place: path.display().to_string(),
-        source: Box::new(source),
-    })
-}
-
-fn keyring_error<'a>(
-    step: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Keyring {
-        step,
-        place: path.display().to_string(),
-        source: Box::new(source),
-    }
+/// The public keys of `DIR/keyring.json`, plain or wrapped (created plain when absent):
+/// sealing never needs the private keys.
+pub fn file_public_keys(data_dir: &Path) -> Result<PublicKeys, StoreError> {
+    let place = KeyringPlace::File(data_dir.to_path_buf());
+    run_file(&place, place.public_keys())
 }
 
 /// Reads a public-key file (`{"keys": [...]}`, as `GET /v1/keys` will serve it).
@@ -100,9 +48,7 @@ pub fn sealing_keys(
 ) -> Result<PublicKeys, StoreError> {
     match (key_file, store) {
         (Some(path), _) => public_keys_from_file(path),
-        (None, crate::cli::StoreLocation::File(dir)) => {
-            Ok(load_or_create_keyring(dir)?.public_keys()?)
-        }
+        (None, crate::cli::StoreLocation::File(dir)) => file_public_keys(dir),
         (None, crate::cli::StoreLocation::Kubernetes) => {
             crate::store::kubernetes::KubeStore::connect()?.public_keys(public_keys)
         }

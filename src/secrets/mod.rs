@@ -2,13 +2,18 @@
 //! Each verb returns what it prints, so tests drive them without a terminal.
 
 pub mod cluster;
+mod keyring_verbs;
 mod keys;
 mod listing;
+mod protect;
+pub mod reseal;
 mod rotate;
 
 pub use cluster::{Cluster, NoCluster, WorkloadRef};
-pub use keys::{load_or_create_keyring, public_keys_from_file, sealing_keys};
+pub use keyring_verbs::{check_retirable, ls_table, protector_from};
+pub use keys::{file_public_keys, load_or_create_keyring, public_keys_from_file, sealing_keys};
 pub use listing::{ls, Filter, LsFormat};
+pub use protect::protected_report;
 pub use rotate::{move_references, next_version, rotate, Rotation};
 
 use std::collections::BTreeMap;

@@ -7,8 +7,10 @@ use crate::config::{AuthenticatorChoice, ServerArgs, StoreChoice};
 use crate::delivery::auth::{Authenticator, LocalAuthenticator};
 use crate::delivery::tokenreview::TokenReviewer;
 use crate::delivery::{Delivery, SecretLookup};
-use crate::seal::{Keyring, PublicKeys};
+use crate::seal::protector::Protector;
+use crate::seal::LiveKeyring;
 use crate::store::catalogue::{Catalogue, FileCatalogue};
+use crate::store::keyring::{run_file, KeyringPlace};
 use crate::store::kubernetes::{self, KubeCatalogue};
 use crate::store::{FileStore, StoreError};
 
@@ -21,9 +23,28 @@ pub struct Backend {
     /// The file catalogue is re-read periodically; the Kubernetes one is kept by its watch.
     pub refresh: Option<Arc<FileCatalogue>>,
     pub lookup: Option<Arc<dyn SecretLookup>>,
-    pub keyring: Option<Arc<Keyring>>,
-    pub public_keys: Option<Arc<PublicKeys>>,
+    /// Open, or locked (autolock) until unlocked; its public keys are served either way.
+    pub keyring: Option<Arc<LiveKeyring>>,
+    /// Where the keyring is stored and its public keys published, for renewal.
+    pub renewal: Option<(KeyringPlace, Option<super::renew::Publisher>)>,
     client: Option<kube::Client>,
+}
+
+/// Says in the log what protects the keyring, or that nothing does.
+fn announce(keyring: &LiveKeyring, place: &str) {
+    if keyring.is_locked() {
+        tracing::warn!(
+            keyring = %keyring.id(), place,
+            "the keyring is locked (autolock): deliveries are refused and /readyz answers 503 until `runsecrets unlock` or --unlock-key-file unlocks it"
+        );
+    } else if keyring.id() == "unwrapped" {
+        tracing::warn!(
+            place,
+            "the keyring is stored unwrapped: whoever can read it opens every secret; protect it with `runsecrets keys protect --pkcs11 ...` or `--autolock`"
+        );
+    } else {
+        tracing::info!(keyring = %keyring.id(), place, "the keyring is open (unwrapped in memory only)");
+    }
 }
 
 fn blocking_failed(step: &'static str) -> impl FnOnce(tokio::task::JoinError) -> ServerError {
@@ -44,6 +65,30 @@ pub(super) async fn client() -> Result<kube::Client, ServerError> {
     })
 }
 
+/// The PKCS#11 protector the server's flags configure, if any.
+fn pkcs11(args: &ServerArgs) -> Result<Option<Protector>, ServerError> {
+    Ok(args
+        .pkcs11
+        .config(false)
+        .map_err(ServerError::Pkcs11)?
+        .map(Protector::Pkcs11))
+}
+
+fn live(
+    loaded: crate::store::keyring::Loaded,
+    place: &KeyringPlace,
+) -> Result<Arc<LiveKeyring>, ServerError> {
+    let ring = loaded.into_live().map_err(|source| {
+        ServerError::Store(StoreError::Keyring {
+            step: "loading",
+            place: place.describe(),
+            source: Box::new(source),
+        })
+    })?;
+    announce(&ring, &place.describe());
+    Ok(Arc::new(ring))
+}
+
 impl Backend {
     /// `client` is reused when the caller already connected (one kubeconfig read per start).
     pub async fn open(
@@ -54,34 +99,45 @@ impl Backend {
             (Some(StoreChoice::Kubernetes), _) => {
                 let namespace = args.namespace().map_err(ServerError::Namespace)?;
                 let client = client().await?;
-                let ring =
-                    kubernetes::ensure_keyring(&client, &namespace, &args.keyring_secret).await?;
-                let public = ring.public_keys().map_err(StoreError::from)?;
+                let pkcs11 = pkcs11(args)?;
+                let place = KeyringPlace::Secret {
+                    client: client.clone(),
+                    namespace: namespace.clone(),
+                    name: args.keyring_secret.clone(),
+                };
+                let ring = live(place.load(pkcs11.as_ref()).await?, &place)?;
                 kubernetes::publish_public_keys(
                     &client,
                     &namespace,
                     &args.public_keys_configmap,
-                    &public,
+                    &ring.public_keys(),
                 )
                 .await?;
                 let catalogue = KubeCatalogue::start(client.clone());
+                let publisher = super::renew::Publisher {
+                    client: client.clone(),
+                    namespace,
+                    configmap: args.public_keys_configmap.clone(),
+                };
                 Ok(Self {
                     catalogue: Some(catalogue.clone()),
                     refresh: None,
                     lookup: Some(catalogue),
-                    keyring: Some(Arc::new(ring)),
-                    public_keys: Some(Arc::new(public)),
+                    keyring: Some(ring),
+                    renewal: Some((place, Some(publisher))),
                     client: Some(client),
                 })
             }
             (_, Some(dir)) => {
-                let keyring_dir = dir.clone();
-                let ring = tokio::task::spawn_blocking(move || {
-                    crate::secrets::load_or_create_keyring(&keyring_dir)
+                let place = KeyringPlace::File(dir.clone());
+                let pkcs11 = pkcs11(args)?;
+                let loading = place.clone();
+                let loaded = tokio::task::spawn_blocking(move || {
+                    run_file(&loading, loading.load(pkcs11.as_ref()))
                 })
                 .await
                 .map_err(blocking_failed("loading the keyring"))??;
-                let public = ring.public_keys().map_err(StoreError::from)?;
+                let ring = live(loaded, &place)?;
                 let store = FileStore::open(&dir)?;
                 let removed = store.sweep()?;
                 if removed > 0 {
@@ -95,8 +151,8 @@ impl Backend {
                     catalogue: Some(catalogue.clone()),
                     refresh: Some(catalogue),
                     lookup: Some(Arc::new(lookup)),
-                    keyring: Some(Arc::new(ring)),
-                    public_keys: Some(Arc::new(public)),
+                    keyring: Some(ring),
+                    renewal: Some((place, None)),
                     client: connected,
                 })
             }

@@ -3,10 +3,13 @@
 mod backend;
 pub mod body;
 pub mod ca;
+pub mod call;
 pub mod connections;
 mod listener;
 pub mod metrics;
 mod poll;
+pub mod renew;
+pub mod reseal;
 pub mod routes;
 pub mod tls;
 
@@ -49,6 +52,8 @@ pub enum ServerError {
     },
     #[error("opening the secret store")]
     Store(#[from] StoreError),
+    #[error("reading the --pkcs11-* settings")]
+    Pkcs11(#[source] crate::seal::protector::pkcs11::Pkcs11Error),
     #[error("choosing the server's namespace (--namespace)")]
     Namespace(#[source] StoreError),
     #[error("shutdown: connections still open after {0:?}")]
@@ -81,6 +86,10 @@ pub struct Server {
     shared_ca: Option<(kube::Client, String, String)>,
     args: ServerArgs,
     catalogue: Option<Arc<FileCatalogue>>,
+    renewal: Option<(
+        crate::store::keyring::KeyringPlace,
+        Option<renew::Publisher>,
+    )>,
     delivery: Option<(Arc<Delivery>, TcpListener, Arc<Connections>)>,
     certs: Arc<Certificates>,
     webhook: (TcpListener, Arc<Connections>),
@@ -154,7 +163,7 @@ impl Server {
                     == crate::config::UnavailablePolicy::Deny,
             },
             catalogue: backend.catalogue.clone(),
-            keys: backend.public_keys.clone(),
+            keyring: backend.keyring.clone(),
             ready: Arc::new(AtomicBool::new(false)),
             listeners,
             max_body: args.max_body_bytes,
@@ -163,6 +172,7 @@ impl Server {
             shared_ca,
             args,
             catalogue: backend.refresh.clone(),
+            renewal: backend.renewal,
             delivery,
             certs,
             webhook,
@@ -195,6 +205,7 @@ impl Server {
             shared_ca,
             args,
             catalogue,
+            renewal,
             delivery,
             certs,
             webhook,
@@ -218,6 +229,19 @@ impl Server {
                 CA_PUBLISH_INTERVAL,
             ))
         });
+        let unlocker = match (&state.keyring, &args.unlock_key_file) {
+            (Some(keyring), Some(file)) if keyring.is_locked() => Some(tokio::spawn(
+                crate::delivery::unlock::watch_file(keyring.clone(), file.clone()),
+            )),
+            _ => None,
+        };
+        let renewer =
+            match (renewal, &state.keyring) {
+                (Some((place, publisher)), Some(keyring)) => Some(tokio::spawn(
+                    renew::keep_renewed(place, keyring.clone(), args.key_renew_period, publisher),
+                )),
+                _ => None,
+            };
         let refresher = catalogue.map(|c| {
             tokio::spawn(poll::every(
                 CATALOGUE_REFRESH,
@@ -291,6 +315,12 @@ impl Server {
         }
         if let Some(refresher) = refresher {
             refresher.abort();
+        }
+        if let Some(unlocker) = unlocker {
+            unlocker.abort();
+        }
+        if let Some(renewer) = renewer {
+            renewer.abort();
         }
         let mut drained = webhook_task.await.unwrap_or(false);
         if let Some(task) = delivery_task {

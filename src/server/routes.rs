@@ -16,7 +16,7 @@ use super::connections::Connections;
 use super::metrics::Metrics;
 use crate::admission::{self, Endpoint};
 use crate::policy::{Level, Levels, Mode};
-use crate::seal::PublicKeys;
+use crate::seal::LiveKeyring;
 use crate::store::catalogue::Catalogue;
 
 /// What every handler shares.
@@ -27,8 +27,9 @@ pub struct AppState {
     pub options: admission::Options,
     /// Which secrets exist; `None` when the server runs without a store.
     pub catalogue: Option<Arc<dyn Catalogue>>,
-    /// The public keys of the store's keyring, served at `GET /v1/keys`.
-    pub keys: Option<Arc<PublicKeys>>,
+    /// The store's keyring: its public keys are served at `GET /v1/keys` (locked or not),
+    /// and `/readyz` says when it is locked.
+    pub keyring: Option<Arc<LiveKeyring>>,
     pub ready: Arc<AtomicBool>,
     /// The connection tables of the webhook and delivery listeners, for `/readyz`.
     pub listeners: Vec<Arc<Connections>>,
@@ -68,8 +69,8 @@ async fn deadline(State(limit): State<Duration>, request: Request, next: Next) -
 
 /// The public keys, so anyone can seal offline (`runsecrets seal --key`).
 async fn public_keys(State(state): State<AppState>) -> Response {
-    match &state.keys {
-        Some(keys) => axum::Json(keys.as_ref().clone()).into_response(),
+    match &state.keyring {
+        Some(keyring) => axum::Json(keyring.public_keys().as_ref().clone()).into_response(),
         None => (
             StatusCode::NOT_FOUND,
             "this server has no keyring (--store none)\n",
@@ -82,6 +83,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
     let loaded = state.catalogue.as_ref().is_none_or(|c| c.ready());
     if !state.ready.load(Ordering::Relaxed) || !loaded {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response();
+    }
+    if state.keyring.as_ref().is_some_and(|k| k.is_locked()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "locked: the keyring waits for its unlock key (run runsecrets unlock)\n",
+        )
+            .into_response();
     }
     // Saturated: every connection has a request in flight and a new one is waiting. Another
     // replica can take the traffic; an idle-connection flood never gets here (idle
@@ -180,7 +188,7 @@ async fn answer(
     };
     let options = state.options;
     let catalogue = state.catalogue.clone();
-    let keys = state.keys.clone();
+    let keys = state.keyring.as_ref().map(|k| k.public_keys());
     let run = move |body: &[u8]| {
         let context = admission::Context {
             options,

@@ -201,14 +201,14 @@ fn writer_alive(pid: u32) -> bool {
     )
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_error("syncing", dir))
-}
-
-impl Store for FileStore {
-    fn create(&self, record: &SecretRecord) -> Result<(), StoreError> {
+impl FileStore {
+    /// Writes `record` to a fresh temporary file, fsyncs it, and `publish`es it at its name
+    /// (a link for a create, a rename for a replace); the directory is fsynced after.
+    fn write(
+        &self,
+        record: &SecretRecord,
+        publish: impl FnOnce(&Path, &Path) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let path = self.path(&record.namespace, &record.name)?;
         let dir = self.namespace_dir(&record.namespace)?;
         fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
@@ -230,19 +230,41 @@ impl Store for FileStore {
                 .map_err(io_error("creating", &tmp))?;
             file.write_all(&bytes).map_err(io_error("writing", &tmp))?;
             file.sync_all().map_err(io_error("syncing", &tmp))?;
-            match fs::hard_link(&tmp, &path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StoreError::AlreadyExists {
-                    namespace: record.namespace.clone(),
-                    name: record.name.clone(),
-                }),
-                Err(e) => Err(io_error("publishing", &path)(e)),
-            }
+            publish(&tmp, &path)
         };
         let result = write();
         let _ = fs::remove_file(&tmp);
         result?;
         sync_dir(&dir)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error("syncing", dir))
+}
+
+impl Store for FileStore {
+    fn create(&self, record: &SecretRecord) -> Result<(), StoreError> {
+        self.write(record, |tmp, path| match fs::hard_link(tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(StoreError::AlreadyExists {
+                namespace: record.namespace.clone(),
+                name: record.name.clone(),
+            }),
+            Err(e) => Err(io_error("publishing", path)(e)),
+        })
+    }
+
+    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError> {
+        if self.read(&record.namespace, &record.name)?.is_none() {
+            return Err(StoreError::NotFound(record.name.clone()));
+        }
+        // A rename over the old record: readers see the old or the new one, never neither.
+        self.write(record, |tmp, path| {
+            fs::rename(tmp, path).map_err(io_error("replacing", path))
+        })
     }
 
     fn get(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {

@@ -9,20 +9,21 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 
 use super::catalogue::{Catalogue, Grants, Presence};
+use super::keyring::{KeyringPlace, Loaded};
 use super::{object_name, RunSecret, SecretRecord, Store, StoreError};
 use crate::delivery::SecretLookup;
-use crate::seal::{Keyring, PublicKeys, SealError};
+use crate::seal::protector::Protector;
+use crate::seal::PublicKeys;
 
-/// The key of the keyring in its Secret, and of the public keys in their ConfigMap.
-pub const KEYRING_KEY: &str = "keyring.json";
+pub use super::keyring::KEYRING_KEY;
+/// The key of the public keys in their ConfigMap.
 pub const PUBLIC_KEYS_KEY: &str = "keys.json";
 
 fn api_error(step: &'static str) -> impl FnOnce(kube::Error) -> StoreError {
@@ -151,6 +152,45 @@ impl Store for KubeStore {
         Ok(records)
     }
 
+    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError> {
+        let api = self.api(&record.namespace);
+        let object_name = object_name(&record.name);
+        let old = self
+            .block_on(api.get_opt(&object_name))
+            .map_err(api_error("reading the RunSecret"))?
+            .filter(|o| o.spec.name == record.name)
+            .ok_or_else(|| StoreError::NotFound(record.name.clone()))?;
+        // Only the object read: one created meanwhile (another reseal) is not deleted.
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: old.metadata.uid.clone(),
+                resource_version: old.metadata.resource_version.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        self.block_on(api.delete(&object_name, &params))
+            .map_err(api_error("deleting the RunSecret to replace it"))?;
+        let created = self.block_on(api.create(&PostParams::default(), &resource_of(record)));
+        if let Err(e) = created {
+            // Put the old object back rather than lose the secret.
+            let mut restore = old.clone();
+            restore.metadata.resource_version = None;
+            restore.metadata.uid = None;
+            restore.metadata.creation_timestamp = None;
+            restore.metadata.managed_fields = None;
+            let restored = self.block_on(api.create(&PostParams::default(), &restore));
+            return Err(StoreError::Api {
+                step: if restored.is_ok() {
+                    "creating the resealed RunSecret (the old one was restored)"
+                } else {
+                    "creating the resealed RunSecret (restoring the old one failed too)"
+                },
+                message: crate::delivery::tokenreview::describe_kube_error(&e),
+            });
+        }
+        Ok(())
+    }
+
     fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
         if self.get(namespace, name)?.is_none() {
             return Ok(false);
@@ -166,68 +206,22 @@ impl Store for KubeStore {
     }
 }
 
-/// Loads the keyring from `namespace/secret`, creating it when absent. When replicas start
-/// together, one create wins and the others read the winner's keyring.
+/// Loads the keyring from `namespace/secret`, creating it when absent (see
+/// [`KeyringPlace::load`]). When replicas start together, one create wins and the others read
+/// the winner's keyring.
 pub async fn ensure_keyring(
     client: &Client,
     namespace: &str,
     secret: &str,
-) -> Result<Keyring, StoreError> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let read = |object: Secret| -> Result<Keyring, StoreError> {
-        let unusable = |source: SealError| StoreError::Keyring {
-            step: "loading",
-            place: format!("Secret {namespace}/{secret}"),
-            source: Box::new(source),
-        };
-        let bytes = object
-            .data
-            .as_ref()
-            .and_then(|d| d.get(KEYRING_KEY))
-            .ok_or_else(|| unusable(SealError::NotAKeyring(format!("it has no {KEYRING_KEY}"))))?;
-        let text = std::str::from_utf8(&bytes.0)
-            .map_err(|_| unusable(SealError::NotAKeyring("not UTF-8".into())))?;
-        Keyring::from_json(text).map_err(unusable)
-    };
-    if let Some(existing) = api
-        .get_opt(secret)
-        .await
-        .map_err(api_error("reading the keyring Secret"))?
-    {
-        return read(existing);
+    pkcs11: Option<&Protector>,
+) -> Result<Loaded, StoreError> {
+    KeyringPlace::Secret {
+        client: client.clone(),
+        namespace: namespace.to_string(),
+        name: secret.to_string(),
     }
-    let ring = Keyring::generate();
-    let object = Secret {
-        metadata: ObjectMeta {
-            name: Some(secret.to_string()),
-            namespace: Some(namespace.to_string()),
-            labels: Some([("app.kubernetes.io/part-of".into(), "runsecrets".into())].into()),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(
-            [(
-                KEYRING_KEY.to_string(),
-                ByteString(ring.to_json().as_bytes().to_vec()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
-    match api.create(&PostParams::default(), &object).await {
-        Ok(_) => {
-            tracing::info!(secret = %format!("{namespace}/{secret}"), "created the keyring");
-            Ok(ring)
-        }
-        Err(e) if is_status(&e, 409) => {
-            let winner = api
-                .get(secret)
-                .await
-                .map_err(api_error("reading the keyring Secret"))?;
-            read(winner)
-        }
-        Err(e) => Err(api_error("creating the keyring Secret")(e)),
-    }
+    .load(pkcs11)
+    .await
 }
 
 /// Writes the public keys to `namespace/configmap` (`keys.json`), creating or updating it.

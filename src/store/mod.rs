@@ -5,8 +5,10 @@
 
 pub mod catalogue;
 mod file;
+pub mod keyring;
 pub mod kubernetes;
 pub mod resource;
+pub mod rotation;
 
 pub use file::FileStore;
 pub use resource::{object_name, RunSecret, RunSecretSpec};
@@ -89,6 +91,12 @@ pub enum StoreError {
          refusing to use it: run `chmod 600 {path}`"
     )]
     KeyringMode { path: String, mode: u32 },
+    /// A key that still opens stored secrets is kept.
+    #[error("key {key} still opens {} stored secret(s): {}; move them to the newest key with `runsecrets secret reseal` first", secrets.len(), secrets.join(", "))]
+    KeyInUse { key: String, secrets: Vec<String> },
+    /// Another writer changed the keyring between our read and our write; nothing was lost.
+    #[error("the keyring {place} changed while it was being rewritten; nothing was overwritten: run the command again")]
+    KeyringChanged { place: String },
     /// A Kubernetes API call failed; the text is the apiserver's status, never a body we sent.
     #[error("{step}: {message}")]
     Api { step: &'static str, message: String },
@@ -225,6 +233,10 @@ pub trait Store {
     fn list(&self, namespace: Option<&str>) -> Result<Vec<SecretRecord>, StoreError>;
     /// Removes a secret; false when it did not exist.
     fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
+    /// Replaces an existing secret by its resealed record (`secret reseal`: the same value,
+    /// sealed to a newer key): one rename in the file store; in Kubernetes, where the spec is
+    /// immutable, a delete of exactly the object read followed by a create of the same name.
+    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

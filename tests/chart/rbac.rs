@@ -108,6 +108,7 @@ fn rbac_grants_exactly_what_the_code_calls() {
             Some(vec![
                 rule(&[""], &["secrets"], &[], &["create"]),
                 rule(&[""], &["secrets"], &secrets, &["get"]),
+                rule(&[""], &["secrets"], &[&keyring], &["update"]),
                 rule(&[""], &["configmaps"], &[], &["create"]),
                 rule(&[""], &["configmaps"], &config_maps, &["get", "update"]),
             ]),

@@ -29,6 +29,11 @@ struct Inner {
     review_bodies: BTreeMap<String, Value>,
     /// Every request line, for assertions on what the client called.
     calls: Vec<String>,
+    /// Successful updates (PUT), for tests of optimistic concurrency.
+    puts: u64,
+    /// The next `n` GETs of one object wait for each other, so concurrent writers all read
+    /// the same version before any writes (see `gate_reads`).
+    gate: Option<(String, usize, Arc<tokio::sync::Barrier>)>,
 }
 
 /// A running stub; objects can be seeded and inspected.
@@ -215,6 +220,17 @@ impl ApiServer {
             .collect()
     }
 
+    /// Makes the next `n` GETs of the object named `name` wait until all `n` have arrived.
+    pub fn gate_reads(&self, name: &str, n: usize) {
+        self.inner.lock().expect("lock").gate =
+            Some((name.to_string(), n, Arc::new(tokio::sync::Barrier::new(n))));
+    }
+
+    /// How many updates (PUT) succeeded.
+    pub fn puts(&self) -> u64 {
+        self.inner.lock().expect("lock").puts
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.inner.lock().expect("lock").calls.clone()
     }
@@ -340,6 +356,19 @@ async fn handle(State(server): State<ApiServer>, request: Request) -> Response {
                 .into_response()
         }
         (Method::GET, Some(name)) => {
+            let barrier = {
+                let mut inner = server.inner.lock().expect("lock");
+                match inner.gate.as_mut() {
+                    Some((gated, left, barrier)) if gated == name && *left > 0 => {
+                        *left -= 1;
+                        Some(barrier.clone())
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(barrier) = barrier {
+                barrier.wait().await;
+            }
             match server.inner.lock().expect("lock").objects.get(&key(name)) {
                 Some(object) => axum::Json(object.clone()).into_response(),
                 None => not_found(name),
@@ -376,10 +405,32 @@ async fn handle(State(server): State<ApiServer>, request: Request) -> Response {
             .into_response()
         }
         (Method::PUT, Some(name)) => {
-            let object: Value = serde_json::from_slice(&body).unwrap_or_default();
-            if server.get(&target.collection, &key(name).1, name).is_none() {
+            let mut object: Value = serde_json::from_slice(&body).unwrap_or_default();
+            // As the apiserver: the check and the write happen under one lock, and an update
+            // naming a resourceVersion other than the stored one is a 409 Conflict.
+            let mut inner = server.inner.lock().expect("lock");
+            let Some(stored) = inner.objects.get(&key(name)) else {
+                drop(inner);
                 return not_found(name);
+            };
+            let expected = object["metadata"]["resourceVersion"]
+                .as_str()
+                .map(str::to_string);
+            if expected
+                .is_some_and(|v| Some(v.as_str()) != stored["metadata"]["resourceVersion"].as_str())
+            {
+                drop(inner);
+                return status(
+                    409,
+                    "Conflict",
+                    format!("Operation cannot be fulfilled on {res} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+                );
             }
+            object["metadata"]["uid"] = stored["metadata"]["uid"].clone();
+            object["metadata"]["creationTimestamp"] =
+                stored["metadata"]["creationTimestamp"].clone();
+            inner.puts += 1;
+            drop(inner);
             axum::Json(server.put(&target.collection, object)).into_response()
         }
         (Method::PATCH, Some(name)) => {

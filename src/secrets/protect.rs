@@ -1,0 +1,33 @@
+//! What `runsecrets keys protect` tells the operator: what protects the keyring now, the
+//! unlock key (once, for autolock), and how the server opens it from now on.
+
+use crate::seal::protector::Protector;
+use crate::store::keyring::Protected;
+
+/// The report of `keys protect`; for autolock the only place the unlock key is ever shown.
+pub fn protected_report(place: &str, done: &Protected, protector: &Protector) -> String {
+    let what = if done.created {
+        "created keyring"
+    } else {
+        "protected keyring"
+    };
+    match protector {
+        Protector::Pkcs11(config) => format!(
+            "{what} {id} in {place}: wrapped by the AES key {key:?} of PKCS#11 token {token:?}; \
+             the plaintext copy is gone.\nStart the server with the same --pkcs11-module, \
+             --pkcs11-token, --pkcs11-key and --pkcs11-pin-file.\n",
+            id = done.keyring_id,
+            key = config.key,
+            token = config.token,
+        ),
+        Protector::Autolock(key) => format!(
+            "{what} {id} in {place}: wrapped by an unlock key (autolock); the plaintext copy is \
+             gone.\n\nThe unlock key, shown this once: keep it safe. Without it no secret of \
+             this keyring opens:\n\n    {key}\n\nA server with this keyring starts locked: \
+             unlock it with `runsecrets unlock` (the key on standard input) or \
+             --unlock-key-file.\n",
+            id = done.keyring_id,
+            key = key.reveal().as_str(),
+        ),
+    }
+}
