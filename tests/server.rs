@@ -765,6 +765,7 @@ async fn requests_with_trickling_bodies_give_way_to_a_review() {
         "a young request was cut: {took:?}"
     );
     assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    eprintln!("a review with every slot held by a trickling body: {took:?}");
     assert!(
         closed_by_server(&mut slow[0]).await,
         "the slowest peer kept its connection"
@@ -926,6 +927,7 @@ async fn two_thousand_idle_connections_per_listener_do_not_stop_a_review() {
         took < Duration::from_secs(1),
         "review answered after {took:?}"
     );
+    eprintln!("a review through {FLOOD} idle TLS connections per listener: {took:?}");
     let asked = Instant::now();
     let mut client = Client::open(delivery, &ca_pem).await;
     assert_eq!(client.send("GET", "/livez", vec![]).await.0, 200);
