@@ -1,18 +1,19 @@
 //! Where the CLI finds keys: the keyring in the data directory (created on first use), or a
 //! public-key file for sealing elsewhere.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use zeroize::Zeroizing;
 
+use crate::atomic_file::{self, NewFile};
 use crate::seal::{Keyring, PublicKeys};
 use crate::store::{io_error, StoreError};
 
-/// Loads `DIR/keyring.json`, or creates it (mode 0600). Creation is publish-by-link, so when
-/// the CLI and the server start at once both end up with the same keyring.
+/// Loads `DIR/keyring.json`, or creates it (mode 0600). Creation is a no-clobber publish, so
+/// when the CLI and the server start at once both end up with the same keyring.
 pub fn load_or_create_keyring(data_dir: &Path) -> Result<Keyring, StoreError> {
     let path = data_dir.join("keyring.json");
     match File::open(&path) {
@@ -24,20 +25,8 @@ pub fn load_or_create_keyring(data_dir: &Path) -> Result<Keyring, StoreError> {
     }
     fs::create_dir_all(data_dir).map_err(io_error("creating", data_dir))?;
     let ring = Keyring::generate();
-    let tmp = data_dir.join(format!(".keyring-{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(keyring_error("creating", &tmp))?;
-    file.write_all(ring.to_json().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(keyring_error("writing", &tmp))?;
-    let linked = fs::hard_link(&tmp, &path);
-    let _ = fs::remove_file(&tmp);
-    match linked {
+    let json = ring.to_json();
+    match atomic_file::create(&path, json.as_bytes(), NewFile::mode(0o600)) {
         Ok(()) => Ok(ring),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {
             let file = File::open(&path).map_err(keyring_error("reading", &path))?;
