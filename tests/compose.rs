@@ -421,7 +421,12 @@ fn literal_credentials_become_file_secrets() {
     );
     assert_eq!(kept.code, 0, "{}", kept.stderr);
     assert!(kept.stderr.contains("kept in env (--env-credentials keep)"));
-    let review = run_in(&compose_common::corpus(), &["review", "-"], &[], Some(&kept.stdout));
+    let review = run_in(
+        &compose_common::corpus(),
+        &["review", "-"],
+        &[],
+        Some(&kept.stdout),
+    );
     assert_eq!(review.code, 1, "{}", review.stderr);
 }
 
