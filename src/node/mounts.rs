@@ -129,6 +129,43 @@ pub fn remount(path: &Path, read_only: bool, size: Option<u64>) -> io::Result<()
     Ok(())
 }
 
+/// How far [`seal`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealed {
+    /// The whole tmpfs is read-only.
+    Filesystem,
+    /// Only this mount is: the tmpfs itself stays writable until a later seal.
+    MountOnly,
+}
+
+/// Makes the volume read-only, keeping nodev/nosuid/noexec. The kernel refuses a tmpfs-wide
+/// read-only remount (EBUSY) while a file removed from it is still open somewhere, as when a
+/// container holds a secret file that an update replaced: the old file's pages live until its
+/// last close. This mount alone is then made read-only (a bind remount, which open files do not
+/// block), so no path through it can write, and the next republish tries the whole tmpfs again.
+pub fn seal(path: &Path) -> io::Result<Sealed> {
+    match remount(path, true, None) {
+        Ok(()) => Ok(Sealed::Filesystem),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+            mount_remount(path, BASE_FLAGS | MountFlags::BIND | MountFlags::RDONLY, "")?;
+            Ok(Sealed::MountOnly)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the whole tmpfs at `path` is read-only (its superblock options), so a republish
+/// with nothing to write can tell that an earlier seal stopped at the mount.
+pub fn fully_sealed(path: &Path) -> io::Result<bool> {
+    let top = mountinfo()?
+        .into_iter()
+        .rev()
+        .find(|e| e.mount_point == path);
+    Ok(top.is_some_and(|e| {
+        e.super_options.split(',').any(|o| o == "ro") && e.options.split(',').any(|o| o == "ro")
+    }))
+}
+
 /// Unmounts without following a symlink at `path`; a busy mount is detached instead, so the
 /// memory is freed once the last user lets go.
 pub fn unmount_volume(path: &Path) -> io::Result<()> {
