@@ -139,10 +139,11 @@ pub enum Sealed {
 }
 
 /// Makes the volume read-only, keeping nodev/nosuid/noexec. The kernel refuses a tmpfs-wide
-/// read-only remount (EBUSY) while a file removed from it is still open somewhere, as when a
-/// container holds a secret file that an update replaced: the old file's pages live until its
-/// last close. This mount alone is then made read-only (a bind remount, which open files do not
-/// block), so no path through it can write, and the next republish tries the whole tmpfs again.
+/// read-only remount (EBUSY) while a file removed from it is still held: a container's open
+/// file that an update replaced (until its last close), or the file kubelet bound at an
+/// absolute target with a `subPath` mount (until the pod goes). This mount alone is then made
+/// read-only (a bind remount, which held files do not block), so no path through it can
+/// write, and each later republish tries the whole tmpfs again.
 pub fn seal(path: &Path) -> io::Result<Sealed> {
     match remount(path, true, None) {
         Ok(()) => Ok(Sealed::Filesystem),

@@ -82,7 +82,7 @@ pub fn update(path: &Path, layout: &Layout, size: u64) -> Result<&'static str, F
 fn seal(path: &Path) -> Result<(), Failure> {
     match mounts::seal(path).map_err(internal("remounting read-only"))? {
         Sealed::Filesystem => {}
-        Sealed::MountOnly => tracing::info!(
+        Sealed::MountOnly => tracing::debug!(
             target = %path.display(),
             "the volume's mount is read-only; its tmpfs stays writable underneath until the \
              replaced files that a container still holds open are closed (retried at the next \

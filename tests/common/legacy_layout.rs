@@ -65,13 +65,20 @@ fn collect(path: &Path, rel: &str, out: &mut Vec<LegacyFile>) -> io::Result<()> 
 }
 
 /// Remounts the volume (a tmpfs the plugin mounted) writable, runs `f` on it, and remounts it
-/// read-only again, as the previous plugin did around its writes.
+/// read-only again, as the previous plugin did around its writes. When a removed file is still
+/// held (a container's open file, kubelet's `subPath` bind mount of an absolute target) the
+/// kernel keeps the tmpfs writable (EBUSY); the mount alone is made read-only then.
 pub fn with_writable<T>(target: &Path, f: impl FnOnce() -> T) -> io::Result<T> {
     use rustix::mount::{mount_remount, MountFlags};
     let base = MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC;
     mount_remount(target, base, "")?;
     let out = f();
-    mount_remount(target, base | MountFlags::RDONLY, "")?;
+    match mount_remount(target, base | MountFlags::RDONLY, "") {
+        Err(rustix::io::Errno::BUSY) => {
+            mount_remount(target, base | MountFlags::BIND | MountFlags::RDONLY, "")?
+        }
+        other => other?,
+    }
     Ok(out)
 }
 
