@@ -8,6 +8,26 @@ use crate::api::pod;
 use crate::system::values::{DB, GRANTED, RESTRICTED};
 use crate::system::{System, ENFORCED, OTHER, SHOP, WARNED};
 
+/// A pod that writes the CSI volume for `secret` itself instead of declaring it, so the
+/// webhook has nothing to check and only delivery stands between it and the secret.
+fn hand_written(ns: &str, name: &str, secret: &str) -> serde_json::Value {
+    let mut p = pod(ns, name, None);
+    p["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "runsecrets", "mountPath": "/run/secrets", "readOnly": true}]);
+    p["spec"]["volumes"] = json!([{
+        "name": "runsecrets",
+        "csi": {
+            "driver": runsecrets::spec::DRIVER_NAME,
+            "readOnly": true,
+            "volumeAttributes": {
+                runsecrets::spec::SECRETS_ANNOTATION:
+                    format!("source={secret},target={secret},uid=0,gid=0,mode=0444"),
+            },
+        },
+    }]);
+    p
+}
+
 /// `kubectl create` is refused with every piece of `expected` in the message.
 fn refused(system: &System, object: &serde_json::Value, expected: &[&str]) -> String {
     let out = system.k.create(object);
@@ -46,21 +66,7 @@ pub fn other_namespace(system: &mut System) {
         ],
     );
 
-    let mut thief = pod(OTHER, "thief", None);
-    thief["spec"]["containers"][0]["volumeMounts"] =
-        json!([{"name": "runsecrets", "mountPath": "/run/secrets", "readOnly": true}]);
-    thief["spec"]["volumes"] = json!([{
-        "name": "runsecrets",
-        "csi": {
-            "driver": runsecrets::spec::DRIVER_NAME,
-            "readOnly": true,
-            "volumeAttributes": {
-                runsecrets::spec::SECRETS_ANNOTATION:
-                    format!("source={DB},target={DB},uid=0,gid=0,mode=0444"),
-            },
-        },
-    }]);
-    let out = system.k.create(&thief);
+    let out = system.k.create(&hand_written(OTHER, "thief", DB));
     assert!(out.ok, "creating the thief pod: {}", out.stderr);
     system.k.wait_event(
         OTHER,
@@ -84,8 +90,9 @@ pub fn other_namespace(system: &mut System) {
     system.k.delete(OTHER, "pod/thief");
 }
 
-/// `restricted` is granted to service account `granted` only: its pod reads it; a pod running
-/// as another account in the same namespace is admitted but gets no volume.
+/// `restricted` is granted to service account `granted` only: its pod reads it; a pod that
+/// declares it while running as another account in the same namespace is refused by the
+/// webhook, and one that writes the CSI volume itself is admitted but gets no volume.
 pub fn service_account_not_granted(system: &mut System) {
     let k = &system.k;
     let account = |name: &str| {
@@ -95,12 +102,22 @@ pub fn service_account_not_granted(system: &mut System) {
     k.apply(&[account(GRANTED), account("intruder")]);
     let mut allowed = pod(SHOP, "granted-reader", Some(RESTRICTED));
     allowed["spec"]["serviceAccountName"] = GRANTED.into();
-    let mut intruder = pod(SHOP, "intruder", Some(RESTRICTED));
+    let out = k.create(&allowed);
+    assert!(out.ok, "creating: {}", out.stderr);
+    let mut declared = pod(SHOP, "intruder", Some(RESTRICTED));
+    declared["spec"]["serviceAccountName"] = "intruder".into();
+    refused(
+        system,
+        &declared,
+        &[
+            "admission webhook \"mutate.runsecrets.io\" denied the request",
+            "secret 'restricted' is only for service accounts granted; the pod runs as intruder",
+        ],
+    );
+    let mut intruder = hand_written(SHOP, "intruder", RESTRICTED);
     intruder["spec"]["serviceAccountName"] = "intruder".into();
-    for p in [&allowed, &intruder] {
-        let out = k.create(p);
-        assert!(out.ok, "creating: {}", out.stderr);
-    }
+    let out = k.create(&intruder);
+    assert!(out.ok, "creating the hand-written pod: {}", out.stderr);
     k.wait_ready(SHOP, "granted-reader");
     assert_eq!(
         k.read(SHOP, "granted-reader", "app", "/run/secrets/restricted"),
