@@ -18,8 +18,11 @@ const BASE_FLAGS: MountFlags = MountFlags::NODEV
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountState {
     NotMounted,
-    /// One of our tmpfs volumes.
-    Ours,
+    /// One of our tmpfs volumes; `sealed` when the tmpfs itself is read-only, not only this
+    /// mount (see [`seal`]).
+    Ours {
+        sealed: bool,
+    },
     /// Something else (its filesystem type), which the plugin leaves alone.
     Foreign(String),
 }
@@ -90,9 +93,15 @@ pub fn state(path: &Path) -> io::Result<MountState> {
         .find(|e| e.mount_point == path);
     Ok(match top {
         None => MountState::NotMounted,
-        Some(e) if e.fs_type == "tmpfs" && e.source == MOUNT_SOURCE => MountState::Ours,
+        Some(e) if e.fs_type == "tmpfs" && e.source == MOUNT_SOURCE => MountState::Ours {
+            sealed: has(&e.options, "ro") && has(&e.super_options, "ro"),
+        },
         Some(e) => MountState::Foreign(e.fs_type),
     })
+}
+
+fn has(options: &str, option: &str) -> bool {
+    options.split(',').any(|o| o == option)
 }
 
 /// Our volumes below `dir`, for the mounted-volumes gauge after a restart.
@@ -153,18 +162,6 @@ pub fn seal(path: &Path) -> io::Result<Sealed> {
         }
         Err(e) => Err(e),
     }
-}
-
-/// Whether the whole tmpfs at `path` is read-only (its superblock options), so a republish
-/// with nothing to write can tell that an earlier seal stopped at the mount.
-pub fn fully_sealed(path: &Path) -> io::Result<bool> {
-    let top = mountinfo()?
-        .into_iter()
-        .rev()
-        .find(|e| e.mount_point == path);
-    Ok(top.is_some_and(|e| {
-        e.super_options.split(',').any(|o| o == "ro") && e.options.split(',').any(|o| o == "ro")
-    }))
 }
 
 /// Unmounts without following a symlink at `path`; a busy mount is detached instead, so the

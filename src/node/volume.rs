@@ -54,11 +54,16 @@ pub fn first_mount(path: &Path, existed: bool, layout: &Layout, size: u64) -> Re
 
 /// Brings a mounted volume up to date: unchanged data leaves it read-only and untouched;
 /// otherwise it is writable only while the changed files are replaced (and an old-layout
-/// volume converted).
-pub fn update(path: &Path, layout: &Layout, size: u64) -> Result<&'static str, Failure> {
+/// volume converted). `sealed`: the tmpfs itself is read-only, as the mount table said.
+pub fn update(
+    path: &Path,
+    layout: &Layout,
+    size: u64,
+    sealed: bool,
+) -> Result<&'static str, Failure> {
     if layout.is_current(path) {
-        // An earlier update may have sealed only the mount (a replaced file was still open).
-        if !mounts::fully_sealed(path).unwrap_or(true) {
+        // An earlier update may have sealed only the mount (a replaced file was still held).
+        if !sealed {
             seal(path)?;
         }
         return Ok("unchanged");
@@ -107,7 +112,7 @@ pub fn teardown(path: &Path) -> Result<bool, Failure> {
                     format!("a {fs_type} filesystem that runsecrets did not mount is there"),
                 ))
             }
-            MountState::Ours => {
+            MountState::Ours { .. } => {
                 if mounts::remount(path, false, None).is_ok() {
                     let _ = wipe(path);
                 }
