@@ -3,7 +3,8 @@
 //! The plugin runs as its own process (this binary re-executed with
 //! `RUNSECRETS_NODE_BENCH_CHILD=1`), so its memory can be read from /proc. Measured:
 //! - latency of a first publish (TLS call + tmpfs mount + 10 × 4 KiB files + remount ro) and
-//!   of a republish with unchanged data, p50/p99 over many runs;
+//!   of republishes with unchanged data, with one of the 10 secrets changed and with all 10
+//!   changed (each changed file replaced by rename), p50/p99 over many runs;
 //! - 100 concurrent publishes for different pods: wall time against 100 × one publish;
 //! - the plugin's RSS idle and with 110 volumes mounted (kubelet's default pod limit);
 //! - the first-publish latency again against the real `runsecrets server` (embedded file
@@ -134,14 +135,39 @@ fn target(kubelet: &Path, n: usize) -> PathBuf {
     parent.join("mount")
 }
 
-/// 20 warm-up rounds, then [`RUNS`] timed first publishes of `req` (and, with `republish`, a
-/// timed unchanged republish after each), unpublishing after every round.
+/// A secret's name and value, as the stub serves it.
+type Secret = (String, Vec<u8>);
+
+/// Latencies of each kind of call, one sample per round.
+#[derive(Default)]
+struct Samples {
+    first: Vec<Duration>,
+    unchanged: Vec<Duration>,
+    one_changed: Vec<Duration>,
+    all_changed: Vec<Duration>,
+}
+
+async fn timed_publish(
+    client: &mut NodeClient<Channel>,
+    req: &NodePublishVolumeRequest,
+) -> Duration {
+    let started = Instant::now();
+    client
+        .node_publish_volume(req.clone())
+        .await
+        .expect("publish");
+    started.elapsed()
+}
+
+/// 20 warm-up rounds, then [`RUNS`] timed first publishes of `req`; with a stub whose values
+/// can change, each is followed by timed republishes (unchanged, one secret changed, all
+/// changed) and the values are restored. Every round ends with an unpublish.
 async fn time_publishes(
     client: &mut NodeClient<Channel>,
     req: &NodePublishVolumeRequest,
     t: &Path,
-    republish: bool,
-) -> (Vec<Duration>, Vec<Duration>) {
+    stub: Option<(&Stub, &[Secret])>,
+) -> Samples {
     for _ in 0..20 {
         client
             .node_publish_volume(req.clone())
@@ -149,25 +175,29 @@ async fn time_publishes(
             .expect("warm-up");
         unpublish(client, &req.volume_id, t).await;
     }
-    let (mut first, mut again) = (Vec::with_capacity(RUNS), Vec::with_capacity(RUNS));
+    let mut samples = Samples::default();
     for _ in 0..RUNS {
-        let started = Instant::now();
-        client
-            .node_publish_volume(req.clone())
-            .await
-            .expect("publish");
-        first.push(started.elapsed());
-        if republish {
-            let started = Instant::now();
-            client
-                .node_publish_volume(req.clone())
-                .await
-                .expect("republish");
-            again.push(started.elapsed());
+        samples.first.push(timed_publish(client, req).await);
+        if let Some((stub, values)) = stub {
+            samples.unchanged.push(timed_publish(client, req).await);
+            let changed = |v: &[u8]| {
+                v.iter()
+                    .map(|b| b.to_ascii_uppercase())
+                    .collect::<Vec<u8>>()
+            };
+            stub.set_secret(&values[0].0, &changed(&values[0].1));
+            samples.one_changed.push(timed_publish(client, req).await);
+            for (name, value) in values {
+                stub.set_secret(name, &changed(value));
+            }
+            samples.all_changed.push(timed_publish(client, req).await);
+            for (name, value) in values {
+                stub.set_secret(name, value);
+            }
         }
         unpublish(client, &req.volume_id, t).await;
     }
-    (first, again)
+    samples
 }
 
 async fn unpublish(client: &mut NodeClient<Channel>, id: &str, target: &Path) {
@@ -222,9 +252,19 @@ async fn parent() {
     // Sequential: first publish of a fresh volume, then an unchanged republish.
     let t = target(&kubelet, 0);
     let req = request_for_pod(&t, &attribute, 0);
-    let (first, again) = time_publishes(&mut client, &req, &t, true).await;
-    let single = report("publish 10 x 4 KiB (first mount)", first);
-    report("republish, unchanged data", again);
+    let samples = time_publishes(&mut client, &req, &t, Some((&stub, values.as_slice()))).await;
+    let single = report("publish 10 x 4 KiB (first mount)", samples.first);
+    for (name, kind) in [
+        ("republish, unchanged data", samples.unchanged),
+        ("republish, 1 of 10 secrets changed", samples.one_changed),
+        ("republish, 10 of 10 secrets changed", samples.all_changed),
+    ] {
+        let p50 = report(name, kind);
+        println!(
+            "  ratio to the first publish in the same run: {:.2}",
+            p50.as_secs_f64() / single.as_secs_f64()
+        );
+    }
 
     // 100 publishes for different pods at once.
     let requests: Vec<_> = (1..=CONCURRENT)
@@ -391,8 +431,11 @@ async fn real_server(values: &[(String, Vec<u8>)], attribute: &str) {
         "token": local_token(&namespace, &pod, &uid), "expirationTimestamp": "2099-01-01T00:00:00Z"}});
     req.volume_context
         .insert(runsecrets::node::TOKENS_KEY.into(), tokens.to_string());
-    let (first, _) = time_publishes(&mut client, &req, &t, false).await;
-    report("publish 10 x 4 KiB (first mount), real server", first);
+    let samples = time_publishes(&mut client, &req, &t, None).await;
+    report(
+        "publish 10 x 4 KiB (first mount), real server",
+        samples.first,
+    );
     drop(plugin.stdin.take());
     let _ = plugin.wait();
     let _ = stop.send(());

@@ -3,6 +3,7 @@
 //! refuses plaintext credentials.
 
 pub mod admission;
+mod atomic_file;
 pub mod cli;
 pub mod compose;
 pub mod config;

@@ -2,9 +2,12 @@
 //! unix socket, a real tmpfs at a temporary target, a stub delivery server over TLS.
 
 mod common;
+#[path = "common/legacy_layout.rs"]
+mod legacy_layout;
 #[path = "common/node.rs"]
 mod node_harness;
 
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -39,15 +42,98 @@ fn mounts_at(path: &Path) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
-fn data_dir(target: &Path) -> String {
-    std::fs::read_link(target.join("..data"))
-        .expect("..data is a symlink")
-        .to_string_lossy()
-        .into_owned()
+fn inode(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .ino()
+}
+
+/// Every entry under `root` as `ls -lR` shows it without following links: (relative path,
+/// `f`/`d`/`l`, mode, uid, gid), mount points' contents included.
+fn entries(root: &Path) -> Vec<(String, char, u32, u32, u32)> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<(String, char, u32, u32, u32)>) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let rel = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            let m = std::fs::symlink_metadata(&path).expect("lstat");
+            let kind = if m.file_type().is_symlink() {
+                'l'
+            } else if m.is_dir() {
+                'd'
+            } else {
+                'f'
+            };
+            out.push((rel.clone(), kind, m.mode() & 0o7777, m.uid(), m.gid()));
+            if kind == 'd' {
+                walk(&path, &rel, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, "", &mut out);
+    out.sort();
+    out
+}
+
+/// The volume of [`ATTRIBUTE`] as Swarm lays it out: regular files with their declared owner
+/// and mode, real directories, nothing else.
+fn swarm_layout() -> Vec<(String, char, u32, u32, u32)> {
+    [
+        (".external", 'd', 0o755, 0, 0),
+        (".external/etc", 'd', 0o755, 0, 0),
+        (".external/etc/app", 'd', 0o755, 0, 0),
+        (".external/etc/app/token", 'f', 0o444, 0, 0),
+        ("kubernetes.io", 'd', 0o755, 0, 0),
+        ("kubernetes.io/serviceaccount", 'd', 0o755, 0, 0),
+        ("mysql_root_password", 'f', 0o444, 0, 0),
+        ("tls", 'd', 0o755, 0, 0),
+        ("tls/key.pem", 'f', 0o400, 999, 999),
+    ]
+    .into_iter()
+    .map(|(p, k, m, u, g)| (p.to_string(), k, m, u, g))
+    .collect::<std::collections::BTreeSet<_>>()
+    .into_iter()
+    .collect()
+}
+
+#[derive(Debug, PartialEq)]
+enum Sealed {
+    /// The tmpfs itself is read-only.
+    Filesystem,
+    /// The mount is, the tmpfs under it not yet: a replaced file is still held open, and the
+    /// kernel refuses a read-only tmpfs while it has open files that were removed.
+    MountOnly,
+}
+
+/// One mount at `target`, read-only with nosuid/nodev/noexec, and how far down.
+fn assert_sealed(target: &Path, want: Sealed) {
+    let mounts = mounts_at(target);
+    assert_eq!(mounts.len(), 1, "{mounts:?}");
+    let (options, _, _, super_options) = &mounts[0];
+    for flag in ["ro", "nosuid", "nodev", "noexec"] {
+        assert!(options.split(',').any(|o| o == flag), "{flag} in {options}");
+    }
+    let got = if super_options.starts_with("ro,") {
+        Sealed::Filesystem
+    } else {
+        Sealed::MountOnly
+    };
+    assert_eq!(got, want, "{mounts:?}");
+    let err = std::fs::write(target.join("x"), b"x").expect_err("read-only");
+    assert_eq!(err.raw_os_error(), Some(30), "EROFS: {err}");
 }
 
 #[tokio::test]
-async fn publish_lays_out_files_as_kubelet_expects() {
+async fn publish_lays_out_files_as_swarm_does() {
     let h = Harness::start(SECRETS).await;
     let target = h.target("5dd53397-9cdd-4a3d-b639-3ec27c320d8f");
     h.publish(kubelet_request(&target, ATTRIBUTE))
@@ -58,25 +144,8 @@ async fn publish_lays_out_files_as_kubelet_expects() {
     assert_eq!(read(&target.join("tls/key.pem")), SECRETS[1].1);
     assert_eq!(read(&target.join(".external/etc/app/token")), b"tok-123");
 
-    let root_file = std::fs::metadata(target.join("mysql_root_password")).expect("stat");
-    assert_eq!(root_file.permissions().mode() & 0o7777, 0o444);
-    assert_eq!((root_file.uid(), root_file.gid()), (0, 0));
-    let key = std::fs::metadata(target.join("tls/key.pem")).expect("stat");
-    assert_eq!(key.permissions().mode() & 0o7777, 0o400);
-    assert_eq!((key.uid(), key.gid()), (999, 999));
-
-    // kubelet's atomic writer layout: name -> ..data/name -> ..<timestamp>/name.
-    let ts = data_dir(&target);
-    assert!(ts.starts_with("..20") && ts.len() == "..2026_11_26_21_00_00.123456789".len());
-    assert_eq!(
-        std::fs::read_link(target.join("mysql_root_password")).expect("link"),
-        Path::new("..data/mysql_root_password")
-    );
-    assert_eq!(
-        std::fs::read_link(target.join("tls")).expect("link"),
-        Path::new("..data/tls")
-    );
-
+    // Swarm's layout: what `ls -lR` shows without following links is what was declared.
+    assert_eq!(entries(&target), swarm_layout());
     // The token mount point: a real, empty directory.
     let sa = target.join(SERVICE_ACCOUNT_DIR);
     let sa_meta = std::fs::symlink_metadata(&sa).expect("serviceaccount dir");
@@ -120,17 +189,28 @@ async fn repeated_publish_is_idempotent() {
     let target = h.target("pod-a");
     let req = kubelet_request(&target, ATTRIBUTE);
     h.publish(req.clone()).await.expect("first publish");
-    let ts = data_dir(&target);
+    let files = [
+        "mysql_root_password",
+        "tls",
+        "tls/key.pem",
+        ".external/etc/app/token",
+    ];
+    let before: Vec<u64> = files.iter().map(|f| inode(&target.join(f))).collect();
     h.publish(req.clone()).await.expect("second publish");
     h.publish(req).await.expect("third publish");
     assert_eq!(mounts_at(&target).len(), 1, "one mount, not a stack");
-    assert_eq!(data_dir(&target), ts, "unchanged data is not rewritten");
+    let after: Vec<u64> = files.iter().map(|f| inode(&target.join(f))).collect();
+    assert_eq!(
+        after, before,
+        "unchanged data is not rewritten: same inodes"
+    );
+    assert_eq!(entries(&target), swarm_layout());
     assert_eq!(read(&target.join("mysql_root_password")), b"hunter2-root");
     assert_eq!(h.stub.requests().len(), 3, "every publish asks the server");
 }
 
 #[tokio::test]
-async fn republish_swaps_changed_files_and_keeps_mount_points() {
+async fn republish_replaces_changed_files_and_keeps_mount_points() {
     let h = Harness::start(SECRETS).await;
     let target = h.target("pod-b");
     let mut req = kubelet_request(&target, ATTRIBUTE);
@@ -145,16 +225,41 @@ async fn republish_swaps_changed_files_and_keeps_mount_points() {
         inode(&target.join("conf.d")),
         inode(&target.join("certs/extra")),
     );
-    let old_ts = data_dir(&target);
+    let (root_file, key) = (
+        inode(&target.join("mysql_root_password")),
+        inode(&target.join("tls/key.pem")),
+    );
+    let mut held = std::fs::File::open(target.join("mysql_root_password")).expect("open");
 
     h.stub.set_secret("mysql_root_password", b"rotated-value");
-    h.publish(req).await.expect("republish");
+    h.publish(req.clone()).await.expect("republish");
 
     assert_eq!(read(&target.join("mysql_root_password")), b"rotated-value");
     assert_eq!(read(&target.join("tls/key.pem")), SECRETS[1].1);
-    let new_ts = data_dir(&target);
-    assert_ne!(new_ts, old_ts, "..data swapped to a new directory");
-    assert!(!target.join(&old_ts).exists(), "old data removed");
+    assert_ne!(
+        inode(&target.join("mysql_root_password")),
+        root_file,
+        "the changed file was replaced by rename"
+    );
+    assert_eq!(
+        inode(&target.join("tls/key.pem")),
+        key,
+        "the unchanged file was not touched"
+    );
+    let mut old = Vec::new();
+    held.read_to_end(&mut old).expect("read the held file");
+    assert_eq!(
+        old, b"hunter2-root",
+        "a reader holding the old file keeps it whole"
+    );
+    let mut want = swarm_layout();
+    want.extend([
+        ("certs".to_string(), 'd', 0o755, 0, 0),
+        ("certs/extra".to_string(), 'd', 0o755, 0, 0),
+        ("conf.d".to_string(), 'd', 0o755, 0, 0),
+    ]);
+    want.sort();
+    assert_eq!(entries(&target), want, "no temporary file, no link");
     let after = (
         inode(&sa),
         inode(&target.join("kubernetes.io")),
@@ -162,12 +267,83 @@ async fn republish_swaps_changed_files_and_keeps_mount_points() {
         inode(&target.join("certs/extra")),
     );
     assert_eq!(before, after, "mount points are never replaced");
-    let mounts = mounts_at(&target);
-    assert_eq!(mounts.len(), 1);
-    assert!(
-        mounts[0].0.starts_with("ro,"),
-        "read-only again: {mounts:?}"
+    assert_sealed(&target, Sealed::MountOnly);
+
+    // Once the reader lets go, the next republish (nothing to write) seals the tmpfs too.
+    drop(held);
+    h.publish(req)
+        .await
+        .expect("republish after the reader closed");
+    assert_sealed(&target, Sealed::Filesystem);
+}
+
+#[tokio::test]
+async fn a_volume_in_the_old_layout_is_converted_by_the_next_republish() {
+    let h = Harness::start(SECRETS).await;
+    let target = h.target("pod-upgrade");
+    let mut req = kubelet_request(&target, ATTRIBUTE);
+    req.volume_context
+        .insert(MOUNTPOINTS_ATTRIBUTE.into(), "conf.d".into());
+    h.publish(req.clone()).await.expect("publish");
+    let mount_points = (
+        inode(&target.join(SERVICE_ACCOUNT_DIR)),
+        inode(&target.join("conf.d")),
     );
+    // The volume as the previous version of the plugin left it.
+    legacy_layout::with_writable(&target, || {
+        legacy_layout::to_legacy(&target, &["kubernetes.io", "conf.d"])
+    })
+    .expect("remount")
+    .expect("old layout");
+    assert!(
+        std::fs::symlink_metadata(target.join("tls"))
+            .expect("lstat")
+            .file_type()
+            .is_symlink(),
+        "the fixture is kubelet's layout"
+    );
+    // A container that opened its files through the old links before the upgrade.
+    let mut held: Vec<std::fs::File> = ["mysql_root_password", "tls/key.pem"]
+        .iter()
+        .map(|f| std::fs::File::open(target.join(f)).expect("open"))
+        .collect();
+
+    h.publish(req.clone()).await.expect("republish");
+
+    let mut want = swarm_layout();
+    want.push(("conf.d".into(), 'd', 0o755, 0, 0));
+    want.sort();
+    assert_eq!(
+        entries(&target),
+        want,
+        "no ..data, no link, no timestamped directory"
+    );
+    assert_eq!(read(&target.join("tls/key.pem")), SECRETS[1].1);
+    assert_eq!(
+        (
+            inode(&target.join(SERVICE_ACCOUNT_DIR)),
+            inode(&target.join("conf.d"))
+        ),
+        mount_points,
+        "mount points are never replaced"
+    );
+    for (file, want) in held.iter_mut().zip([SECRETS[0].1, SECRETS[1].1]) {
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).expect("read the held file");
+        assert_eq!(
+            data, want,
+            "a file held open through the old links still reads"
+        );
+    }
+    assert_sealed(&target, Sealed::MountOnly);
+
+    // From then on like any volume: an unchanged republish touches no file, and once the
+    // reader is gone it seals the tmpfs too.
+    drop(held);
+    let key = inode(&target.join("tls/key.pem"));
+    h.publish(req).await.expect("republish again");
+    assert_eq!(inode(&target.join("tls/key.pem")), key);
+    assert_sealed(&target, Sealed::Filesystem);
 }
 
 #[tokio::test]
@@ -176,7 +352,7 @@ async fn republish_with_the_server_down_keeps_the_last_good_files() {
     let target = h.target("pod-c");
     let req = kubelet_request(&target, ATTRIBUTE);
     h.publish(req.clone()).await.expect("publish");
-    let ts = data_dir(&target);
+    let root_file = inode(&target.join("mysql_root_password"));
     h.stub.set_secret("mysql_root_password", b"never-delivered");
 
     for mode in [Mode::Down, Mode::Unavailable, Mode::Deny] {
@@ -194,7 +370,7 @@ async fn republish_with_the_server_down_keeps_the_last_good_files() {
             err.message()
         );
         assert_eq!(read(&target.join("mysql_root_password")), b"hunter2-root");
-        assert_eq!(data_dir(&target), ts);
+        assert_eq!(inode(&target.join("mysql_root_password")), root_file);
         assert_eq!(mounts_at(&target).len(), 1, "still mounted");
     }
     h.stub.set_mode(Mode::Serve);
@@ -212,9 +388,23 @@ async fn unpublish_leaves_nothing_and_is_idempotent() {
     let req = kubelet_request(&target, ATTRIBUTE);
     h.publish(req.clone()).await.expect("publish");
     assert!(target.is_dir());
+    // A reader that still holds files when the volume goes (the unmount is then lazy).
+    let mut held: Vec<std::fs::File> = ["mysql_root_password", "tls/key.pem"]
+        .iter()
+        .map(|f| std::fs::File::open(target.join(f)).expect("open"))
+        .collect();
     h.unpublish(&req.volume_id, &target)
         .await
         .expect("unpublish");
+    for file in &mut held {
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).expect("read the held file");
+        assert!(
+            !data.is_empty() && data.iter().all(|b| *b == 0),
+            "the file was zeroed before the unmount"
+        );
+    }
+    drop(held);
     assert!(!target.exists(), "target directory removed");
     assert!(mounts_at(&target).is_empty(), "nothing mounted");
     h.unpublish(&req.volume_id, &target)

@@ -318,8 +318,9 @@ fn mountpoints(selected: &[Selected<'_>], refs: &[SecretRef]) -> Result<Vec<Stri
                     "which cannot be created inside the read-only secrets volume ({e})"
                 )));
             }
-            // Files in the same top directory would be swapped with it on every update,
-            // taking the mount point along.
+            // The node plugin owns a directory that holds targets: it removes what it did not
+            // declare there, and converting an old-layout volume replaces it whole, mount
+            // point included.
             let top = rel.split('/').next().unwrap_or(rel);
             let shares = |r: &&SecretRef| {
                 matches!(r.target, Target::InVolume(_))

@@ -102,8 +102,6 @@ pub struct LocalAuthenticator {
 impl LocalAuthenticator {
     /// Loads `DATA/delivery/node-token`, creating it (mode 0600) on first start.
     pub fn load_or_create(data_dir: &Path) -> std::io::Result<Self> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = node_token_path(data_dir);
         match std::fs::read_to_string(&path) {
             Ok(text) if !text.trim().is_empty() => {
@@ -122,15 +120,13 @@ impl LocalAuthenticator {
         getrandom::fill(bytes.as_mut())
             .map_err(|e| std::io::Error::other(format!("no randomness: {e}")))?;
         let token = Zeroizing::new(crate::seal::hex(bytes.as_ref()));
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(token.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
+        let line = Zeroizing::new(format!("{}\n", token.as_str()));
+        // Replaced whole: a node plugin reading it at that moment gets the old token or the new.
+        crate::atomic_file::replace(
+            &path,
+            line.as_bytes(),
+            crate::atomic_file::NewFile::mode(0o600),
+        )?;
         Ok(Self { node_token: token })
     }
 }

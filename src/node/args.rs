@@ -56,8 +56,8 @@ pub struct NodeArgs {
     )]
     pub admin_listen: SocketAddr,
     /// Smallest tmpfs per volume, in bytes (a limit, not a reservation). A volume whose files
-    /// need more gets 2 × their page-rounded size + 1 MiB: room for the atomic swap, so even
-    /// 256 secrets of 500 KiB fit.
+    /// need more gets 2 × their page-rounded size + 1 MiB: room for a new copy of every file
+    /// beside the old one during an update, so even 256 secrets of 500 KiB fit.
     #[arg(long, env = "RUNSECRETS_NODE_TMPFS_SIZE", default_value_t = 4 * 1024 * 1024)]
     pub tmpfs_size: u64,
     /// How long one NodePublishVolume waits for the delivery server (connect + answer).

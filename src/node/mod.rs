@@ -2,10 +2,11 @@
 //!
 //! kubelet calls NodePublishVolume on a unix socket with the pod's bound token in the volume
 //! context; the plugin asks the server's delivery API for the pod's files, lays them out on a
-//! fresh `nodev,nosuid,noexec` tmpfs with kubelet's `..data` symlink swap, and remounts it
-//! read-only. NodeUnpublishVolume wipes, unmounts and removes. The plugin keeps no state of its
-//! own: the mount table is the record of what is published, so a restarted plugin picks up
-//! where it left off.
+//! fresh `nodev,nosuid,noexec` tmpfs as Swarm does (each target a regular file with its own
+//! owner and mode, replaced one by one by rename when it changes), and remounts it read-only.
+//! NodeUnpublishVolume wipes, unmounts and removes. The plugin keeps no state of its own: the
+//! mount table is the record of what is published, so a restarted plugin picks up where it
+//! left off.
 
 mod args;
 pub(crate) mod client;
@@ -17,6 +18,8 @@ mod mounts;
 mod request;
 mod service;
 mod target;
+#[cfg(test)]
+mod tests;
 mod volume;
 mod writer;
 
@@ -24,7 +27,6 @@ pub use args::{parse_endpoint, NodeArgs};
 pub use client::DeliveryClient;
 pub use mounts::MOUNT_SOURCE;
 pub use request::{EPHEMERAL_KEY, POD_NAMESPACE_KEY, POD_NAME_KEY, POD_UID_KEY, TOKENS_KEY};
-pub use writer::{DATA_DIR_LINK, SERVICE_ACCOUNT_DIR_MODE};
 
 use std::future::Future;
 use std::net::SocketAddr;

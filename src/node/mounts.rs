@@ -18,8 +18,11 @@ const BASE_FLAGS: MountFlags = MountFlags::NODEV
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountState {
     NotMounted,
-    /// One of our tmpfs volumes.
-    Ours,
+    /// One of our tmpfs volumes; `sealed` when the tmpfs itself is read-only, not only this
+    /// mount (see [`seal`]).
+    Ours {
+        sealed: bool,
+    },
     /// Something else (its filesystem type), which the plugin leaves alone.
     Foreign(String),
 }
@@ -90,9 +93,15 @@ pub fn state(path: &Path) -> io::Result<MountState> {
         .find(|e| e.mount_point == path);
     Ok(match top {
         None => MountState::NotMounted,
-        Some(e) if e.fs_type == "tmpfs" && e.source == MOUNT_SOURCE => MountState::Ours,
+        Some(e) if e.fs_type == "tmpfs" && e.source == MOUNT_SOURCE => MountState::Ours {
+            sealed: has(&e.options, "ro") && has(&e.super_options, "ro"),
+        },
         Some(e) => MountState::Foreign(e.fs_type),
     })
+}
+
+fn has(options: &str, option: &str) -> bool {
+    options.split(',').any(|o| o == option)
 }
 
 /// Our volumes below `dir`, for the mounted-volumes gauge after a restart.
@@ -127,6 +136,32 @@ pub fn remount(path: &Path, read_only: bool, size: Option<u64>) -> io::Result<()
     let data = size.map(|s| format!("size={s}")).unwrap_or_default();
     mount_remount(path, flags, data.as_str())?;
     Ok(())
+}
+
+/// How far [`seal`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sealed {
+    /// The whole tmpfs is read-only.
+    Filesystem,
+    /// Only this mount is: the tmpfs itself stays writable until a later seal.
+    MountOnly,
+}
+
+/// Makes the volume read-only, keeping nodev/nosuid/noexec. The kernel refuses a tmpfs-wide
+/// read-only remount (EBUSY) while a file removed from it is still held: a container's open
+/// file that an update replaced (until its last close), or the file kubelet bound at an
+/// absolute target with a `subPath` mount (until the pod goes). This mount alone is then made
+/// read-only (a bind remount, which held files do not block), so no path through it can
+/// write, and each later republish tries the whole tmpfs again.
+pub fn seal(path: &Path) -> io::Result<Sealed> {
+    match remount(path, true, None) {
+        Ok(()) => Ok(Sealed::Filesystem),
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+            mount_remount(path, BASE_FLAGS | MountFlags::BIND | MountFlags::RDONLY, "")?;
+            Ok(Sealed::MountOnly)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Unmounts without following a symlink at `path`; a busy mount is detached instead, so the

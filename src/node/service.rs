@@ -176,8 +176,12 @@ impl NodeService {
                 })
             })
             .await?;
+        let mut sealed = true;
         match state {
-            MountState::Ours => *republish = true,
+            MountState::Ours { sealed: s } => {
+                *republish = true;
+                sealed = s;
+            }
             MountState::NotMounted => {}
             MountState::Foreign(fs_type) => {
                 return Err(Failure::new(
@@ -213,7 +217,7 @@ impl NodeService {
             * 4096;
         let path = target.real.clone();
         if *republish {
-            self.fs(move || update(&path, &layout, size)).await
+            self.fs(move || update(&path, &layout, size, sealed)).await
         } else {
             let existed = target.exists;
             self.fs(move || first_mount(&path, existed, &layout, size))

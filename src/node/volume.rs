@@ -1,18 +1,25 @@
-//! The filesystem side of a publish: mount a tmpfs and fill it, swap changed files into a
-//! mounted volume, and tear one down. Run on the blocking pool; every failure names its step.
+//! The filesystem side of a publish: mount a tmpfs and fill it, bring a mounted volume up to
+//! date (writable only for the update), and tear one down. Run on the blocking pool; every
+//! failure names its step.
 
-use std::io::ErrorKind;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::fs::{self, OpenOptions};
+use std::io::{self, ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
 use tonic::Code;
 
-use super::mounts::{self, MountState};
+use super::mounts::{self, MountState, Sealed};
 use super::service::Failure;
-use super::writer::{self, Layout};
+use super::writer::{Layout, WriteError};
+use crate::error::Chain;
 
 fn internal(step: &'static str) -> impl FnOnce(std::io::Error) -> Failure {
-    move |e| Failure::new(Code::Internal, step, e.to_string())
+    move |e| Failure::new(Code::Internal, step, Chain(&e).to_string())
+}
+
+fn write_failed(e: WriteError) -> Failure {
+    Failure::new(Code::Internal, "writing the files", Chain(&e).to_string())
 }
 
 /// Mounts a fresh tmpfs, fills it and makes it read-only; on failure nothing is left behind.
@@ -36,30 +43,58 @@ pub fn first_mount(path: &Path, existed: bool, layout: &Layout, size: u64) -> Re
         .map_err(undo)?;
     let filled = layout
         .write(path)
-        .map_err(|e| Failure::new(Code::Internal, "writing the files", e.to_string()))
-        .and_then(|()| mounts::remount(path, true, None).map_err(internal("remounting read-only")));
+        .map(drop)
+        .map_err(write_failed)
+        .and_then(|()| seal(path));
     filled.map_err(|f| {
         let _ = mounts::unmount_volume(path);
         undo(f)
     })
 }
 
-/// Swaps changed files into a mounted volume; unchanged data leaves it untouched.
-pub fn update(path: &Path, layout: &Layout, size: u64) -> Result<&'static str, Failure> {
+/// Brings a mounted volume up to date: unchanged data leaves it read-only and untouched;
+/// otherwise it is writable only while the changed files are replaced (and an old-layout
+/// volume converted). `sealed`: the tmpfs itself is read-only, as the mount table said.
+pub fn update(
+    path: &Path,
+    layout: &Layout,
+    size: u64,
+    sealed: bool,
+) -> Result<&'static str, Failure> {
     if layout.is_current(path) {
+        // An earlier update may have sealed only the mount (a replaced file was still held).
+        if !sealed {
+            seal(path)?;
+        }
         return Ok("unchanged");
     }
     // Growing the limit can fail if the volume is fuller than asked; keep the old limit then.
     mounts::remount(path, false, Some(size))
         .or_else(|_| mounts::remount(path, false, None))
         .map_err(internal("remounting writable"))?;
-    let written = layout
-        .write(path)
-        .map_err(|e| Failure::new(Code::Internal, "writing the files", e.to_string()));
-    let sealed = mounts::remount(path, true, None).map_err(internal("remounting read-only"));
-    written?;
+    let written = layout.write(path).map_err(write_failed);
+    let sealed = seal(path);
+    let written = written?;
     sealed?;
-    Ok("updated")
+    Ok(if written.converted {
+        "converted"
+    } else {
+        "updated"
+    })
+}
+
+/// Read-only again; says so when only the mount could be sealed for now.
+fn seal(path: &Path) -> Result<(), Failure> {
+    match mounts::seal(path).map_err(internal("remounting read-only"))? {
+        Sealed::Filesystem => {}
+        Sealed::MountOnly => tracing::debug!(
+            target = %path.display(),
+            "the volume's mount is read-only; its tmpfs stays writable underneath until the \
+             replaced files that a container still holds open are closed (retried at the next \
+             republish)"
+        ),
+    }
+    Ok(())
 }
 
 /// Wipes, unmounts and removes the target; true when a volume was unmounted.
@@ -77,9 +112,9 @@ pub fn teardown(path: &Path) -> Result<bool, Failure> {
                     format!("a {fs_type} filesystem that runsecrets did not mount is there"),
                 ))
             }
-            MountState::Ours => {
+            MountState::Ours { .. } => {
                 if mounts::remount(path, false, None).is_ok() {
-                    let _ = writer::wipe(path);
+                    let _ = wipe(path);
                 }
                 mounts::unmount_volume(path).map_err(internal("unmounting the tmpfs"))?;
                 unmounted = true;
@@ -100,4 +135,45 @@ pub fn teardown(path: &Path) -> Result<bool, Failure> {
         }
         _ => Ok(unmounted),
     }
+}
+
+/// Overwrites every file in the volume with zeros before the unmount frees the pages: cheap
+/// defence for memory the kernel hands out again. Never follows a link, never leaves the
+/// volume's filesystem (a mount inside it is someone else's).
+pub fn wipe(root: &Path) -> io::Result<usize> {
+    let dev = fs::symlink_metadata(root)?.dev();
+    wipe_dir(root, dev)
+}
+
+fn wipe_dir(dir: &Path, dev: u64) -> io::Result<usize> {
+    let mut wiped = 0;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path: PathBuf = entry.path();
+        if kind.is_dir() {
+            if fs::symlink_metadata(&path)?.dev() == dev {
+                wiped += wipe_dir(&path, dev)?;
+            }
+        } else if kind.is_file() {
+            zero(&path)?;
+            wiped += 1;
+        }
+    }
+    Ok(wiped)
+}
+
+fn zero(path: &Path) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    let mut left = file.metadata()?.len();
+    let zeros = [0u8; 8192];
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
 }

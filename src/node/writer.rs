@@ -1,29 +1,47 @@
-//! kubelet's atomic writer scheme on our tmpfs, so a container never sees half an update:
-//! files live in a timestamped directory `..2026_11_26_21_00_00.123456789`, `..data` links to
-//! it, and each top-level name links through `..data`. An update writes a new timestamped
-//! directory, renames a fresh `..data_tmp` link over `..data` (one atomic step), then removes
-//! the old directory.
+//! The volume laid out as Swarm lays out `/run/secrets`: every target is a regular file with
+//! its own owner and mode, nested targets sit in real directories, and there is nothing else
+//! (no `..data`, no symlinks), so `ls -l`, `lstat` and `find -perm` see what was declared.
 //!
-//! The real directories at the volume root (`kubernetes.io/serviceaccount` and the pod's
-//! other mount points) are outside this scheme: the container runtime mounts over them, and a
-//! republish that replaced one would take the running container's mount with it. They are
-//! created when missing and never removed, renamed or replaced.
+//! Each file is kept current on its own. A file whose content, owner and mode already match is
+//! not touched (same inode); any other is written to a temporary file in its own directory,
+//! given its owner and mode, fsynced and renamed over the old name, so a reader sees the old
+//! file or the whole new one, and one that holds the old file open keeps reading it. Secrets
+//! are immutable, so the whole-set swap of kubelet's atomic writer (`..data`) buys little: a
+//! republish nearly always finds every file current.
+//!
+//! Volumes written by earlier versions use kubelet's layout (`..data -> ..<timestamp>/`, each
+//! top-level name a symlink through `..data`) and are converted by the first write: a top-level
+//! file is renamed over its symlink, a top-level directory is built under a temporary name and
+//! exchanged with its symlink (`RENAME_EXCHANGE`), both atomic for path lookups, and only then
+//! are the symlinks, `..data` and the timestamped directory removed. A container holding a file
+//! open through the old links keeps reading it.
+//!
+//! The real directories at the volume root that other mounts land on
+//! (`kubernetes.io/serviceaccount`, the pod's `runsecrets.io/mountpoints`) are outside all of
+//! this: created when missing, never removed, renamed or replaced, since the container runtime
+//! mounts over them and a replaced one would take the running container's mount with it.
 
-use std::collections::BTreeSet;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-/// The link that names the current timestamped directory.
-pub const DATA_DIR_LINK: &str = "..data";
-const DATA_TMP_LINK: &str = "..data_tmp";
-const LINK_TMP: &str = "..link_tmp";
-/// Mode of the real directories at the volume root and of directories inside the payload.
-pub const SERVICE_ACCOUNT_DIR_MODE: u32 = 0o755;
+use crate::atomic_file::{self, NewFile, TMP_PREFIX};
+
+/// Mode of the real directories: mount points and the directories of nested targets.
+pub const DIR_MODE: u32 = 0o755;
+/// The link of kubelet's layout, as earlier versions wrote it; its presence means a volume
+/// still to be converted.
+const LEGACY_DATA_LINK: &str = "..data";
+/// Names starting with this are never targets (the annotation parser refuses them): the old
+/// layout's entries and temporary files, removed wherever the writer finds them.
+const RESERVED: &str = "..";
 const PAGE: u64 = 4096;
+const MAX_COMPONENT: usize = 255;
 
 /// One file of the payload, by its path relative to the volume.
 pub struct FileSpec {
@@ -37,13 +55,24 @@ pub struct FileSpec {
 /// Everything a volume holds.
 pub struct Layout {
     pub files: Vec<FileSpec>,
-    /// Real directories at the root, relative paths.
+    /// Real directories other mounts land on, relative paths.
     pub dirs: Vec<String>,
+}
+
+/// What a write changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Files written (new, changed, or converted from the old layout).
+    pub files: usize,
+    /// Entries removed: targets no longer declared, the old layout's, leftovers.
+    pub removed: usize,
+    /// The volume was in kubelet's `..data` layout.
+    pub converted: bool,
 }
 
 /// A filesystem step that failed; names the step and the path inside the volume, never data.
 #[derive(Debug, thiserror::Error)]
-#[error("{step} {path:?}: {source}")]
+#[error("{step} {path:?}")]
 pub struct WriteError {
     pub step: &'static str,
     pub path: String,
@@ -59,8 +88,47 @@ fn at<'a>(step: &'static str, path: &'a str) -> impl FnOnce(io::Error) -> WriteE
     }
 }
 
-fn top_level(path: &str) -> &str {
-    path.split('/').next().unwrap_or(path)
+fn refused(path: &str, why: &'static str) -> WriteError {
+    at("refusing the path", path)(io::Error::new(io::ErrorKind::InvalidInput, why))
+}
+
+/// The payload as a tree of names.
+enum Entry<'a> {
+    File(&'a FileSpec),
+    Dir(Tree<'a>),
+}
+
+type Tree<'a> = BTreeMap<&'a str, Entry<'a>>;
+
+/// Joins a relative path inside the volume, for messages.
+fn child(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rel}/{name}")
+    }
+}
+
+/// Components of a relative path inside the volume; anything that could leave the directory,
+/// name a reserved entry or hide in a log line is refused. The annotation parser already
+/// refuses all of it; this holds the writer, which runs as root, to the same rule on its own.
+fn components(path: &str) -> Result<Vec<&str>, WriteError> {
+    if path.is_empty() || path.starts_with('/') {
+        return Err(refused(path, "not a relative path"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(refused(path, "a control character"));
+    }
+    let parts: Vec<&str> = path.split('/').collect();
+    for part in &parts {
+        if part.is_empty() || *part == "." || part.starts_with(RESERVED) {
+            return Err(refused(path, "an empty, . or ..-prefixed component"));
+        }
+        if part.len() > MAX_COMPONENT {
+            return Err(refused(path, "a component longer than 255 bytes"));
+        }
+    }
+    Ok(parts)
 }
 
 impl Layout {
@@ -72,305 +140,350 @@ impl Layout {
             .sum()
     }
 
-    fn top_names(&self) -> BTreeSet<&str> {
-        self.files.iter().map(|f| top_level(&f.path)).collect()
+    /// Top-level names of the mount points: the writer never touches them.
+    fn protected(&self) -> Result<BTreeSet<&str>, WriteError> {
+        let mut names = BTreeSet::new();
+        for d in &self.dirs {
+            if let Some(top) = components(d)?.first() {
+                names.insert(*top);
+            }
+        }
+        Ok(names)
     }
 
-    /// True when the volume already holds exactly this layout, so a republish with unchanged
-    /// data leaves the mount read-only and untouched.
+    /// The files as a tree; refuses hostile paths, a path declared twice, a file that would
+    /// also have to be a directory, and a file among the mount points.
+    fn tree(&self, protected: &BTreeSet<&str>) -> Result<Tree<'_>, WriteError> {
+        let mut root = Tree::new();
+        for f in &self.files {
+            let parts = components(&f.path)?;
+            let Some((name, parents)) = parts.split_last() else {
+                return Err(refused(&f.path, "not a relative path"));
+            };
+            if parts.first().is_some_and(|top| protected.contains(top)) {
+                return Err(refused(&f.path, "inside a mount point"));
+            }
+            let mut level = &mut root;
+            for part in parents {
+                let next = level.entry(part).or_insert_with(|| Entry::Dir(Tree::new()));
+                level = match next {
+                    Entry::Dir(sub) => sub,
+                    Entry::File(_) => return Err(refused(&f.path, "below another file")),
+                };
+            }
+            if level.insert(name, Entry::File(f)).is_some() {
+                return Err(refused(&f.path, "declared twice, or also a directory"));
+            }
+        }
+        Ok(root)
+    }
+
+    /// True when the volume holds exactly this layout, so a republish with unchanged data
+    /// leaves the mount read-only and every file untouched. Reads only.
     pub fn is_current(&self, root: &Path) -> bool {
-        self.check_current(root).unwrap_or(false)
-    }
-
-    fn check_current(&self, root: &Path) -> io::Result<bool> {
-        let Some(current) = current_dir(root)? else {
-            return Ok(false);
+        let check = || -> Result<bool, WriteError> {
+            let protected = self.protected()?;
+            let tree = self.tree(&protected)?;
+            let dirs_ok = self.dirs.iter().all(|d| {
+                let mut path = root.to_path_buf();
+                d.split('/').all(|c| {
+                    path.push(c);
+                    is_real_dir(&path)
+                })
+            });
+            Ok(dirs_ok && current(root, &tree, &protected).unwrap_or(false))
         };
-        let dir = root.join(&current);
-        for f in &self.files {
-            let path = dir.join(&f.path);
-            let meta = fs::symlink_metadata(&path)?;
-            let same_meta = meta.is_file()
-                && meta.len() == f.data.len() as u64
-                && meta.mode() & 0o7777 == f.mode
-                && meta.uid() == f.uid
-                && meta.gid() == f.gid;
-            if !same_meta {
-                return Ok(false);
-            }
-            let mut content = Zeroizing::new(Vec::with_capacity(f.data.len()));
-            File::open(&path)?.read_to_end(&mut content)?;
-            if *content != *f.data {
-                return Ok(false);
-            }
-        }
-        if count_files(&dir)? != self.files.len() {
-            return Ok(false);
-        }
-        for name in self.top_names() {
-            let link = fs::read_link(root.join(name)).ok();
-            if link != Some(Path::new(DATA_DIR_LINK).join(name)) {
-                return Ok(false);
-            }
-        }
-        Ok(self.dirs.iter().all(|d| is_real_dir(&root.join(d))))
+        check().unwrap_or(false)
     }
 
-    /// Writes the layout into the volume at `root` (mounted writable) and swaps it in.
-    pub fn write(&self, root: &Path) -> Result<(), WriteError> {
+    /// Brings the volume at `root` (mounted writable) to this layout, touching only what
+    /// differs. Paths are checked before anything is written.
+    pub fn write(&self, root: &Path) -> Result<Written, WriteError> {
+        let protected = self.protected()?;
+        let tree = self.tree(&protected)?;
+        let mut written = Written {
+            converted: fs::symlink_metadata(root.join(LEGACY_DATA_LINK)).is_ok(),
+            ..Written::default()
+        };
         ensure_dirs(root, &self.dirs)?;
-        let ts = new_timestamped_dir(root)?;
-        let dir = root.join(&ts);
-        for f in &self.files {
-            write_file(&dir, f)?;
-        }
-        // The swap: a fresh link, renamed over the old one.
-        let tmp = root.join(DATA_TMP_LINK);
-        remove_if_present(&tmp).map_err(at("removing a stale link", DATA_TMP_LINK))?;
-        std::os::unix::fs::symlink(&ts, &tmp).map_err(at("linking", DATA_TMP_LINK))?;
-        fs::rename(&tmp, root.join(DATA_DIR_LINK)).map_err(at("swapping", DATA_DIR_LINK))?;
-        let names = self.top_names();
-        for name in &names {
-            link_top_level(root, name)?;
-        }
-        remove_stale(root, &ts, &names)
+        sync(root, "", &tree, &protected, &mut written)?;
+        Ok(written)
     }
-}
-
-/// The timestamped directory `..data` points at, if the link is there and well-formed.
-fn current_dir(root: &Path) -> io::Result<Option<PathBuf>> {
-    let target = match fs::read_link(root.join(DATA_DIR_LINK)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let name = target.to_string_lossy();
-    let ok = name.starts_with("..") && !name.contains('/') && name != DATA_DIR_LINK;
-    Ok(ok.then_some(target))
 }
 
 fn is_real_dir(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
-fn count_files(dir: &Path) -> io::Result<usize> {
-    let mut n = 0;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            n += count_files(&entry.path())?;
-        } else {
-            n += 1;
-        }
+fn lstat(path: &Path) -> io::Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
-    Ok(n)
 }
 
-/// Creates the real directories at the root that are missing; an existing one is left as it
-/// is (same inode), since a mount may sit on it.
+/// Whether `dir` holds exactly `tree` (besides the protected names).
+fn current(dir: &Path, tree: &Tree, protected: &BTreeSet<&str>) -> io::Result<bool> {
+    for (name, entry) in tree {
+        let path = dir.join(name);
+        let same = match (entry, lstat(&path)?) {
+            (Entry::File(f), Some(m)) if m.is_file() => unchanged(&path, f)?,
+            (Entry::Dir(sub), Some(m)) if m.is_dir() => current(&path, sub, &BTreeSet::new())?,
+            _ => false,
+        };
+        if !same {
+            return Ok(false);
+        }
+    }
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if !tree.contains_key(name.as_ref()) && !protected.contains(name.as_ref()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// True when the regular file at `path` has `f`'s owner, mode and content. The content is
+/// compared in constant time: how long a republish takes says nothing about a secret.
+fn unchanged(path: &Path, f: &FileSpec) -> io::Result<bool> {
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        // ELOOP: a symlink took the name.
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Ok(false)
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    let len = f.data.len() as u64;
+    if !(meta.is_file()
+        && meta.len() == len
+        && meta.mode() & 0o7777 == f.mode
+        && meta.uid() == f.uid
+        && meta.gid() == f.gid)
+    {
+        return Ok(false);
+    }
+    let mut content = Zeroizing::new(Vec::with_capacity(f.data.len()));
+    file.take(len + 1).read_to_end(&mut content)?;
+    Ok(content.as_slice().ct_eq(f.data.as_slice()).into())
+}
+
+/// Brings `dir` (a real directory, `rel` inside the volume) to `tree`: first every declared
+/// entry, then the removal of what is not declared, so an old-layout link is replaced before
+/// the data it points at goes.
+fn sync(
+    dir: &Path,
+    rel: &str,
+    tree: &Tree,
+    protected: &BTreeSet<&str>,
+    written: &mut Written,
+) -> Result<(), WriteError> {
+    for (name, entry) in tree {
+        let path = dir.join(name);
+        let rel = child(rel, name);
+        let existing = lstat(&path).map_err(at("inspecting", &rel))?;
+        match (entry, existing) {
+            (Entry::File(f), Some(m)) if m.is_file() => {
+                if !unchanged(&path, f).map_err(at("reading", &rel))? {
+                    put_file(&path, f)?;
+                    written.files += 1;
+                }
+            }
+            (Entry::File(f), Some(m)) if m.is_dir() => {
+                // A directory where a file is declared: the targets changed shape, which a
+                // running pod's never do; the name is briefly absent.
+                fs::remove_dir_all(&path).map_err(at("removing a directory in the way", &rel))?;
+                written.removed += 1;
+                put_file(&path, f)?;
+                written.files += 1;
+            }
+            (Entry::File(f), _) => {
+                // Missing, or a symlink of the old layout: a rename replaces either at once.
+                put_file(&path, f)?;
+                written.files += 1;
+            }
+            (Entry::Dir(sub), Some(m)) if m.is_dir() => {
+                sync(&path, &rel, sub, &BTreeSet::new(), written)?
+            }
+            (Entry::Dir(sub), existing) => {
+                new_dir(dir, &path, &rel, sub, existing.is_some(), written)?
+            }
+        }
+    }
+    remove_undeclared(dir, rel, tree, protected, written)
+}
+
+/// Builds the directory `rel` complete under a temporary name in `parent`, then gives it its
+/// name: a rename when the name is free, else an exchange with what holds it (the old
+/// layout's symlink), which is then removed. A lookup sees the old entry or the whole new one.
+fn new_dir(
+    parent: &Path,
+    path: &Path,
+    rel: &str,
+    tree: &Tree,
+    taken: bool,
+    written: &mut Written,
+) -> Result<(), WriteError> {
+    let stage = tempfile::Builder::new()
+        .prefix(TMP_PREFIX)
+        .tempdir_in(parent)
+        .map_err(at("creating a directory for", rel))?;
+    set_dir_mode(stage.path(), rel)?;
+    fill(stage.path(), rel, tree, written)?;
+    if taken {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            stage.path(),
+            rustix::fs::CWD,
+            path,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| at("exchanging the directory", rel)(e.into()))?;
+        // The temporary name now holds what was at `path`.
+        let old = stage.keep();
+        remove_entry(&old).map_err(at("removing the old entry", rel))?;
+        written.removed += 1;
+    } else {
+        fs::rename(stage.path(), path).map_err(at("moving the directory into place", rel))?;
+        let _ = stage.keep();
+    }
+    Ok(())
+}
+
+/// Writes `tree` into the fresh, empty directory `dir`, which no reader can see yet.
+fn fill(dir: &Path, rel: &str, tree: &Tree, written: &mut Written) -> Result<(), WriteError> {
+    for (name, entry) in tree {
+        let path = dir.join(name);
+        match entry {
+            Entry::File(f) => {
+                put_file(&path, f)?;
+                written.files += 1;
+            }
+            Entry::Dir(sub) => {
+                let rel = child(rel, name);
+                DirBuilder::new()
+                    .mode(DIR_MODE)
+                    .create(&path)
+                    .map_err(at("creating the directory", &rel))?;
+                set_dir_mode(&path, &rel)?;
+                fill(&path, &rel, sub, written)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Regardless of the umask.
+fn set_dir_mode(path: &Path, rel: &str) -> Result<(), WriteError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE))
+        .map_err(at("setting the mode of the directory", rel))
+}
+
+fn put_file(path: &Path, f: &FileSpec) -> Result<(), WriteError> {
+    atomic_file::replace(path, &f.data, NewFile::mode(f.mode).owned_by(f.uid, f.gid))
+        .map_err(at("writing", &f.path))
+}
+
+/// Removes from `dir` what the tree does not declare: the old layout's links, `..data` and
+/// timestamped directory, temporary files a crash left, and targets no longer declared
+/// (with the directories that held only them). Protected names are never touched.
+fn remove_undeclared(
+    dir: &Path,
+    rel: &str,
+    tree: &Tree,
+    protected: &BTreeSet<&str>,
+    written: &mut Written,
+) -> Result<(), WriteError> {
+    let entries = fs::read_dir(dir).map_err(at("listing", rel))?;
+    for entry in entries {
+        let entry = entry.map_err(at("listing", rel))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if tree.contains_key(name.as_str()) || protected.contains(name.as_str()) {
+            continue;
+        }
+        let rel = child(rel, &name);
+        let path = entry.path();
+        let kind = entry.file_type().map_err(at("inspecting", &rel))?;
+        if kind.is_dir() && !name.starts_with(RESERVED) {
+            written.removed += clear_dir(&path, &rel)?;
+        } else {
+            remove_entry(&path).map_err(at("removing", &rel))?;
+            written.removed += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Empties a directory that no target is declared in, and removes it if it held anything of
+/// ours; an empty directory that held nothing was not made by this writer and stays.
+fn clear_dir(dir: &Path, rel: &str) -> Result<usize, WriteError> {
+    let mut removed = 0;
+    let entries = fs::read_dir(dir).map_err(at("listing", rel))?;
+    for entry in entries {
+        let entry = entry.map_err(at("listing", rel))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let rel = child(rel, &name);
+        let kind = entry.file_type().map_err(at("inspecting", &rel))?;
+        if kind.is_dir() && !name.starts_with(RESERVED) {
+            removed += clear_dir(&entry.path(), &rel)?;
+        } else {
+            remove_entry(&entry.path()).map_err(at("removing", &rel))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        match fs::remove_dir(dir) {
+            Ok(()) => removed += 1,
+            // Something of a nested directory that held nothing of ours.
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {}
+            Err(e) => return Err(at("removing the directory", rel)(e)),
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes a file, symlink or (old-layout or temporary) directory tree, never following a link.
+fn remove_entry(path: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(path)?.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// Creates the real directories other mounts land on when missing; an existing one is left as
+/// it is (same inode), since a mount may sit on it.
 pub fn ensure_dirs(root: &Path, dirs: &[String]) -> Result<(), WriteError> {
     for d in dirs {
         let mut path = root.to_path_buf();
-        for component in d.split('/') {
+        for component in components(d)? {
             path.push(component);
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => continue,
-                Ok(_) => {
-                    return Err(WriteError {
-                        step: "creating a mount point",
-                        path: d.clone(),
-                        source: io::Error::new(
-                            io::ErrorKind::AlreadyExists,
-                            "something that is not a directory is in the way",
-                        ),
-                    })
+            match lstat(&path).map_err(at("inspecting a mount point", d))? {
+                Some(m) if m.is_dir() => {}
+                Some(_) => {
+                    return Err(at("creating a mount point", d)(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "something that is not a directory is in the way",
+                    )))
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                None => {
                     DirBuilder::new()
-                        .mode(SERVICE_ACCOUNT_DIR_MODE)
+                        .mode(DIR_MODE)
                         .create(&path)
                         .map_err(at("creating a mount point", d))?;
-                    fs::set_permissions(
-                        &path,
-                        fs::Permissions::from_mode(SERVICE_ACCOUNT_DIR_MODE),
-                    )
-                    .map_err(at("setting the mode of a mount point", d))?;
+                    set_dir_mode(&path, d)?;
                 }
-                Err(e) => return Err(at("inspecting a mount point", d)(e)),
             }
         }
     }
     Ok(())
-}
-
-/// `..YYYY_MM_DD_HH_MM_SS.NNNNNNNNN` in UTC, as kubelet names them; a suffix keeps two
-/// writes in the same nanosecond apart.
-fn new_timestamped_dir(root: &Path) -> Result<String, WriteError> {
-    let now = time::OffsetDateTime::now_utc();
-    let base = format!(
-        "..{:04}_{:02}_{:02}_{:02}_{:02}_{:02}.{:09}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second(),
-        now.nanosecond()
-    );
-    for attempt in 0..100u32 {
-        let name = if attempt == 0 {
-            base.clone()
-        } else {
-            format!("{base}_{attempt}")
-        };
-        match DirBuilder::new()
-            .mode(SERVICE_ACCOUNT_DIR_MODE)
-            .create(root.join(&name))
-        {
-            Ok(()) => {
-                fs::set_permissions(
-                    root.join(&name),
-                    fs::Permissions::from_mode(SERVICE_ACCOUNT_DIR_MODE),
-                )
-                .map_err(at("setting the mode of", &name))?;
-                return Ok(name);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(at("creating the data directory", &name)(e)),
-        }
-    }
-    Err(WriteError {
-        step: "creating the data directory",
-        path: base,
-        source: io::Error::from(io::ErrorKind::AlreadyExists),
-    })
-}
-
-fn write_file(dir: &Path, f: &FileSpec) -> Result<(), WriteError> {
-    let path = dir.join(&f.path);
-    if let Some(parent) = path.parent() {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(SERVICE_ACCOUNT_DIR_MODE)
-            .create(parent)
-            .map_err(at("creating the directory of", &f.path))?;
-    }
-    // create_new (O_EXCL) never follows or reuses whatever is at the path.
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(at("creating", &f.path))?;
-    file.write_all(&f.data).map_err(at("writing", &f.path))?;
-    std::os::unix::fs::fchown(&file, Some(f.uid), Some(f.gid))
-        .map_err(at("setting the owner of", &f.path))?;
-    // After the chown, which would clear set-id bits.
-    file.set_permissions(fs::Permissions::from_mode(f.mode))
-        .map_err(at("setting the mode of", &f.path))?;
-    Ok(())
-}
-
-/// Points `name` at `..data/name`, replacing a link that points elsewhere in one rename.
-fn link_top_level(root: &Path, name: &str) -> Result<(), WriteError> {
-    let want = Path::new(DATA_DIR_LINK).join(name);
-    let path = root.join(name);
-    match fs::symlink_metadata(&path) {
-        Ok(m) if m.file_type().is_symlink() => {
-            if fs::read_link(&path).ok().as_deref() == Some(want.as_path()) {
-                return Ok(());
-            }
-        }
-        Ok(_) => {
-            return Err(WriteError {
-                step: "linking",
-                path: name.to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "a directory (mount point) has the same name",
-                ),
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(at("inspecting", name)(e)),
-    }
-    let tmp = root.join(LINK_TMP);
-    remove_if_present(&tmp).map_err(at("removing a stale link", LINK_TMP))?;
-    std::os::unix::fs::symlink(&want, &tmp).map_err(at("linking", name))?;
-    fs::rename(&tmp, &path).map_err(at("linking", name))
-}
-
-/// Removes old timestamped directories and top-level links no longer in the payload; real
-/// directories that are not ours (`kubernetes.io`, mount points) are never touched.
-fn remove_stale(root: &Path, current: &str, names: &BTreeSet<&str>) -> Result<(), WriteError> {
-    let entries = fs::read_dir(root).map_err(at("listing", "."))?;
-    for entry in entries {
-        let entry = entry.map_err(at("listing", "."))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let kind = entry.file_type().map_err(at("inspecting", &name))?;
-        let path = entry.path();
-        if name == DATA_DIR_LINK || name == current {
-            continue;
-        }
-        if name.starts_with("..") {
-            if kind.is_dir() {
-                fs::remove_dir_all(&path).map_err(at("removing the old data", &name))?;
-            } else if kind.is_symlink() {
-                fs::remove_file(&path).map_err(at("removing a stale link", &name))?;
-            }
-        } else if kind.is_symlink() && !names.contains(name.as_str()) {
-            let through_data = fs::read_link(&path)
-                .map(|t| t.starts_with(DATA_DIR_LINK))
-                .unwrap_or(false);
-            if through_data {
-                fs::remove_file(&path).map_err(at("removing a stale link", &name))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn remove_if_present(path: &Path) -> io::Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Overwrites every file of the payload with zeros before the unmount frees the pages: cheap
-/// defence for memory the kernel hands out again.
-pub fn wipe(root: &Path) -> io::Result<usize> {
-    let mut wiped = 0;
-    for entry in fs::read_dir(root)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if entry.file_type()?.is_dir() && name.to_string_lossy().starts_with("..") {
-            wiped += wipe_dir(&entry.path())?;
-        }
-    }
-    Ok(wiped)
-}
-
-fn wipe_dir(dir: &Path) -> io::Result<usize> {
-    let mut wiped = 0;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            wiped += wipe_dir(&entry.path())?;
-        } else if kind.is_file() {
-            let mut file = OpenOptions::new().write(true).open(entry.path())?;
-            let len = file.metadata()?.len();
-            let zeros = [0u8; 8192];
-            let mut left = len;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                file.write_all(&zeros[..n])?;
-                left -= n as u64;
-            }
-            wiped += 1;
-        }
-    }
-    Ok(wiped)
 }

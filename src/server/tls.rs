@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -267,28 +266,14 @@ pub fn ensure_generated(data_dir: &Path, sans: &[String]) -> Result<Generated, T
     Ok(files)
 }
 
-/// Writes through a temporary file and a rename, so a reader never sees half a PEM file. The
-/// temporary file is created fresh (never reused) with its final permissions.
+/// Through the crate's temporary-file-and-rename helper, so a reader (this server's reload, or
+/// a second replica) never sees half a PEM file.
 fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), TlsError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let err = |source| TlsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let _ = fs::remove_file(&tmp);
     let mode = if private { 0o600 } else { 0o644 };
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(err)?;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(err)?;
-    file.write_all(bytes).map_err(err)?;
-    file.sync_all().map_err(err)?;
-    fs::rename(&tmp, path).map_err(err)
+    crate::atomic_file::replace(path, bytes, crate::atomic_file::NewFile::mode(mode)).map_err(
+        |source| TlsError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
+    )
 }

@@ -158,8 +158,8 @@ fn check_relative(rel: &str) -> Result<(), TargetError> {
     if rel.split('/').any(|c| c.starts_with("..")) {
         return Err(TargetError::ReservedDotDot(rel.to_string()));
     }
-    // The whole `kubernetes.io` directory stays out of the atomic writer's reach: a republish
-    // that swapped it would take the token mount point with it.
+    // The whole `kubernetes.io` directory stays out of the volume writer's reach: a republish
+    // that replaced anything in it could take the token mount point with it.
     if is_dir_prefix("kubernetes.io", rel) {
         return Err(TargetError::ServiceAccount(rel.to_string()));
     }

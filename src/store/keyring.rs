@@ -3,9 +3,9 @@
 //! the server's namespace for the Kubernetes store. The stored text is a plain keyring or a
 //! wrapped one ([`crate::seal::wrapped`]); what it takes to open it is decided here.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -15,6 +15,7 @@ use kube::Api;
 use zeroize::Zeroizing;
 
 use super::{io_error, StoreError};
+use crate::atomic_file::{self, NewFile};
 use crate::seal::protector::{missing_protector, ProtectError, Protector};
 use crate::seal::wrapped::{PayloadKey, ProtectorRecord, StoredKeyring, WrappedKeyring};
 use crate::seal::{Keyring, LiveKeyring, PublicKeys};
@@ -186,15 +187,12 @@ impl KeyringPlace {
             KeyringPlace::File(dir) => {
                 fs::create_dir_all(dir).map_err(io_error("creating", dir))?;
                 let path = dir.join(KEYRING_FILE);
-                let tmp = write_private_temp(dir, text).map_err(self.io("creating"))?;
-                // Publish-by-link: atomic create-if-absent, so the CLI and the server starting
-                // at once end up with the same keyring.
-                let linked = fs::hard_link(&tmp, &path);
-                let _ = fs::remove_file(&tmp);
-                match linked {
+                // A no-clobber create, so the CLI and the server starting at once end up with
+                // the same keyring.
+                match atomic_file::create(&path, text.as_bytes(), NewFile::mode(0o600)) {
                     Ok(()) => Ok(true),
                     Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-                    Err(e) => Err(self.io("publishing")(e)),
+                    Err(e) => Err(self.io("creating")(e)),
                 }
             }
             KeyringPlace::Secret {
@@ -228,15 +226,8 @@ impl KeyringPlace {
         match self {
             KeyringPlace::File(dir) => {
                 let path = dir.join(KEYRING_FILE);
-                let tmp = write_private_temp(dir, text).map_err(self.io("writing"))?;
-                let renamed = fs::rename(&tmp, &path);
-                if renamed.is_err() {
-                    let _ = fs::remove_file(&tmp);
-                }
-                renamed.map_err(self.io("replacing"))?;
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(self.io("syncing the directory of"))
+                atomic_file::replace(&path, text.as_bytes(), NewFile::mode(0o600))
+                    .map_err(self.io("replacing"))
             }
             KeyringPlace::Secret {
                 client,
@@ -412,25 +403,6 @@ fn secret(namespace: &str, name: &str, text: &str) -> Secret {
         ),
         ..Default::default()
     }
-}
-
-/// A fresh `.keyring-<pid>.tmp` in `dir`, mode 0600, written and fsynced.
-fn write_private_temp(dir: &Path, text: &str) -> std::io::Result<PathBuf> {
-    let tmp = dir.join(format!(".keyring-{}.tmp", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all());
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(tmp)
 }
 
 /// Reads an opened keyring file after checking, on the open file, that only its owner can

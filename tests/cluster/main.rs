@@ -21,6 +21,8 @@ mod api;
 mod bench;
 mod chart;
 mod kit;
+#[path = "../common/legacy_layout.rs"]
+mod legacy_layout;
 mod scenarios;
 mod system;
 

@@ -1,26 +1,37 @@
-//! The volume's life with a real kubelet: republish, a node plugin restart, unpublish.
+//! The volume's life with a real kubelet: republish, a node plugin upgrade under a running pod,
+//! unpublish.
 
 use std::time::Duration;
 
-use super::pods::READER;
+use super::pods::{layout, READER};
 use super::{metric, pod_dir, pod_mounts, volume_target};
 use crate::api::pod;
 use crate::eventually;
+use crate::legacy_layout;
 use crate::system::values::DB;
 use crate::system::{System, SHOP};
 
 const REPUBLISHES: &str = "runsecrets_node_publishes_total";
 
-/// The files every reader check compares, and where `..data` points (a republish with
-/// unchanged data must leave the volume alone).
-fn snapshot(system: &System) -> (String, String, String) {
+/// What every reader check compares: the files' content, and the volume's layout without
+/// following links (kind, mode, owner and inode of each entry: a republish with unchanged data
+/// must leave every file alone). The service-account token must stay readable throughout.
+fn snapshot(system: &System) -> (String, String, Vec<[String; 6]>) {
     let k = &system.k;
-    let data = k.exec(SHOP, READER, "app", "readlink /run/secrets/..data");
-    assert!(data.ok, "readlink ..data: {}", data.stderr);
+    let token = k.read(
+        SHOP,
+        READER,
+        "app",
+        "/run/secrets/kubernetes.io/serviceaccount/token",
+    );
+    assert!(
+        token.starts_with("ey"),
+        "the service-account token is readable"
+    );
     (
         k.read(SHOP, READER, "app", "/run/secrets/db_password"),
         k.read(SHOP, READER, "app", "/run/secrets/tls/key.pem"),
-        data.stdout,
+        layout(system),
     )
 }
 
@@ -73,7 +84,7 @@ pub fn republish_keeps_files(system: &mut System) {
     assert_eq!(
         snapshot(system),
         before,
-        "same files, same ..data: unchanged data leaves the volume alone"
+        "same files, same inodes: unchanged data leaves the volume alone"
     );
     let restarts = system
         .k
@@ -87,6 +98,10 @@ pub fn republish_keeps_files(system: &mut System) {
     assert_eq!(restarts, 0, "no container restarted");
 }
 
+/// The plugin is upgraded under a running pod: stopped (the pod keeps its files), its volume
+/// left as the previous version wrote it (kubelet's `..data` layout, rebuilt here from the
+/// volume's own files), a process in the container holding files opened through the old links;
+/// the new plugin converts the volume at kubelet's next republish, and answers a new pod.
 pub fn node_restart(system: &mut System) {
     let before = snapshot(system);
     let status = system
@@ -103,10 +118,62 @@ pub fn node_restart(system: &mut System) {
         "files stay while the plugin is down"
     );
 
+    let target = volume_target(system, &system.k.pod(SHOP, READER));
+    legacy_layout::with_writable(&target, || {
+        legacy_layout::to_legacy(&target, &["kubernetes.io"])
+    })
+    .expect("remounting the reader's volume")
+    .expect("rewriting it in the old layout");
+    let k = &system.k;
+    let links = k.exec(
+        SHOP,
+        READER,
+        "app",
+        "readlink /run/secrets/..data; readlink /run/secrets/tls",
+    );
+    assert!(
+        links.ok,
+        "the old layout in the container: {}",
+        links.stderr
+    );
+    assert_eq!(
+        links.stdout,
+        format!("{}\n..data/tls\n", legacy_layout::LEGACY_DIR)
+    );
+    let holder = k.exec(
+        SHOP,
+        READER,
+        "app",
+        "exec 3</run/secrets/db_password 4</run/secrets/tls/key.pem; \
+         sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /holder",
+    );
+    assert!(holder.ok, "starting the holder: {}", holder.stderr);
+
     system.run_node();
     // The new process serves kubelet's next call on the running pod's volume...
     republish(system, "2");
-    assert_eq!(snapshot(system), before, "files stay across the restart");
+    let after = snapshot(system);
+    assert_eq!(
+        (after.0.clone(), after.1.clone()),
+        contents_of(&before),
+        "the same files, now in Swarm's layout (checked by the snapshot)"
+    );
+    let k = &system.k;
+    let held = k.exec(
+        SHOP,
+        READER,
+        "app",
+        "p=$(cat /holder); cat /proc/$p/fd/3; echo; cat /proc/$p/fd/4; kill $p",
+    );
+    assert!(held.ok, "reading the holder's files: {}", held.stderr);
+    assert_eq!(
+        held.stdout,
+        format!("{}\n{}", before.0, before.1),
+        "files opened through the old links still read after the conversion"
+    );
+    // ...keeps it as it is at the one after...
+    republish(system, "3");
+    assert_eq!(snapshot(system), after, "converted once: same inodes since");
     // ...and a new pod's first publish.
     let name = "after-restart";
     let out = system.k.create(&pod(SHOP, name, Some(DB)));
@@ -117,6 +184,10 @@ pub fn node_restart(system: &mut System) {
         system.values.db
     );
     system.k.delete(SHOP, &format!("pod/{name}"));
+}
+
+fn contents_of(snapshot: &(String, String, Vec<[String; 6]>)) -> (String, String) {
+    (snapshot.0.clone(), snapshot.1.clone())
 }
 
 pub fn delete_unmounts(system: &mut System) {

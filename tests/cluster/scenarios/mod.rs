@@ -40,7 +40,7 @@ pub const ALL: [(&str, Scenario); 16] = [
         refusals::other_namespace,
     ),
     (
-        "refused: a service account the secret is not granted to",
+        "refused: a service account the secret is not granted to (webhook, and a hand-written volume at delivery)",
         refusals::service_account_not_granted,
     ),
     (

@@ -15,8 +15,97 @@ pub const READER: &str = "reader";
 /// Short syntax, long syntax with owner and mode, and an absolute target outside /run/secrets.
 pub fn reader_annotation() -> String {
     format!(
-        "{DB}\nsource={TLS},target=tls/key.pem,uid=999,gid=999,mode=0400\nsrc={API},target=/etc/app/token,mode=0440\n"
+        "{DB}\nsource={TLS},target=tls/key.pem,uid=1000,gid=1000,mode=0400\nsrc={API},target=/etc/app/token,mode=0440\n"
     )
+}
+
+/// The reader's volume as its `app` container sees it without following links, as Swarm lays
+/// it out: `(path, kind, mode, uid, gid, inode)` of each entry, from busybox `stat -c`.
+pub fn layout(system: &System) -> Vec<[String; 6]> {
+    let paths = [
+        "/run/secrets/db_password",
+        "/run/secrets/tls",
+        "/run/secrets/tls/key.pem",
+        "/run/secrets/.external/etc/app/token",
+    ];
+    let out = system.k.exec(
+        SHOP,
+        READER,
+        "app",
+        &format!("stat -c '%n|%F|%a|%u|%g|%i' {}", paths.join(" ")),
+    );
+    assert!(out.ok, "stat: {}", out.stderr);
+    let rows: Vec<[String; 6]> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let f: Vec<String> = l.split('|').map(str::to_string).collect();
+            f.try_into()
+                .unwrap_or_else(|f: Vec<String>| panic!("stat line {f:?}"))
+        })
+        .collect();
+    let shape: Vec<[&str; 5]> = rows
+        .iter()
+        .map(|r| [&*r[0], &*r[1], &*r[2], &*r[3], &*r[4]])
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ["/run/secrets/db_password", "regular file", "444", "0", "0"],
+            ["/run/secrets/tls", "directory", "755", "0", "0"],
+            [
+                "/run/secrets/tls/key.pem",
+                "regular file",
+                "400",
+                "1000",
+                "1000"
+            ],
+            [
+                "/run/secrets/.external/etc/app/token",
+                "regular file",
+                "440",
+                "0",
+                "0"
+            ],
+        ],
+        "stat without -L: regular files with the declared owner and mode, a real directory"
+    );
+    // `ls -ln` as a user runs it: no link, no `..data`, nothing but the targets and the
+    // service-account mount point.
+    let ls = system
+        .k
+        .exec(SHOP, READER, "app", "ls -lna /run/secrets /run/secrets/tls");
+    assert!(ls.ok, "ls: {}", ls.stderr);
+    let mut names = Vec::new();
+    for line in ls.stdout.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(perms), Some(name)) = (fields.next(), line.split_whitespace().last()) else {
+            continue;
+        };
+        if perms.len() != 10 {
+            continue; // "total N", a directory heading, a blank line
+        }
+        assert!(!perms.starts_with('l'), "a symlink in the volume: {line}");
+        names.push(name.to_string());
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".",
+            ".",
+            "..",
+            "..",
+            ".external",
+            "db_password",
+            "key.pem",
+            "kubernetes.io",
+            "tls"
+        ],
+        "ls -lna /run/secrets /run/secrets/tls:\n{}",
+        ls.stdout
+    );
+    rows
 }
 
 pub fn reads_its_secrets(system: &mut System) {
@@ -24,9 +113,9 @@ pub fn reads_its_secrets(system: &mut System) {
     let mut spec = pod(SHOP, READER, Some(&reader_annotation()));
     // Containers running as the file's owner and as someone else.
     let mut owner = container("owner");
-    owner["securityContext"] = json!({"runAsUser": 999, "runAsGroup": 999});
+    owner["securityContext"] = json!({"runAsUser": 1000, "runAsGroup": 1000});
     let mut stranger = container("stranger");
-    stranger["securityContext"] = json!({"runAsUser": 1000, "runAsGroup": 1000});
+    stranger["securityContext"] = json!({"runAsUser": 999, "runAsGroup": 999});
     spec["spec"]["containers"]
         .as_array_mut()
         .expect("containers")
@@ -83,24 +172,24 @@ pub fn reads_its_secrets(system: &mut System) {
     );
     assert_eq!(k.read(SHOP, READER, "app", "/etc/app/token"), v.api);
 
-    // Owner, group and mode as declared (defaults 0:0 0444); stat -L follows ..data links.
-    let stat = k.exec(
-        SHOP,
-        READER,
-        "app",
-        "stat -L -c '%u:%g:%a' /run/secrets/db_password /run/secrets/tls/key.pem /etc/app/token",
-    );
+    // Owner, group and mode as declared (defaults 0:0 0444), on the entries themselves: the
+    // volume is laid out as Swarm does, regular files and real directories, no links.
+    layout(system);
+    let stat = k.exec(SHOP, READER, "app", "stat -c '%u:%g:%a' /etc/app/token");
     assert!(stat.ok, "stat: {}", stat.stderr);
-    assert_eq!(stat.stdout, "0:0:444\n999:999:400\n0:0:440\n");
+    assert_eq!(
+        stat.stdout, "0:0:440\n",
+        "the subPath mount of the absolute target"
+    );
     assert_eq!(
         k.read(SHOP, READER, "owner", "/run/secrets/tls/key.pem"),
         v.tls,
-        "uid 999 reads its 0400 file"
+        "uid 1000 reads its 0400 file"
     );
     let denied = k.exec(SHOP, READER, "stranger", "cat /run/secrets/tls/key.pem");
     assert!(
         !denied.ok && denied.stderr.contains("Permission denied"),
-        "uid 1000 must not read a 0400 file of uid 999: {denied:?}"
+        "uid 999 must not read a 0400 file of uid 1000: {denied:?}"
     );
     assert_eq!(
         k.read(SHOP, READER, "stranger", "/run/secrets/db_password"),
