@@ -350,34 +350,50 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Like [`parse_duration`], and zero is allowed.
+/// Like [`parse_duration`], and zero is allowed. humantime's syntax (`250ms`, `5s`, `1m30s`,
+/// `12h`, `30d`), plus a bare number of seconds as the flags have always taken.
 pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 250ms, 5s, 2m or 30d"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" | "h" | "d" => {
-            let unit_secs = match unit {
-                "m" => 60,
-                "h" => 3600,
-                _ => 86_400,
-            };
-            n.checked_mul(unit_secs)
-                .map(Duration::from_secs)
-                .ok_or_else(|| format!("{s:?} is too long"))
-        }
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h, d)")),
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{s:?} is too long"));
     }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration like 250ms, 5s, 1m30s or 30d ({e})"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        for (text, secs) in [
+            ("250ms", 0.25),
+            ("5s", 5.0),
+            ("1m30s", 90.0),
+            ("2h", 7200.0),
+            ("30d", 2_592_000.0),
+            ("10", 10.0),
+        ] {
+            assert_eq!(
+                parse_duration(text).map(|d| d.as_secs_f64()),
+                Ok(secs),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("0s")
+            .unwrap_err()
+            .contains("greater than zero"));
+        let e = parse_duration("soon").unwrap_err();
+        assert!(
+            e.contains("not a duration like 250ms, 5s, 1m30s or 30d"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_namespace_is_the_flag_the_pods_own_or_runsecrets() {
