@@ -4,15 +4,15 @@
 //! ([`super::tokenreview`]). Without a cluster, [`LocalAuthenticator`] stands in: a node token
 //! file in the data directory, and pod tokens whose claims are read without a signature check.
 
-// The node token is compared in constant time: how long a refusal takes tells nothing.
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use subtle::ConstantTimeEq;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Deserialize;
+// The node token is compared in constant time: how long a refusal takes tells nothing.
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::wire::TOKEN_AUDIENCE;
