@@ -283,7 +283,7 @@ async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = api.kubeconfig(dir.path(), "runsecrets");
     // This binary's only test that reads KUBECONFIG; set before any client is built.
-    unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+    std::env::set_var("KUBECONFIG", &kubeconfig);
     // No --authenticator: a Kubernetes store means TokenReview.
     let server = start(
         dir.path(),

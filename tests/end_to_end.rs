@@ -25,7 +25,7 @@ async fn a_declared_secret_reaches_the_pod_and_only_that_pod() {
     let data = tempfile::tempdir().expect("tmp");
     let kubeconfig = api.kubeconfig(data.path(), "runsecrets");
     // The only test of this binary; set before any client is built.
-    unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+    std::env::set_var("KUBECONFIG", &kubeconfig);
 
     // The pod token kubelet put in the captured volume context reviews as shop/web, bound to
     // pod web-sa; the node plugin's own token reviews as runsecrets/runsecrets-node.

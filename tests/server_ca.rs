@@ -57,7 +57,7 @@ async fn replicas_share_one_ca_and_publish_it_to_the_webhooks_and_the_node_plugi
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = api.kubeconfig(dir.path(), "runsecrets");
     // The only test of this binary; set before any client is built.
-    unsafe { std::env::set_var("KUBECONFIG", &kubeconfig) };
+    std::env::set_var("KUBECONFIG", &kubeconfig);
     let admission = "/apis/admissionregistration.k8s.io/v1";
 
     // As after `helm install`: the server starts before the webhook configurations exist.
