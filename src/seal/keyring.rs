@@ -3,6 +3,7 @@
 //! zeroizing buffers and never appear in Debug output.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -22,10 +23,23 @@ pub struct KeyEntry {
     pub created: String,
     /// Keyrings from before suites have none: theirs are X25519 keys.
     #[serde(default)]
-    pub suite: Suite,
+    suite: Suite,
     /// Base64 of the 32-byte private key: the X25519 scalar, or the X-Wing seed that the
     /// ML-KEM-768 and X25519 keys are expanded from.
     private: Zeroizing<String>,
+    /// The private key parsed, on first use: parsing an X-Wing seed expands it (an ML-KEM-768
+    /// key generation), which every open would otherwise repeat. Wiped on drop by the KEM
+    /// crates (x25519-dalek, x-wing).
+    #[serde(skip)]
+    parsed: OnceLock<Decap>,
+}
+
+/// A private key ready to decapsulate with.
+#[derive(Clone)]
+pub(super) enum Decap {
+    X25519(<X25519HkdfSha256 as Kem>::PrivateKey),
+    /// Boxed: the expanded key is 1.6 KB.
+    XWing(Box<<XWing as Kem>::PrivateKey>),
 }
 
 impl fmt::Debug for KeyEntry {
@@ -106,11 +120,27 @@ impl KeyEntry {
             created,
             suite,
             private,
+            parsed: OnceLock::new(),
         }
     }
 
-    /// The private key as `K` reads it; `K` must be this key's suite.
-    pub(super) fn private_key<K: Kem>(&self) -> Result<K::PrivateKey, SealError> {
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The private key, parsed once for this entry's suite.
+    pub(super) fn decap(&self) -> Result<&Decap, SealError> {
+        if let Some(parsed) = self.parsed.get() {
+            return Ok(parsed);
+        }
+        let parsed = match self.suite {
+            Suite::X25519 => Decap::X25519(self.parse::<X25519HkdfSha256>()?),
+            Suite::XWing => Decap::XWing(Box::new(self.parse::<XWing>()?)),
+        };
+        Ok(self.parsed.get_or_init(|| parsed))
+    }
+
+    fn parse<K: Kem>(&self) -> Result<K::PrivateKey, SealError> {
         let raw = Zeroizing::new(
             B64.decode(self.private.as_bytes())
                 .map_err(|_| self.bad())?,
@@ -118,14 +148,10 @@ impl KeyEntry {
         K::PrivateKey::from_bytes(&raw).map_err(|_| self.bad())
     }
 
-    fn public_bytes<K: Kem>(&self) -> Result<Vec<u8>, SealError> {
-        Ok(K::sk_to_pk(&self.private_key::<K>()?).to_bytes().to_vec())
-    }
-
     pub fn public(&self) -> Result<PublicKey, SealError> {
-        let bytes = match self.suite {
-            Suite::X25519 => self.public_bytes::<X25519HkdfSha256>()?,
-            Suite::XWing => self.public_bytes::<XWing>()?,
+        let bytes = match self.decap()? {
+            Decap::X25519(sk) => X25519HkdfSha256::sk_to_pk(sk).to_bytes().to_vec(),
+            Decap::XWing(sk) => XWing::sk_to_pk(sk).to_bytes().to_vec(),
         };
         Ok(PublicKey {
             id: self.id.clone(),

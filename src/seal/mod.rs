@@ -20,6 +20,7 @@ use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::{X25519HkdfSha256, XWing};
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use keyring::Decap;
 use zeroize::Zeroizing;
 
 /// Length of a key id: 16 hex digits of the SHA-256 of the public key.
@@ -174,19 +175,17 @@ pub fn open(
     let entry = keyring
         .find(parts.key_id)
         .ok_or_else(|| SealError::UnknownKey(parts.key_id.to_string()))?;
-    if entry.suite != parts.suite {
+    if entry.suite() != parts.suite {
         return Err(SealError::SuiteMismatch {
             key: entry.id.clone(),
-            held: entry.suite,
+            held: entry.suite(),
             sealed: parts.suite,
         });
     }
     let aad = aad(namespace, name, parts.key_id);
-    match parts.suite {
-        Suite::X25519 => {
-            open_with::<X25519HkdfSha256>(&entry.private_key::<X25519HkdfSha256>()?, &parts, &aad)
-        }
-        Suite::XWing => open_with::<XWing>(&entry.private_key::<XWing>()?, &parts, &aad),
+    match entry.decap()? {
+        Decap::X25519(sk) => open_with::<X25519HkdfSha256>(sk, &parts, &aad),
+        Decap::XWing(sk) => open_with::<XWing>(sk, &parts, &aad),
     }
 }
 

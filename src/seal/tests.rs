@@ -143,7 +143,7 @@ fn a_mixed_keyring_opens_both_suites_and_seals_with_the_newest() {
         Ok((Suite::XWing, id))
     );
     let ring = Keyring::from_json(&ring.to_json()).expect("round trip");
-    let suites: Vec<Suite> = ring.keys().iter().map(|k| k.suite).collect();
+    let suites: Vec<Suite> = ring.keys().iter().map(|k| k.suite()).collect();
     assert_eq!(suites, [Suite::X25519, Suite::XWing]);
     for envelope in [&old, &new] {
         assert_eq!(opened(&ring, envelope).as_deref(), Ok(PLAINTEXT));

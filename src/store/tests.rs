@@ -337,7 +337,7 @@ fn the_largest_secret_sealed_with_xwing_is_stored_and_opens() {
 fn envelopes_sealed_before_suites_still_open() {
     let ring = Keyring::from_json(include_str!("../../tests/fixtures/seal/rse1-keyring.json"))
         .expect("an old keyring reads");
-    assert_eq!(ring.keys()[0].suite, crate::seal::Suite::X25519);
+    assert_eq!(ring.keys()[0].suite(), crate::seal::Suite::X25519);
     let record: SecretRecord =
         serde_json::from_str(include_str!("../../tests/fixtures/seal/rse1-record.json"))
             .expect("record");

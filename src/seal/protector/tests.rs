@@ -224,7 +224,7 @@ fn a_wrapped_keyring_round_trips_xwing_keys() {
         .expect("public");
     let envelope = seal(public.newest().expect("newest"), "shop", "db", b"v").expect("seals");
     let (opened, _) = protector.unwrap(&stored).expect("opens");
-    assert_eq!(opened.keys()[1].suite, Suite::XWing);
+    assert_eq!(opened.keys()[1].suite(), Suite::XWing);
     assert_eq!(
         open(&opened, "shop", "db", &envelope)
             .expect("opens")
