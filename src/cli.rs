@@ -104,7 +104,14 @@ pub enum KeysVerb {
     /// List the keys: id, algorithm, creation time, and which one seals new secrets.
     Ls,
     /// Add a new sealing key; older keys keep opening what they sealed.
-    Rotate(OpenArgs),
+    Rotate {
+        /// The new key's suite: x25519, or xwing (X25519 + ML-KEM-768, post-quantum).
+        /// Default: the sealing key's suite, so a rotation never moves back to X25519.
+        #[arg(long, env = "RUNSECRETS_KEM", value_enum)]
+        kem: Option<crate::seal::Suite>,
+        #[command(flatten)]
+        open: OpenArgs,
+    },
     /// Remove a key; refused while a stored secret is sealed with it, and for the sealing key.
     Retire {
         key_id: String,

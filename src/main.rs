@@ -395,21 +395,22 @@ fn keys(args: KeysCommand) -> anyhow::Result<String> {
             };
             Ok(secrets::ls_table(&public))
         }
-        KeysVerb::Rotate(open) => {
+        KeysVerb::Rotate { kem, open } => {
             let protector = protector(&open)?;
             let opener = protector.as_ref().map_or(Opener::Plain, Opener::Protector);
             let changed = on(
                 &kube,
                 &place,
-                place.rotate(&opener, std::time::Duration::ZERO),
+                place.rotate(&opener, std::time::Duration::ZERO, kem),
             )?;
             let public = changed.ring.public_keys()?;
             publish(&public)?;
             let newest = public.newest()?;
             Ok(format!(
-                "{}\nnew secrets are sealed with key {}; the {} older key(s) keep opening what they sealed\n",
+                "{}\nnew secrets are sealed with key {} ({}); the {} older key(s) keep opening what they sealed\n",
                 newest.id,
                 newest.id,
+                newest.suite,
                 public.keys.len() - 1
             ))
         }

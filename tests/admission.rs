@@ -782,3 +782,80 @@ fn run_secrets_that_break_the_rules_are_refused_at_creation() {
     .unwrap();
     assert!(update.decision.allowed);
 }
+
+/// A RunSecret sealed to an X-Wing key is admitted up to Swarm's size limit (its envelope
+/// carries a 1120-byte encapsulation on top); one relabelled to another suite's key, or naming
+/// a suite this build does not open, is refused with what is wrong.
+#[test]
+fn xwing_run_secrets_are_admitted_up_to_swarms_limit() {
+    use base64::Engine;
+    use runsecrets::admission::{review_with, Context};
+    use runsecrets::seal::{Keyring, Suite};
+    use runsecrets::store::envelope_digest;
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+    let mut ring = Keyring::generate();
+    ring.add_key(Suite::XWing);
+    let keys = ring.public_keys().unwrap();
+    let largest = vec![b'x'; runsecrets::store::MAX_SECRET_BYTES - 1];
+    let yaml = runsecrets::secrets::seal_manifest(
+        &keys,
+        "shop",
+        "tls_key",
+        zeroize::Zeroizing::new(largest),
+        Default::default(),
+        vec![],
+    )
+    .unwrap();
+    let good: Value = serde_norway::from_str(&yaml).unwrap();
+    let verdict = |object: &Value| -> (bool, String) {
+        let ctx = Context {
+            keys: Some(&keys),
+            ..Context::default()
+        };
+        let body = run_secret_review(object.clone(), "CREATE");
+        let answer = review_with(Endpoint::Validate(Levels::default()), ctx, &body).unwrap();
+        let r: Value = serde_json::from_slice(&answer.body).unwrap();
+        let message = r["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (r["response"]["allowed"] == true, message)
+    };
+    assert_eq!(verdict(&good), (true, String::new()));
+    assert_eq!(good["spec"]["size"], 511_999);
+    // The envelope edited, and the spec made to agree with it (digest, key id).
+    let edited = |edit: &dyn Fn(&mut Vec<u8>)| -> Value {
+        let mut envelope = B64
+            .decode(good["spec"]["ciphertext"].as_str().unwrap())
+            .unwrap();
+        edit(&mut envelope);
+        let mut object = good.clone();
+        object["spec"]["ciphertext"] = B64.encode(&envelope).into();
+        object["spec"]["digest"] = envelope_digest(&envelope).into();
+        object["spec"]["keyId"] = String::from_utf8_lossy(&envelope[10..26])
+            .into_owned()
+            .into();
+        object
+    };
+    let classic = keys.keys[0].id.clone();
+    let relabelled = edited(&|e| e[10..26].copy_from_slice(classic.as_bytes()));
+    assert_eq!(
+        verdict(&relabelled),
+        (
+            false,
+            format!(
+                "spec.ciphertext names suite xwing but key {classic} is an x25519 key: it was altered"
+            )
+        )
+    );
+    let p256 = edited(&|e| e[4..6].copy_from_slice(&[0x00, 0x10]));
+    assert_eq!(
+        verdict(&p256).1,
+        "spec.ciphertext: ciphertext was sealed with an HPKE suite this runsecrets does not open (KEM 0x0010, KDF 0x0001, AEAD 0x0003; it opens x25519 and xwing with HKDF-SHA256 and ChaCha20-Poly1305): upgrade runsecrets"
+    );
+    let truncated = edited(&|e| e.truncate(1100));
+    assert_eq!(
+        verdict(&truncated).1,
+        "spec.ciphertext is not a runsecrets envelope"
+    );
+}

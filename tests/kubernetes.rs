@@ -11,7 +11,7 @@ use common::apiserver::ApiServer;
 use runsecrets::delivery::auth::{AuthError, Authenticator};
 use runsecrets::delivery::tokenreview::TokenReviewer;
 use runsecrets::delivery::SecretLookup;
-use runsecrets::seal::Keyring;
+use runsecrets::seal::{Keyring, Suite};
 use runsecrets::secrets::{self, Cluster, WorkloadRef};
 use runsecrets::store::catalogue::{Catalogue, Presence};
 use runsecrets::store::kubernetes::{self, KubeCatalogue, KubeStore};
@@ -776,9 +776,9 @@ fn replicas_renewing_at_once_make_one_key() {
     let month = Duration::from_secs(30 * 86_400);
     let (ra, rb, rc) = rt.block_on(async {
         tokio::join!(
-            a.rotate(&Opener::Plain, month),
-            b.rotate(&Opener::Plain, month),
-            c.rotate(&Opener::Plain, month)
+            a.rotate(&Opener::Plain, month, None),
+            b.rotate(&Opener::Plain, month, None),
+            c.rotate(&Opener::Plain, month, None)
         )
     });
     let results = [ra.expect("a"), rb.expect("b"), rc.expect("c")];
@@ -807,7 +807,7 @@ fn replicas_renewing_at_once_make_one_key() {
     );
     // Later: nothing is due, nobody writes.
     let again = rt
-        .block_on(a.rotate(&Opener::Plain, month))
+        .block_on(a.rotate(&Opener::Plain, month, None))
         .expect("rotate");
     assert!(!again.written);
     assert_eq!(server.puts(), 1);
@@ -844,7 +844,7 @@ fn a_runsecret_is_replaced_by_its_resealed_record() {
                 .next()
         })
         .expect("object");
-    ring.add_key();
+    ring.add_key(Suite::X25519);
     let newest = ring.newest().expect("newest");
     let envelope = runsecrets::seal::reseal(
         &ring,

@@ -59,24 +59,33 @@ pub fn check(request: &wire::Request, keys: Option<&PublicKeys>) -> Option<Denia
     if spec.digest != envelope_digest(&envelope) {
         return Some(invalid("spec.digest does not match spec.ciphertext".into()));
     }
-    match (seal::key_id(&envelope), seal::plaintext_len(&envelope)) {
-        (Ok(id), Ok(len)) if id == spec.key_id && len as i64 == spec.size => {}
-        (Ok(_), Ok(_)) => {
-            return Some(invalid(
-                "spec.keyId or spec.size does not match the sealed envelope".into(),
-            ))
+    let header = match seal::header(&envelope) {
+        Ok(header) => header,
+        Err(e @ (seal::SealError::UnknownFormat(_) | seal::SealError::UnknownSuite(_))) => {
+            return Some(invalid(format!("spec.ciphertext: {e}")))
         }
-        _ => {
+        Err(_) => {
             return Some(invalid(
                 "spec.ciphertext is not a runsecrets envelope".into(),
             ))
         }
+    };
+    if header.key_id != spec.key_id || i64::try_from(header.plaintext_len).ok() != Some(spec.size) {
+        return Some(invalid(
+            "spec.keyId or spec.size does not match the sealed envelope".into(),
+        ));
     }
     if let Some(keys) = keys {
-        if !keys.keys.iter().any(|k| k.id == spec.key_id) {
+        let Some(key) = keys.keys.iter().find(|k| k.id == spec.key_id) else {
             return Some(invalid(format!(
                 "spec.keyId {:?} is not a key of this cluster; seal with its public keys (GET /v1/keys)",
                 spec.key_id
+            )));
+        };
+        if key.suite != header.suite {
+            return Some(invalid(format!(
+                "spec.ciphertext names suite {} but key {} is an {} key: it was altered",
+                header.suite, key.id, key.suite
             )));
         }
     }

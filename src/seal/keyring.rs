@@ -1,20 +1,19 @@
-//! The keyring: X25519 key pairs with ids. New keys are added, old ones kept so existing
-//! secrets still open; the newest seals. Private keys live in zeroizing buffers and never
-//! appear in Debug output.
+//! The keyring: key pairs with ids, each of a suite (X25519 or X-Wing). New keys are added,
+//! old ones kept so existing secrets still open; the newest seals. Private keys live in
+//! zeroizing buffers and never appear in Debug output.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, Kem as _, Serializable};
+use hpke::kem::{X25519HkdfSha256, XWing};
+use hpke::{Deserializable, Kem, Serializable};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::{hex, now_rfc3339, SealError, KEY_ID_LEN};
-
-type Kem = X25519HkdfSha256;
+use super::{hex, now_rfc3339, SealError, Suite, KEY_ID_LEN};
 
 /// One key pair of the keyring.
 #[derive(Clone, Serialize, Deserialize)]
@@ -22,8 +21,25 @@ pub struct KeyEntry {
     pub id: String,
     /// RFC 3339 creation time, for people; the order of the list is what counts.
     pub created: String,
-    /// Base64 of the 32-byte X25519 private key.
+    /// Keyrings from before suites have none: theirs are X25519 keys.
+    #[serde(default)]
+    suite: Suite,
+    /// Base64 of the 32-byte private key: the X25519 scalar, or the X-Wing seed that the
+    /// ML-KEM-768 and X25519 keys are expanded from.
     private: Zeroizing<String>,
+    /// The private key parsed, on first use: parsing an X-Wing seed expands it (an ML-KEM-768
+    /// key generation), which every open would otherwise repeat. Wiped on drop by the KEM
+    /// crates (x25519-dalek, x-wing).
+    #[serde(skip)]
+    parsed: OnceLock<Decap>,
+}
+
+/// A private key ready to decapsulate with.
+#[derive(Clone)]
+pub(super) enum Decap {
+    X25519(<X25519HkdfSha256 as Kem>::PrivateKey),
+    /// Boxed: the expanded key is 1.6 KB.
+    XWing(Box<<XWing as Kem>::PrivateKey>),
 }
 
 impl fmt::Debug for KeyEntry {
@@ -31,6 +47,7 @@ impl fmt::Debug for KeyEntry {
         f.debug_struct("KeyEntry")
             .field("id", &self.id)
             .field("created", &self.created)
+            .field("suite", &self.suite)
             .finish_non_exhaustive()
     }
 }
@@ -40,9 +57,21 @@ impl fmt::Debug for KeyEntry {
 pub struct PublicKey {
     pub id: String,
     pub created: String,
-    /// Raw 32-byte X25519 public key (base64 in JSON).
+    /// Public-key files from before suites have none: theirs are X25519 keys.
+    #[serde(default)]
+    pub suite: Suite,
+    /// The raw public key (base64 in JSON): 32 bytes for X25519, 1216 for X-Wing.
     #[serde(with = "b64")]
     pub bytes: Vec<u8>,
+}
+
+impl PublicKey {
+    pub(super) fn bad(&self) -> SealError {
+        SealError::BadKey {
+            key: self.id.clone(),
+            suite: self.suite,
+        }
+    }
 }
 
 /// The published set of public keys (the `GET /v1/keys` and `--key` file format), oldest
@@ -81,33 +110,71 @@ pub(super) fn key_id(public: &[u8]) -> String {
 }
 
 impl KeyEntry {
-    fn generate(created: String) -> Self {
-        let (sk, pk) = Kem::gen_keypair();
-        let private = Zeroizing::new(B64.encode(sk.to_bytes()));
+    fn generate(suite: Suite, created: String) -> Self {
+        let (private, public) = match suite {
+            Suite::X25519 => pair::<X25519HkdfSha256>(),
+            Suite::XWing => pair::<XWing>(),
+        };
         Self {
-            id: key_id(&pk.to_bytes()),
+            id: key_id(&public),
             created,
+            suite,
             private,
+            parsed: OnceLock::new(),
         }
     }
 
-    pub(super) fn private_key(&self) -> Result<<Kem as hpke::Kem>::PrivateKey, SealError> {
+    pub fn suite(&self) -> Suite {
+        self.suite
+    }
+
+    /// The private key, parsed once for this entry's suite.
+    pub(super) fn decap(&self) -> Result<&Decap, SealError> {
+        if let Some(parsed) = self.parsed.get() {
+            return Ok(parsed);
+        }
+        let parsed = match self.suite {
+            Suite::X25519 => Decap::X25519(self.parse::<X25519HkdfSha256>()?),
+            Suite::XWing => Decap::XWing(Box::new(self.parse::<XWing>()?)),
+        };
+        Ok(self.parsed.get_or_init(|| parsed))
+    }
+
+    fn parse<K: Kem>(&self) -> Result<K::PrivateKey, SealError> {
         let raw = Zeroizing::new(
             B64.decode(self.private.as_bytes())
-                .map_err(|_| SealError::BadKey(self.id.clone()))?,
+                .map_err(|_| self.bad())?,
         );
-        <Kem as hpke::Kem>::PrivateKey::from_bytes(&raw)
-            .map_err(|_| SealError::BadKey(self.id.clone()))
+        K::PrivateKey::from_bytes(&raw).map_err(|_| self.bad())
     }
 
     pub fn public(&self) -> Result<PublicKey, SealError> {
-        let pk = Kem::sk_to_pk(&self.private_key()?);
+        let bytes = match self.decap()? {
+            Decap::X25519(sk) => X25519HkdfSha256::sk_to_pk(sk).to_bytes().to_vec(),
+            Decap::XWing(sk) => XWing::sk_to_pk(sk).to_bytes().to_vec(),
+        };
         Ok(PublicKey {
             id: self.id.clone(),
             created: self.created.clone(),
-            bytes: pk.to_bytes().to_vec(),
+            suite: self.suite,
+            bytes,
         })
     }
+
+    fn bad(&self) -> SealError {
+        SealError::BadKey {
+            key: self.id.clone(),
+            suite: self.suite,
+        }
+    }
+}
+
+/// A new key pair of `K`: the private key in base64 (in a wiped buffer) and the public key.
+fn pair<K: Kem>() -> (Zeroizing<String>, Vec<u8>) {
+    let (sk, pk) = K::gen_keypair();
+    let mut raw = Zeroizing::new(vec![0u8; K::PrivateKey::size()]);
+    sk.write_exact(&mut raw);
+    (Zeroizing::new(B64.encode(&*raw)), pk.to_bytes().to_vec())
 }
 
 /// All keys, oldest first; the newest (last) seals, any opens.
@@ -117,16 +184,21 @@ pub struct Keyring {
 }
 
 impl Keyring {
-    /// A keyring with one new key.
+    /// A keyring with one new X25519 key, as a keyring starts.
     pub fn generate() -> Self {
+        Self::generate_with(Suite::X25519)
+    }
+
+    /// A keyring with one new key of `suite`.
+    pub fn generate_with(suite: Suite) -> Self {
         let mut ring = Self::default();
-        ring.add_key();
+        ring.add_key(suite);
         ring
     }
 
-    /// Adds a new key, which seals from now on; returns its id.
-    pub fn add_key(&mut self) -> String {
-        let entry = KeyEntry::generate(now_rfc3339());
+    /// Adds a new key of `suite`, which seals from now on; returns its id.
+    pub fn add_key(&mut self, suite: Suite) -> String {
+        let entry = KeyEntry::generate(suite, now_rfc3339());
         let id = entry.id.clone();
         self.keys.push(entry);
         id
@@ -148,6 +220,11 @@ impl Keyring {
                 Ok(())
             }
         }
+    }
+
+    /// The suite of the sealing key: what a renewal keeps.
+    pub fn newest_suite(&self) -> Option<Suite> {
+        self.keys.last().map(|k| k.suite)
     }
 
     /// When the newest key was created; `None` when its time does not parse.

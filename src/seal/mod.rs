@@ -1,41 +1,56 @@
-//! Sealing: HPKE (RFC 9180) with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and ChaCha20-Poly1305.
-//! Anyone holding a public key can seal offline; only the server's keyring opens. The AEAD's
-//! associated data binds the secret's `namespace/name` and the key id, so ciphertext copied to
-//! another secret, another namespace or another key id does not open.
+//! Sealing: HPKE (RFC 9180) with HKDF-SHA256 and ChaCha20-Poly1305, and the key's suite as the
+//! KEM: DHKEM(X25519, HKDF-SHA256), or the X-Wing hybrid (X25519 + ML-KEM-768). Anyone holding
+//! a public key can seal offline; only the server's keyring opens. The AEAD's associated data
+//! binds the secret's `namespace/name` and the key id, so ciphertext copied to another secret,
+//! another namespace or another key id does not open. The byte layout is in [`envelope`].
 
+mod envelope;
 mod keyring;
 pub mod live;
 pub mod protector;
+mod suite;
 pub mod wrapped;
 
 pub use keyring::{KeyEntry, Keyring, PublicKey, PublicKeys};
 pub use live::LiveKeyring;
+pub use suite::{Suite, SuiteIds};
 
+use envelope::{Parts, Version, TAG_LEN};
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
-use hpke::kem::X25519HkdfSha256;
+use hpke::kem::{X25519HkdfSha256, XWing};
 use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
+use keyring::Decap;
 use zeroize::Zeroizing;
 
-type Kem = X25519HkdfSha256;
-
-/// First bytes of every envelope; the digit is the format version.
-pub const MAGIC: &[u8; 4] = b"RSE1";
 /// Length of a key id: 16 hex digits of the SHA-256 of the public key.
 pub const KEY_ID_LEN: usize = 16;
-const ENCAPPED_LEN: usize = 32;
-const TAG_LEN: usize = 16;
-const HEADER_LEN: usize = MAGIC.len() + KEY_ID_LEN + ENCAPPED_LEN;
-/// HPKE `info`: the context every seal of this format shares.
-const INFO: &[u8] = b"runsecrets.io secret v1";
 
 /// Why sealing or opening failed. Never carries plaintext or key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SealError {
     #[error("ciphertext is not a runsecrets envelope (bad header or too short)")]
     Malformed,
+    #[error(
+        "ciphertext is in envelope format RSE{0}, which this runsecrets does not read (it reads \
+         RSE1 and RSE2): upgrade runsecrets"
+    )]
+    UnknownFormat(char),
+    #[error(
+        "ciphertext was sealed with an HPKE suite this runsecrets does not open ({0}; it opens \
+         x25519 and xwing with HKDF-SHA256 and ChaCha20-Poly1305): upgrade runsecrets"
+    )]
+    UnknownSuite(SuiteIds),
     #[error("ciphertext was sealed with key {0}, which this keyring does not hold")]
     UnknownKey(String),
+    #[error(
+        "ciphertext names suite {sealed} but key {key} is an {held} key: the envelope was altered"
+    )]
+    SuiteMismatch {
+        key: String,
+        held: Suite,
+        sealed: Suite,
+    },
     #[error(
         "ciphertext does not open: it was altered, or it belongs to another secret or namespace"
     )]
@@ -44,8 +59,8 @@ pub enum SealError {
     Seal,
     #[error("the keyring holds no key")]
     NoKey,
-    #[error("key {0} is not a valid X25519 key")]
-    BadKey(String),
+    #[error("key {key} is not a valid {suite} key")]
+    BadKey { key: String, suite: Suite },
     /// The keyring's text is not a keyring: says where, never what (it holds private keys).
     #[error("it is not a runsecrets keyring ({0})")]
     NotAKeyring(String),
@@ -85,48 +100,68 @@ fn aad(namespace: &str, name: &str, key_id: &str) -> Vec<u8> {
     aad
 }
 
-/// Seals `plaintext` for secret `namespace/name` to `key`; returns the envelope
-/// `MAGIC | key id | encapsulated key | AEAD ciphertext`.
+/// Seals `plaintext` for secret `namespace/name` to `key`, in the envelope format of its
+/// suite (see [`envelope`]).
 pub fn seal(
     key: &PublicKey,
     namespace: &str,
     name: &str,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, SealError> {
-    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(&key.bytes)
-        .map_err(|_| SealError::BadKey(key.id.clone()))?;
-    let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem>(
+    // A public key from a file is checked against its id, so an envelope never names a key
+    // other than the one it was sealed to.
+    if keyring::key_id(&key.bytes) != key.id {
+        return Err(key.bad());
+    }
+    let version = Version::for_suite(key.suite);
+    match key.suite {
+        Suite::X25519 => seal_with::<X25519HkdfSha256>(version, key, namespace, name, plaintext),
+        Suite::XWing => seal_with::<XWing>(version, key, namespace, name, plaintext),
+    }
+}
+
+fn seal_with<K: hpke::Kem>(
+    version: Version,
+    key: &PublicKey,
+    namespace: &str,
+    name: &str,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let pk = K::PublicKey::from_bytes(&key.bytes).map_err(|_| key.bad())?;
+    let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, K>(
         &OpModeS::Base,
         &pk,
-        INFO,
+        version.info(),
         plaintext,
         &aad(namespace, name, &key.id),
     )
     .map_err(|_| SealError::Seal)?;
-    let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(key.id.as_bytes());
-    out.extend_from_slice(&encapped.to_bytes());
-    out.extend_from_slice(&ciphertext);
-    Ok(out)
+    Ok(envelope::frame(
+        version,
+        key.suite,
+        &key.id,
+        &encapped.to_bytes(),
+        &ciphertext,
+    ))
 }
 
-/// The key id an envelope names, without opening it.
-pub fn key_id(envelope: &[u8]) -> Result<&str, SealError> {
-    if envelope.len() < HEADER_LEN + TAG_LEN || &envelope[..MAGIC.len()] != MAGIC {
-        return Err(SealError::Malformed);
-    }
-    let id = &envelope[MAGIC.len()..MAGIC.len() + KEY_ID_LEN];
-    if !id.iter().all(|b| b.is_ascii_hexdigit()) {
-        return Err(SealError::Malformed);
-    }
-    std::str::from_utf8(id).map_err(|_| SealError::Malformed)
+/// What an envelope's header says, read without opening it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub suite: Suite,
+    pub key_id: &'a str,
+    /// Length of the plaintext inside.
+    pub plaintext_len: usize,
 }
 
-/// Length of the plaintext inside an envelope.
-pub fn plaintext_len(envelope: &[u8]) -> Result<usize, SealError> {
-    key_id(envelope)?;
-    Ok(envelope.len() - HEADER_LEN - TAG_LEN)
+/// Reads an envelope's header: its suite, the key it names and the size of what it holds.
+pub fn header(envelope: &[u8]) -> Result<Header<'_>, SealError> {
+    let parts = envelope::parse(envelope)?;
+    Ok(Header {
+        suite: parts.suite,
+        key_id: parts.key_id,
+        plaintext_len: parts.ciphertext.len() - TAG_LEN,
+    })
 }
 
 /// Opens an envelope for secret `namespace/name` with whichever key of `keyring` it names.
@@ -136,22 +171,37 @@ pub fn open(
     name: &str,
     envelope: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>, SealError> {
-    let id = key_id(envelope)?;
+    let parts = envelope::parse(envelope)?;
     let entry = keyring
-        .find(id)
-        .ok_or_else(|| SealError::UnknownKey(id.to_string()))?;
-    let sk = entry.private_key()?;
-    let encapped = <Kem as hpke::Kem>::EncappedKey::from_bytes(
-        &envelope[MAGIC.len() + KEY_ID_LEN..HEADER_LEN],
-    )
-    .map_err(|_| SealError::Malformed)?;
-    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
+        .find(parts.key_id)
+        .ok_or_else(|| SealError::UnknownKey(parts.key_id.to_string()))?;
+    if entry.suite() != parts.suite {
+        return Err(SealError::SuiteMismatch {
+            key: entry.id.clone(),
+            held: entry.suite(),
+            sealed: parts.suite,
+        });
+    }
+    let aad = aad(namespace, name, parts.key_id);
+    match entry.decap()? {
+        Decap::X25519(sk) => open_with::<X25519HkdfSha256>(sk, &parts, &aad),
+        Decap::XWing(sk) => open_with::<XWing>(sk, &parts, &aad),
+    }
+}
+
+fn open_with<K: hpke::Kem>(
+    sk: &K::PrivateKey,
+    parts: &Parts<'_>,
+    aad: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    let encapped = K::EncappedKey::from_bytes(parts.encapped).map_err(|_| SealError::Malformed)?;
+    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, K>(
         &OpModeR::Base,
-        &sk,
+        sk,
         &encapped,
-        INFO,
-        &envelope[HEADER_LEN..],
-        &aad(namespace, name, id),
+        parts.version.info(),
+        parts.ciphertext,
+        aad,
     )
     .map(Zeroizing::new)
     .map_err(|_| SealError::Open)

@@ -11,8 +11,8 @@
 //!
 //! `ciphertext` is ChaCha20-Poly1305 of the plain keyring's JSON under the payload key; its
 //! associated data binds the format version, the keyring id, the protector kind and a digest
-//! of the public key list, so a wrapped keyring edited anywhere, spliced from another keyring
-//! or relabelled as another protector does not open.
+//! of the public key list (suites included), so a wrapped keyring edited anywhere, spliced
+//! from another keyring or relabelled as another protector does not open.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::ChaCha20Poly1305;
@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 
 use super::keyring::{b64, Keyring, PublicKeys};
 use super::protector::ProtectError;
-use super::{hex, PublicKey};
+use super::{hex, PublicKey, Suite};
 
 /// The format tag of wrapped keyrings; a later version gets a new tag.
 pub const WRAPPED_FORMAT: &str = "runsecrets.io/wrapped-keyring/v1";
@@ -219,7 +219,9 @@ impl WrappedKeyring {
             ));
         }
         for key in &self.keys {
-            if super::keyring::key_id(&key.bytes) != key.id {
+            if super::keyring::key_id(&key.bytes) != key.id
+                || key.bytes.len() != key.suite.public_key_len()
+            {
                 return Err(self.tampered());
             }
         }
@@ -228,7 +230,8 @@ impl WrappedKeyring {
 
     /// Binds the version, the keyring, the protector's kind and the public keys.
     fn aad(&self) -> Vec<u8> {
-        let keys = serde_json::to_vec(&self.keys).unwrap_or_default();
+        let keys: Vec<BoundKey<'_>> = self.keys.iter().map(BoundKey::from).collect();
+        let keys = serde_json::to_vec(&keys).unwrap_or_default();
         let mut aad = Vec::with_capacity(128);
         aad.extend_from_slice(WRAPPED_FORMAT.as_bytes());
         aad.push(0);
@@ -264,6 +267,30 @@ impl WrappedKeyring {
         aad.extend_from_slice(keyring_id.as_bytes());
         aad.extend_from_slice(b"\0pkcs11");
         aad
+    }
+}
+
+/// A public key as the associated data digests it. X25519 keys are written exactly as before
+/// keys had suites (`{id, created, bytes}`), so keyrings wrapped then still open; keys of any
+/// other suite add it, so relabelling a key's suite is an edit the AEAD catches.
+#[derive(Serialize)]
+struct BoundKey<'a> {
+    id: &'a str,
+    created: &'a str,
+    #[serde(skip_serializing_if = "Suite::is_x25519")]
+    suite: Suite,
+    #[serde(serialize_with = "b64::serialize")]
+    bytes: &'a [u8],
+}
+
+impl<'a> From<&'a PublicKey> for BoundKey<'a> {
+    fn from(key: &'a PublicKey) -> Self {
+        BoundKey {
+            id: &key.id,
+            created: &key.created,
+            suite: key.suite,
+            bytes: &key.bytes,
+        }
     }
 }
 

@@ -13,7 +13,7 @@ pub fn ls_table(keys: &PublicKeys) -> String {
         out.push_str(&format!(
             "{:<18}{:<11}{:<31} {}\n",
             key.id,
-            "x25519",
+            key.suite,
             key.created,
             if i == last { "yes" } else { "" }
         ));

@@ -52,7 +52,7 @@ pub async fn keep_renewed(
         let result = if period.is_zero() {
             place.change(&opener, |_| Ok(false)).await
         } else {
-            place.rotate(&opener, period).await
+            place.rotate(&opener, period, None).await
         };
         let changed = match result {
             Ok(changed) => changed,

@@ -88,7 +88,14 @@ pub async fn handle(
             key_id: newest.id.clone(),
         })
         .into_response(),
-        Err(e @ (SealError::Open | SealError::UnknownKey(_) | SealError::Malformed)) => refuse(
+        Err(
+            e @ (SealError::Open
+            | SealError::UnknownKey(_)
+            | SealError::Malformed
+            | SealError::UnknownFormat(_)
+            | SealError::UnknownSuite(_)
+            | SealError::SuiteMismatch { .. }),
+        ) => refuse(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("secret {}/{}: {e}", request.namespace, request.name),
         ),

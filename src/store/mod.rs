@@ -203,10 +203,11 @@ impl SecretRecord {
         if envelope_digest(&bytes) != self.spec.digest {
             return Err(altered("digest"));
         }
-        if seal::key_id(&bytes)? != self.spec.key_id {
+        let header = seal::header(&bytes)?;
+        if header.key_id != self.spec.key_id {
             return Err(altered("keyId"));
         }
-        if i64::try_from(seal::plaintext_len(&bytes)?).ok() != Some(self.spec.size) {
+        if i64::try_from(header.plaintext_len).ok() != Some(self.spec.size) {
             return Err(altered("size"));
         }
         Ok(bytes)

@@ -12,7 +12,7 @@ use super::keyring::KeyringPlace;
 use super::StoreError;
 use crate::seal::protector::{missing_protector, ProtectError, Protector};
 use crate::seal::wrapped::{PayloadKey, StoredKeyring, WrappedKeyring};
-use crate::seal::Keyring;
+use crate::seal::{Keyring, Suite};
 
 /// How many times a change is retried after losing a race.
 const ATTEMPTS: usize = 5;
@@ -106,11 +106,13 @@ impl KeyringPlace {
     }
 
     /// Adds a sealing key when the newest one is older than `period` (or has no readable
-    /// creation time); with `period` zero, always.
+    /// creation time); with `period` zero, always. The new key is of `suite`, or without one
+    /// of the newest key's suite: a renewal never moves a keyring back to X25519.
     pub async fn rotate(
         &self,
         opener: &Opener<'_>,
         period: Duration,
+        suite: Option<Suite>,
     ) -> Result<Changed, StoreError> {
         self.change(opener, |ring| {
             let due = period.is_zero()
@@ -119,7 +121,8 @@ impl KeyringPlace {
                     age >= time::Duration::try_from(period).unwrap_or(time::Duration::MAX)
                 });
             if due {
-                ring.add_key();
+                let suite = suite.or(ring.newest_suite()).unwrap_or_default();
+                ring.add_key(suite);
             }
             Ok(due)
         })

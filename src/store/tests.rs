@@ -304,3 +304,56 @@ fn temporaries_of_dead_writers_go_on_the_next_write_or_sweep() {
     assert!(dot_files("other").is_empty());
     assert!(live.exists());
 }
+
+/// Swarm's largest secret (500 KiB less one byte) sealed to an X-Wing key, whose envelope
+/// carries a 1120-byte encapsulation, is stored, read back and opened like any other.
+#[test]
+fn the_largest_secret_sealed_with_xwing_is_stored_and_opens() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = FileStore::open(dir.path()).expect("opens");
+    let mut ring = Keyring::generate();
+    ring.add_key(crate::seal::Suite::XWing);
+    let keys = ring.public_keys().expect("keys");
+    let value = vec![0x5a; MAX_SECRET_BYTES - 1];
+    let record =
+        SecretRecord::seal(&keys, "shop", "big", &value, BTreeMap::new(), vec![]).expect("seals");
+    assert_eq!(record.spec.size, (MAX_SECRET_BYTES - 1) as i64);
+    store.create(&record).expect("created");
+    let got = store.get("shop", "big").expect("reads").expect("exists");
+    let envelope = got.envelope().expect("checked");
+    assert_eq!(
+        crate::seal::header(&envelope).map(|h| h.suite),
+        Ok(crate::seal::Suite::XWing)
+    );
+    assert_eq!(
+        got.unseal(&ring, "shop", "big").expect("opens").as_slice(),
+        value.as_slice()
+    );
+}
+
+/// Records and RunSecret manifests sealed by the release before suites (committed fixtures,
+/// made with its binary: `secret create` and `seal`) open unchanged with their keyring.
+#[test]
+fn envelopes_sealed_before_suites_still_open() {
+    let ring = Keyring::from_json(include_str!("../../tests/fixtures/seal/rse1-keyring.json"))
+        .expect("an old keyring reads");
+    assert_eq!(ring.keys()[0].suite(), crate::seal::Suite::X25519);
+    let record: SecretRecord =
+        serde_json::from_str(include_str!("../../tests/fixtures/seal/rse1-record.json"))
+            .expect("record");
+    let object: RunSecret = serde_norway::from_str(include_str!(
+        "../../tests/fixtures/seal/rse1-runsecret.yaml"
+    ))
+    .expect("manifest");
+    let manifest = crate::store::kubernetes::record_of(&object).expect("ours");
+    for (record, name) in [(record, "db_password"), (manifest, "api_token")] {
+        assert_eq!(
+            record
+                .unseal(&ring, "shop", name)
+                .expect("opens")
+                .as_slice(),
+            b"old-envelope value: correct horse battery staple",
+            "{name}"
+        );
+    }
+}

@@ -1,6 +1,6 @@
 use super::*;
 use crate::seal::wrapped::{StoredKeyring, WrappedKeyring};
-use crate::seal::{open, seal, Keyring};
+use crate::seal::{open, seal, Keyring, Suite};
 
 fn private_of(ring: &Keyring) -> Vec<String> {
     let value: serde_json::Value = serde_json::from_str(&ring.to_json()).expect("json");
@@ -15,7 +15,7 @@ fn private_of(ring: &Keyring) -> Vec<String> {
 #[test]
 fn an_autolocked_keyring_opens_with_its_unlock_key_only() {
     let mut ring = Keyring::generate();
-    ring.add_key();
+    ring.add_key(Suite::X25519);
     let key = UnlockKey::generate().expect("key");
     let wrapping = Protector::Autolock(key.clone()).wrap(&ring).expect("wraps");
     let text = wrapping.wrapped.to_json();
@@ -146,8 +146,22 @@ fn a_pkcs11_keyring_needs_its_token_and_says_so() {
 /// Debug output of everything that holds key material names it without showing it.
 #[test]
 fn debug_output_never_shows_key_material() {
-    let ring = Keyring::generate();
+    let mut ring = Keyring::generate();
+    ring.add_key(Suite::XWing);
     let privates = private_of(&ring);
+    // The raw private keys, as a derived Debug of their bytes would print them.
+    let raw: Vec<String> = privates
+        .iter()
+        .map(|p| {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(p)
+                .expect("base64");
+            format!("{:?}", &bytes[..8])
+                .trim_end_matches(']')
+                .to_string()
+        })
+        .collect();
     let key = UnlockKey::generate().expect("key");
     let shown = key.reveal();
     let config = Pkcs11Config {
@@ -169,13 +183,94 @@ fn debug_output_never_shows_key_material() {
         format!("{:?}", Protector::Autolock(key.clone())),
         format!("{live:?}"),
         format!("{ring:?}"),
+        format!("{:?}", ring.keys()[1]),
+        format!("{:?}", ring.public_keys().expect("public")),
     ];
     for text in &texts {
         assert!(!text.contains("pin-93b1c7e04d"), "{text}");
         assert!(!text.contains(&shown[11..]), "{text}");
-        for private in &privates {
+        for private in privates.iter().chain(&raw) {
             assert!(!text.contains(private.as_str()), "{text}");
         }
     }
+    assert!(texts[5].contains("suite: XWing"), "{}", texts[5]);
     assert!(texts[0].contains("Pin(redacted)"), "{}", texts[0]);
+}
+
+/// A wrapped keyring holding X-Wing keys round-trips: its public keys name their suite, the
+/// private keys come back and open, and a suite relabelled in the readable key list is an
+/// edit the associated data catches.
+#[test]
+fn a_wrapped_keyring_round_trips_xwing_keys() {
+    let mut ring = Keyring::generate();
+    ring.add_key(Suite::XWing);
+    let key = UnlockKey::generate().expect("key");
+    let protector = Protector::Autolock(key);
+    let text = protector.wrap(&ring).expect("wraps").wrapped.to_json();
+    for private in private_of(&ring) {
+        assert!(
+            !text.contains(&private),
+            "a private key in the wrapped form"
+        );
+    }
+    let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(value["keys"][0]["suite"], "x25519");
+    assert_eq!(value["keys"][1]["suite"], "xwing");
+    let StoredKeyring::Wrapped(stored) = StoredKeyring::parse(&text).expect("parses") else {
+        panic!("read back as plain");
+    };
+    let public = StoredKeyring::Wrapped(stored.clone())
+        .public_keys()
+        .expect("public");
+    let envelope = seal(public.newest().expect("newest"), "shop", "db", b"v").expect("seals");
+    let (opened, _) = protector.unwrap(&stored).expect("opens");
+    assert_eq!(opened.keys()[1].suite(), Suite::XWing);
+    assert_eq!(
+        open(&opened, "shop", "db", &envelope)
+            .expect("opens")
+            .as_slice(),
+        b"v"
+    );
+    // A suite relabelled in the readable list: the key's length no longer fits its suite.
+    for (i, label) in [(0, "xwing"), (1, "x25519")] {
+        let mut edited = value.clone();
+        edited["keys"][i]["suite"] = label.into();
+        let outcome = StoredKeyring::parse(&edited.to_string()).and_then(|s| match s {
+            StoredKeyring::Wrapped(w) => protector.unwrap(&w).map(|_| ()),
+            StoredKeyring::Plain(_) => panic!("read as plain"),
+        });
+        let e = outcome.expect_err(label).to_string();
+        assert!(
+            e.starts_with("wrapped keyring") || e.starts_with("the unlock key does not open"),
+            "{label}: {e}"
+        );
+    }
+}
+
+/// A keyring wrapped and a secret sealed by the release before suites (committed fixtures,
+/// made with its binary: `secret create`, `keys rotate`, `keys protect --autolock`) still
+/// open: the associated data of an X25519-only key list is what it was.
+#[test]
+fn a_keyring_wrapped_before_suites_still_opens() {
+    let text = include_str!("../../../tests/fixtures/seal/wrapped-v1-keyring.json");
+    let unlock = include_str!("../../../tests/fixtures/seal/wrapped-v1-unlock-key");
+    let record: crate::store::SecretRecord = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/seal/wrapped-v1-record.json"
+    ))
+    .expect("record");
+    let StoredKeyring::Wrapped(stored) = StoredKeyring::parse(text).expect("parses") else {
+        panic!("read as plain");
+    };
+    assert!(stored.keys.iter().all(|k| k.suite == Suite::X25519));
+    let (ring, _) = Protector::Autolock(unlock.parse().expect("unlock key"))
+        .unwrap(&stored)
+        .expect("opens");
+    assert_eq!(ring.keys().len(), 2);
+    assert_eq!(
+        record
+            .unseal(&ring, "shop", "db_password")
+            .expect("opens")
+            .as_slice(),
+        b"old-envelope value: correct horse battery staple"
+    );
 }
