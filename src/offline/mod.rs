@@ -26,7 +26,7 @@ pub enum OutputFormat {
 /// Input that could not be read as manifests.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: String,
         source: std::io::Error,

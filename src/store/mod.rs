@@ -61,9 +61,9 @@ pub enum StoreError {
     InUse { name: String, pods: Vec<String> },
     #[error("No such secret: {0}")]
     NotFound(String),
-    #[error("sealing: {0}")]
+    #[error("sealing")]
     Seal(#[from] seal::SealError),
-    #[error("{step} {path}: {source}")]
+    #[error("{step} {path}")]
     Io {
         step: &'static str,
         path: String,
