@@ -8,6 +8,8 @@ use crate::secrets::args::{KeysCommand, SealArgs, SecretCommand, UnlockArgs};
 use crate::server::ServerArgs;
 use crate::telemetry::LogFormat;
 
+pub mod reference;
+
 /// Docker Compose/Swarm secrets for Kubernetes: read-only files in /run/secrets, never env.
 #[derive(Debug, Parser)]
 #[command(name = "runsecrets", version)]
