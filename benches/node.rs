@@ -389,7 +389,7 @@ async fn real_server(values: &[(String, Vec<u8>)], attribute: &str) {
         }
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = runsecrets::config::ServerArgs::try_parse_from([
+    let args = runsecrets::server::ServerArgs::try_parse_from([
         "server",
         "--listen",
         "127.0.0.1:0",

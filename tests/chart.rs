@@ -48,8 +48,6 @@ mod tls;
 #[path = "chart/webhooks.rs"]
 mod webhooks;
 
-const REGENERATE: &str = "python3 tests/helm/render.py --manifests > manifests/runsecrets.yaml";
-
 // ---------------------------------------------------------------------------------------------
 // Rendering
 

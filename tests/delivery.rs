@@ -12,9 +12,9 @@ use clap::Parser;
 use common::apiserver::ApiServer;
 use common::binary::ServerProcess;
 use common::tls::{plain_get, Client};
-use runsecrets::config::ServerArgs;
 use runsecrets::delivery::wire::{DeliveryError, PublishResponse, Reason, PUBLISH_PATH};
 use runsecrets::server::Server;
+use runsecrets::server::ServerArgs;
 use serde_json::json;
 
 const VALUE: &[u8] = b"delivered-over-tls-value";

@@ -13,8 +13,8 @@ use std::os::unix::fs::PermissionsExt;
 use clap::Parser;
 use common::apiserver::ApiServer;
 use node_harness::{fixture, kubelet_request, Harness};
-use runsecrets::config::ServerArgs;
 use runsecrets::server::Server;
+use runsecrets::server::ServerArgs;
 use tonic::Code;
 
 const VALUE: &[u8] = b"end-to-end-root-password";

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use common::tls::{connect, h2_post, peer_cert, plain_get, Client};
 use common::*;
-use runsecrets::config::ServerArgs;
+use runsecrets::server::ServerArgs;
 use runsecrets::server::{Server, ServerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;

@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use clap::Parser;
 use common::apiserver::ApiServer;
-use runsecrets::config::ServerArgs;
 use runsecrets::server::Server;
+use runsecrets::server::ServerArgs;
 use rustls::pki_types::ServerName;
 use serde_json::json;
 

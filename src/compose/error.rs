@@ -35,6 +35,8 @@ pub enum ComposeError {
         #[source]
         source: StoreError,
     },
+    #[error("reading the working directory")]
+    WorkingDirectory(#[source] std::io::Error),
     #[error("loading the sealing keys")]
     Keys(#[source] StoreError),
     #[error("{step} {path}")]

@@ -8,6 +8,7 @@
 //! → [`convert`] (secrets, env credentials, workloads) → [`output`]. Nothing is written until
 //! every stage succeeded.
 
+pub mod args;
 mod convert;
 mod dotenv;
 mod envcreds;
@@ -35,6 +36,47 @@ pub use error::ComposeError;
 pub use report::Report;
 
 use std::collections::BTreeMap;
+
+use crate::config::StoreLocation;
+
+/// `runsecrets compose convert`: everything is built and sealed first; then written (or
+/// printed), then the report goes to standard error. Bad input fails with nothing written.
+pub fn run_convert(args: &args::ConvertArgs) -> Result<(), ComposeError> {
+    let cwd = std::env::current_dir().map_err(ComposeError::WorkingDirectory)?;
+    let opts = Options {
+        files: args.files.clone(),
+        project_directory: args.project_directory.clone(),
+        env_files: args.env_files.clone(),
+        profiles: args.profiles.clone(),
+        project_name: args.project_name.clone(),
+        namespace: args.namespace.clone(),
+        env_credentials: args.env_credentials,
+        os_env: Environment::from_map(std::env::vars().collect()),
+        cwd: cwd.clone(),
+    };
+    let keys = || match &args.public_keys {
+        Some(configmap) => {
+            crate::secrets::sealing_keys(None, &StoreLocation::Kubernetes, configmap)
+        }
+        None => crate::secrets::sealing_keys(
+            args.key.as_deref(),
+            &args.store,
+            "runsecrets/runsecrets-public-keys",
+        ),
+    };
+    let conversion = convert(&opts, &keys)?;
+    if args.output == std::path::Path::new("-") {
+        print!("{}", output::stream(&conversion.objects));
+    } else {
+        output::write_dir(
+            &cwd.join(&args.output),
+            &conversion.objects,
+            &conversion.report.files,
+        )?;
+    }
+    eprint!("{}", conversion.report.render());
+    Ok(())
+}
 
 /// The variables interpolation sees: `.env` files overlaid with the process environment.
 #[derive(Debug, Clone, Default)]

@@ -18,6 +18,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use zeroize::Zeroizing;
 
+use crate::error::Chain;
 use crate::seal::LiveKeyring;
 use crate::store::catalogue::grants_of;
 use crate::store::{check_namespace, SecretRecord, StoreError};
@@ -122,7 +123,12 @@ impl Delivery {
             let record = self
                 .secrets
                 .lookup(&identity.namespace, name)
-                .map_err(|e| deny(Reason::Unavailable, format!("reading secret '{name}': {e}")))?
+                .map_err(|e| {
+                    deny(
+                        Reason::Unavailable,
+                        format!("reading secret '{name}': {}", Chain(&e)),
+                    )
+                })?
                 .ok_or_else(|| {
                     deny(
                         Reason::NotFound,
@@ -141,7 +147,12 @@ impl Delivery {
             }
             let value = record
                 .unseal(&keyring, &identity.namespace, name)
-                .map_err(|e| deny(Reason::Unavailable, format!("opening secret '{name}': {e}")))?;
+                .map_err(|e| {
+                    deny(
+                        Reason::Unavailable,
+                        format!("opening secret '{name}': {}", Chain(&e)),
+                    )
+                })?;
             granted.push(DeliveredSecret {
                 name: name.clone(),
                 data: Zeroizing::new(B64.encode(value.as_slice())),

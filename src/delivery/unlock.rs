@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use crate::error::Chain;
 use crate::seal::protector::{ProtectError, UnlockKey};
 use crate::seal::LiveKeyring;
 use crate::server::body;
@@ -90,7 +91,7 @@ impl Unlocker {
             }
             Ok(Err(e)) => {
                 *last_failure = Some(Instant::now());
-                tracing::warn!(keyring = %self.keyring.id(), error = %e, "an unlock attempt failed");
+                tracing::warn!(keyring = %self.keyring.id(), error = %Chain(&e), "an unlock attempt failed");
                 let status = match e {
                     ProtectError::WrongUnlockKey(_) => StatusCode::FORBIDDEN,
                     ProtectError::NotAutolock { .. } | ProtectError::NeedsPkcs11 { .. } => {
@@ -98,7 +99,7 @@ impl Unlocker {
                     }
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                answer(status, e.to_string())
+                answer(status, Chain(&e).to_string())
             }
             Err(_) => answer(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -152,7 +153,11 @@ pub async fn watch_file(keyring: Arc<LiveKeyring>, path: PathBuf) {
                     let ring = keyring.clone();
                     match tokio::task::spawn_blocking(move || ring.unlock(&key)).await {
                         Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(format!("--unlock-key-file {}: {e}", path.display())),
+                        Ok(Err(e)) => Err(format!(
+                            "--unlock-key-file {}: {}",
+                            path.display(),
+                            Chain(&e)
+                        )),
                         Err(e) => Err(format!("--unlock-key-file {}: {e}", path.display())),
                     }
                 }

@@ -1,6 +1,7 @@
 //! The webhook's decisions on manifests, without a cluster: `runsecrets review` and
 //! `runsecrets scan` (which also reads Dockerfiles), for laptops and CI.
 
+pub mod args;
 pub mod dockerfile;
 mod review;
 mod scan;
@@ -10,11 +11,58 @@ pub use scan::{scan, FileKind, Place, ScanFinding, ScanOutput};
 
 use std::io::Read;
 use std::path::Path;
+use std::process::ExitCode;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::admission::workload::{self, Template};
+
+/// `runsecrets review FILE`: the mutated objects on standard output, or each denial on standard
+/// error and exit 1.
+pub fn run_review(args: &args::ReviewArgs) -> Result<ExitCode, InputError> {
+    let name = args.file.display().to_string();
+    let text = read_input(&args.file)?;
+    match review(&name, &text, args.level)? {
+        ReviewOutput::Mutated(yaml) => {
+            print!("{yaml}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ReviewOutput::Denied(lines) => {
+            for line in lines {
+                eprintln!("denied: {line}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// `runsecrets scan PATH…`: the findings on standard output; exit 1 on findings, 2 when an
+/// input could not be read.
+pub fn run_scan(args: &args::ScanArgs) -> ExitCode {
+    let out = scan(&args.paths, args.level);
+    match args.format {
+        OutputFormat::Text => {
+            for f in &out.findings {
+                println!("{}", f.line());
+            }
+        }
+        OutputFormat::Json => match serde_json::to_string_pretty(&out.findings) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("runsecrets: printing findings: {e}"),
+        },
+    }
+    for e in &out.errors {
+        eprintln!("runsecrets: {e}");
+    }
+    if !out.errors.is_empty() {
+        ExitCode::from(2)
+    } else if !out.findings.is_empty() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
 
 /// How `scan` prints findings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -26,7 +74,7 @@ pub enum OutputFormat {
 /// Input that could not be read as manifests.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: String,
         source: std::io::Error,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::compose;
+use crate::error::Chain;
 use crate::policy::{self, Level};
 use crate::spec;
 
@@ -155,7 +156,7 @@ pub fn scan(paths: &[PathBuf], level: Level) -> ScanOutput {
         let text = match read_input(&file) {
             Ok(text) => text,
             Err(e) => {
-                out.errors.push(e.to_string());
+                out.errors.push(Chain(&e).to_string());
                 continue;
             }
         };
@@ -185,7 +186,7 @@ fn collect(path: &Path, files: &mut Vec<(PathBuf, FileKind)>, errors: &mut Vec<S
                 path: path.display().to_string(),
                 source,
             };
-            errors.push(e.to_string());
+            errors.push(Chain(&e).to_string());
             return;
         }
     };
@@ -207,7 +208,7 @@ fn scan_manifests(file: &str, text: &str, level: Level, out: &mut ScanOutput) {
                 scan_document(file, doc.index, doc.value, level, out);
             }
         }
-        Err(e) => out.errors.push(e.to_string()),
+        Err(e) => out.errors.push(Chain(&e).to_string()),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 
+use crate::config::StoreLocation;
 use crate::seal::protector::missing_protector;
 use crate::seal::{Keyring, PublicKeys};
 use crate::store::keyring::{run_file, KeyringPlace, Loaded};
@@ -43,14 +44,15 @@ pub fn public_keys_from_file(path: &Path) -> Result<PublicKeys, StoreError> {
 /// (`--store kubernetes`, `--public-keys NAMESPACE/NAME`).
 pub fn sealing_keys(
     key_file: Option<&Path>,
-    store: &crate::cli::StoreLocation,
+    store: &StoreLocation,
     public_keys: &str,
 ) -> Result<PublicKeys, StoreError> {
     match (key_file, store) {
         (Some(path), _) => public_keys_from_file(path),
-        (None, crate::cli::StoreLocation::File(dir)) => file_public_keys(dir),
-        (None, crate::cli::StoreLocation::Kubernetes) => {
+        (None, StoreLocation::File(dir)) => file_public_keys(dir),
+        (None, StoreLocation::Kubernetes) => {
             crate::store::kubernetes::KubeStore::connect()?.public_keys(public_keys)
         }
+        (None, StoreLocation::None) => Err(StoreError::NoStore),
     }
 }

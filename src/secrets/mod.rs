@@ -1,7 +1,10 @@
-//! Swarm's `docker secret` verbs (create, ls, inspect, rm) and `seal`, over a [`Store`].
-//! Each verb returns what it prints, so tests drive them without a terminal.
+//! Swarm's `docker secret` verbs (create, ls, inspect, rm, rotate, reseal), `seal`, and the
+//! keyring's `keys` and `unlock`, over a [`Store`]. Each verb returns what it prints, so tests
+//! drive them without a terminal.
 
+pub mod args;
 pub mod cluster;
+mod command;
 mod keyring_verbs;
 mod keys;
 mod listing;
@@ -10,7 +13,8 @@ pub mod reseal;
 mod rotate;
 
 pub use cluster::{Cluster, NoCluster, WorkloadRef};
-pub use keyring_verbs::{check_retirable, ls_table, protector_from};
+pub use command::{print, seal, secret, CommandError};
+pub use keyring_verbs::{check_retirable, keys, ls_table, protector_from, unlock};
 pub use keys::{file_public_keys, load_or_create_keyring, public_keys_from_file, sealing_keys};
 pub use listing::{ls, Filter, LsFormat};
 pub use protect::protected_report;

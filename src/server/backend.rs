@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::config::{AuthenticatorChoice, ServerArgs, StoreChoice};
+use super::args::{AuthenticatorChoice, ServerConfig, StoreConfig};
 use crate::delivery::auth::{Authenticator, LocalAuthenticator};
 use crate::delivery::tokenreview::TokenReviewer;
 use crate::delivery::{Delivery, SecretLookup};
@@ -66,8 +66,8 @@ pub(super) async fn client() -> Result<kube::Client, ServerError> {
 }
 
 /// The PKCS#11 protector the server's flags configure, if any.
-fn pkcs11(args: &ServerArgs) -> Result<Option<Protector>, ServerError> {
-    Ok(args
+fn pkcs11(config: &ServerConfig) -> Result<Option<Protector>, ServerError> {
+    Ok(config
         .pkcs11
         .config(false)
         .map_err(ServerError::Pkcs11)?
@@ -90,34 +90,40 @@ fn live(
 }
 
 impl Backend {
-    /// `client` is reused when the caller already connected (one kubeconfig read per start).
+    /// `connected` is reused when the caller already connected (one client per start).
     pub async fn open(
-        args: &ServerArgs,
+        config: &ServerConfig,
         connected: Option<kube::Client>,
     ) -> Result<Self, ServerError> {
-        match (&args.store, args.store_dir()) {
-            (Some(StoreChoice::Kubernetes), _) => {
-                let namespace = args.namespace().map_err(ServerError::Namespace)?;
-                let client = client().await?;
-                let pkcs11 = pkcs11(args)?;
+        match &config.store {
+            StoreConfig::Kubernetes {
+                namespace,
+                keyring_secret,
+                public_keys_configmap,
+            } => {
+                let client = match connected {
+                    Some(client) => client,
+                    None => client().await?,
+                };
+                let pkcs11 = pkcs11(config)?;
                 let place = KeyringPlace::Secret {
                     client: client.clone(),
                     namespace: namespace.clone(),
-                    name: args.keyring_secret.clone(),
+                    name: keyring_secret.clone(),
                 };
                 let ring = live(place.load(pkcs11.as_ref()).await?, &place)?;
                 kubernetes::publish_public_keys(
                     &client,
-                    &namespace,
-                    &args.public_keys_configmap,
+                    namespace,
+                    public_keys_configmap,
                     &ring.public_keys(),
                 )
                 .await?;
                 let catalogue = KubeCatalogue::start(client.clone());
                 let publisher = super::renew::Publisher {
                     client: client.clone(),
-                    namespace,
-                    configmap: args.public_keys_configmap.clone(),
+                    namespace: namespace.clone(),
+                    configmap: public_keys_configmap.clone(),
                 };
                 Ok(Self {
                     catalogue: Some(catalogue.clone()),
@@ -128,9 +134,9 @@ impl Backend {
                     client: Some(client),
                 })
             }
-            (_, Some(dir)) => {
+            StoreConfig::File(dir) => {
                 let place = KeyringPlace::File(dir.clone());
-                let pkcs11 = pkcs11(args)?;
+                let pkcs11 = pkcs11(config)?;
                 let loading = place.clone();
                 let loaded = tokio::task::spawn_blocking(move || {
                     run_file(&loading, loading.load(pkcs11.as_ref()))
@@ -138,7 +144,7 @@ impl Backend {
                 .await
                 .map_err(blocking_failed("loading the keyring"))??;
                 let ring = live(loaded, &place)?;
-                let store = FileStore::open(&dir)?;
+                let store = FileStore::open(dir)?;
                 let removed = store.sweep()?;
                 if removed > 0 {
                     tracing::info!(removed, "removed temporary files of interrupted writes");
@@ -156,7 +162,7 @@ impl Backend {
                     client: connected,
                 })
             }
-            (_, None) => Ok(Self {
+            StoreConfig::None => Ok(Self {
                 client: connected,
                 ..Self::default()
             }),
@@ -164,13 +170,16 @@ impl Backend {
     }
 
     /// The delivery service, when there is a store to deliver from.
-    pub async fn delivery(&self, args: &ServerArgs) -> Result<Option<Arc<Delivery>>, ServerError> {
+    pub async fn delivery(
+        &self,
+        config: &ServerConfig,
+    ) -> Result<Option<Arc<Delivery>>, ServerError> {
         let (Some(lookup), Some(keyring)) = (&self.lookup, &self.keyring) else {
             return Ok(None);
         };
-        let auth: Arc<dyn Authenticator> = match args.authenticator() {
+        let auth: Arc<dyn Authenticator> = match config.authenticator {
             AuthenticatorChoice::Local => {
-                let dir = args.data_dir.clone();
+                let dir = config.data_dir.clone();
                 let local =
                     tokio::task::spawn_blocking(move || LocalAuthenticator::load_or_create(&dir))
                         .await
@@ -178,7 +187,7 @@ impl Backend {
                         .map_err(|source| {
                             ServerError::Store(StoreError::Io {
                                 step: "creating the node token in",
-                                path: args.data_dir.display().to_string(),
+                                path: config.data_dir.display().to_string(),
                                 source,
                             })
                         })?;
@@ -194,7 +203,7 @@ impl Backend {
                 };
                 Arc::new(TokenReviewer::new(
                     client,
-                    args.node_service_account.clone(),
+                    config.node_service_account.clone(),
                 ))
             }
         };
@@ -203,5 +212,50 @@ impl Backend {
             secrets: lookup.clone(),
             keyring: keyring.clone(),
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use clap::Parser;
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+
+    use super::*;
+    use crate::server::ServerArgs;
+
+    /// The default install (--tls-ca-secret with --store kubernetes) connects to the cluster
+    /// once: the store works through the client the shared CA was read with, so its first call
+    /// (reading the keyring Secret) reaches that client and no other.
+    #[tokio::test]
+    async fn the_kubernetes_store_uses_the_client_it_is_given() {
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let seen = paths.clone();
+        let apiserver = tower::service_fn(move |request: hyper::Request<kube::client::Body>| {
+            seen.lock()
+                .expect("lock")
+                .push(request.uri().path().to_string());
+            async {
+                hyper::Response::builder()
+                    .status(503)
+                    .body(Full::new(Bytes::from_static(b"{}")))
+            }
+        });
+        let client = kube::Client::new(apiserver, "default");
+        let config =
+            ServerArgs::try_parse_from(["server", "--store=kubernetes", "--namespace=sec"])
+                .expect("flags")
+                .resolve()
+                .expect("config");
+        let opened = Backend::open(&config, Some(client)).await;
+        assert!(opened.is_err(), "the apiserver answered 503");
+        let paths = paths.lock().expect("lock").clone();
+        assert_eq!(
+            paths.first().map(String::as_str),
+            Some("/api/v1/namespaces/sec/secrets/runsecrets-keyring"),
+            "{paths:?}"
+        );
     }
 }

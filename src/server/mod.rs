@@ -1,5 +1,6 @@
 //! `runsecrets server`: the HTTPS admission webhook and the plain-HTTP admin listener.
 
+pub mod args;
 mod backend;
 pub mod body;
 pub mod ca;
@@ -22,10 +23,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ServerArgs;
 use crate::delivery::Delivery;
 use crate::store::catalogue::FileCatalogue;
 use crate::store::StoreError;
+use args::TlsSource;
+pub use args::{ServerArgs, ServerConfig};
 use backend::Backend;
 
 /// How often the CA is published again (a re-applied webhook configuration loses its caBundle).
@@ -37,7 +39,7 @@ const CATALOGUE_REFRESH: std::time::Duration = std::time::Duration::from_secs(2)
 use connections::Connections;
 use metrics::Metrics;
 use routes::AppState;
-use tls::{Certificates, PairPaths, TlsError};
+use tls::{Certificates, TlsError};
 
 /// A failure to start the server; each names the step, and its cause follows in the chain
 /// (`main` prints the chain, so a cause in the text would be said twice).
@@ -80,11 +82,19 @@ fn raise_open_files_limit() {
     }
 }
 
+/// The CA of `--tls-ca-secret`, and where to keep it published.
+struct SharedCa {
+    client: kube::Client,
+    namespace: String,
+    pem: String,
+    publish_to: Vec<ca::CaTarget>,
+}
+
 /// A server whose sockets are bound and whose certificate is loaded, not yet serving.
 pub struct Server {
-    /// The cluster client, namespace and CA when the CA is shared through a Secret.
-    shared_ca: Option<(kube::Client, String, String)>,
-    args: ServerArgs,
+    /// When the CA is shared through a Secret: where it is published.
+    shared_ca: Option<SharedCa>,
+    config: ServerConfig,
     catalogue: Option<Arc<FileCatalogue>>,
     renewal: Option<(
         crate::store::keyring::KeyringPlace,
@@ -102,33 +112,40 @@ pub struct Server {
 impl Server {
     /// Loads (or generates) the certificate and binds both listeners.
     pub async fn bind(args: ServerArgs) -> Result<Self, ServerError> {
+        let config = args.resolve()?;
         raise_open_files_limit();
         // With --tls-ca-secret the CA comes from the cluster, then the usual generation issues
-        // this replica's serving certificate from it.
-        let shared_ca = match &args.tls_ca_secret {
-            Some(secret) => {
-                let namespace = args.namespace().map_err(ServerError::Namespace)?;
+        // this replica's serving certificate from it. The client is the one the store uses too.
+        let (shared_ca, sans) = match &config.tls {
+            TlsSource::Files(_) => (None, Vec::new()),
+            TlsSource::Generated { sans } => (None, sans.clone()),
+            TlsSource::SharedCa {
+                namespace,
+                secret,
+                publish_to,
+                sans,
+            } => {
                 let client = backend::client().await?;
-                let pem = ca::ensure_shared_ca(&client, &namespace, secret, &args.data_dir).await?;
-                Some((client, namespace, pem))
+                let pem =
+                    ca::ensure_shared_ca(&client, namespace, secret, &config.data_dir).await?;
+                let shared = SharedCa {
+                    client,
+                    namespace: namespace.clone(),
+                    pem,
+                    publish_to: publish_to.clone(),
+                };
+                (Some(shared), sans.clone())
             }
-            None => None,
         };
-        let (paths, generated_ca) = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => (
-                PairPaths {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                },
-                None,
-            ),
+        let (paths, generated_ca) = match &config.tls {
+            TlsSource::Files(paths) => (paths.clone(), None),
             _ => {
-                let (data_dir, sans) = (args.data_dir.clone(), args.generated_sans());
+                let data_dir = config.data_dir.clone();
                 let generated =
                     tokio::task::spawn_blocking(move || tls::ensure_generated(&data_dir, &sans))
                         .await
                         .map_err(|e| TlsError::Write {
-                            path: args.data_dir.clone(),
+                            path: config.data_dir.clone(),
                             source: std::io::Error::other(e),
                         })??;
                 (generated.pair, Some(generated.ca))
@@ -140,37 +157,34 @@ impl Server {
                 .await
                 .map_err(|source| ServerError::Bind { addr, source })
         };
-        let client = shared_ca.as_ref().map(|(c, _, _)| c.clone());
-        let backend = Backend::open(&args, client).await?;
-        let delivery = match backend.delivery(&args).await? {
-            Some(service) => Some((service, bind(args.delivery_listen).await?)),
+        let client = shared_ca.as_ref().map(|shared| shared.client.clone());
+        let backend = Backend::open(&config, client).await?;
+        let delivery = match backend.delivery(&config).await? {
+            Some(service) => Some((service, bind(config.delivery_listen).await?)),
             None => None,
         };
-        let webhook = bind(args.listen).await?;
-        let admin = bind(args.admin_listen).await?;
+        let webhook = bind(config.listen).await?;
+        let admin = bind(config.admin_listen).await?;
         let metrics = Arc::new(Metrics::default());
-        let table = |name| Connections::new(name, args.max_connections, metrics.connections(name));
+        let table =
+            |name| Connections::new(name, config.max_connections, metrics.connections(name));
         let webhook = (webhook, table("webhook"));
         let delivery = delivery.map(|(service, socket)| (service, socket, table("delivery")));
         let mut listeners = vec![webhook.1.clone()];
         listeners.extend(delivery.as_ref().map(|(_, _, table)| table.clone()));
         let state = AppState {
             metrics,
-            defaults: args.default_levels(),
-            options: crate::admission::Options {
-                allow_env_exemptions: args.allow_env_exemptions,
-                deny_when_store_unavailable: args.store_unavailable
-                    == crate::config::UnavailablePolicy::Deny,
-            },
+            defaults: config.defaults,
+            options: config.options,
             catalogue: backend.catalogue.clone(),
             keyring: backend.keyring.clone(),
             ready: Arc::new(AtomicBool::new(false)),
             listeners,
-            max_body: args.max_body_bytes,
+            max_body: config.max_body_bytes,
         };
         Ok(Self {
             shared_ca,
-            args,
+            config,
             catalogue: backend.refresh.clone(),
             renewal: backend.renewal,
             delivery,
@@ -183,27 +197,33 @@ impl Server {
     }
 
     pub fn webhook_addr(&self) -> SocketAddr {
-        self.webhook.0.local_addr().unwrap_or(self.args.listen)
+        self.webhook.0.local_addr().unwrap_or(self.config.listen)
     }
 
     /// The delivery listener's address, when the server delivers secrets.
     pub fn delivery_addr(&self) -> Option<SocketAddr> {
         self.delivery
             .as_ref()
-            .map(|(_, l, _)| l.local_addr().unwrap_or(self.args.delivery_listen))
+            .map(|(_, l, _)| l.local_addr().unwrap_or(self.config.delivery_listen))
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().unwrap_or(self.args.admin_listen)
+        self.admin.local_addr().unwrap_or(self.config.admin_listen)
     }
 
     /// Serves until `shutdown` completes, then drains within `--shutdown-timeout`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let (webhook_addr, admin_addr) = (self.webhook_addr(), self.admin_addr());
         let delivery_addr = self.delivery_addr();
+        if let Some(ca) = &self.generated_ca {
+            tracing::info!(
+                ca = %ca.display(),
+                "no --tls-cert given: serving a generated certificate; clients must trust this CA"
+            );
+        }
         let Server {
             shared_ca,
-            args,
+            config,
             catalogue,
             renewal,
             delivery,
@@ -216,20 +236,20 @@ impl Server {
         let acceptor = TlsAcceptor::from(certs.server_config()?);
         let reloading = certs.clone();
         let reloader = tokio::spawn(poll::every(
-            args.tls_reload_interval,
+            config.tls_reload_interval,
             "TLS certificate reload",
             move || reloading.reload(),
         ));
-        let publisher = shared_ca.map(|(client, namespace, pem)| {
+        let publisher = shared_ca.map(|shared| {
             tokio::spawn(ca::keep_published(
-                client,
-                namespace,
-                pem,
-                args.publish_ca_to.clone(),
+                shared.client,
+                shared.namespace,
+                shared.pem,
+                shared.publish_to,
                 CA_PUBLISH_INTERVAL,
             ))
         });
-        let unlocker = match (&state.keyring, &args.unlock_key_file) {
+        let unlocker = match (&state.keyring, &config.unlock_key_file) {
             (Some(keyring), Some(file)) if keyring.is_locked() => Some(tokio::spawn(
                 crate::delivery::unlock::watch_file(keyring.clone(), file.clone()),
             )),
@@ -238,7 +258,7 @@ impl Server {
         let renewer =
             match (renewal, &state.keyring) {
                 (Some((place, publisher)), Some(keyring)) => Some(tokio::spawn(
-                    renew::keep_renewed(place, keyring.clone(), args.key_renew_period, publisher),
+                    renew::keep_renewed(place, keyring.clone(), config.key_renew_period, publisher),
                 )),
                 _ => None,
             };
@@ -250,11 +270,11 @@ impl Server {
             ))
         });
         let (stop_tx, stop_rx) = watch::channel(false);
-        let grace = args.shutdown_timeout;
-        let webhook_router = routes::webhook(state.clone(), args.request_timeout);
+        let grace = config.shutdown_timeout;
+        let webhook_router = routes::webhook(state.clone(), config.request_timeout);
         let limits = || listener::Limits {
             grace,
-            deadlines: args.deadlines(),
+            deadlines: config.deadlines,
         };
         let delivery_task = delivery.map(|(service, socket, connections)| {
             tokio::spawn(listener::serve(
@@ -303,9 +323,9 @@ impl Server {
 
         shutdown.await;
         state.ready.store(false, Ordering::Relaxed);
-        if !args.shutdown_delay.is_zero() {
-            tracing::info!(delay = ?args.shutdown_delay, "shutting down: not ready, still serving while endpoints update");
-            tokio::time::sleep(args.shutdown_delay).await;
+        if !config.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?config.shutdown_delay, "shutting down: not ready, still serving while endpoints update");
+            tokio::time::sleep(config.shutdown_delay).await;
         }
         tracing::info!("shutting down: no new connections, draining in-flight reviews");
         let _ = stop_tx.send(true);

@@ -76,7 +76,7 @@ pub async fn keep_renewed(
         }
         if *keyring.public_keys() != public {
             if let Err(e) = keyring.replace(changed.ring, changed.wrapping) {
-                tracing::warn!(error = %e, "taking in the changed keyring failed");
+                tracing::warn!(error = %crate::error::Chain(&e), "taking in the changed keyring failed");
                 continue;
             }
             tracing::info!(

@@ -59,11 +59,14 @@ pub enum StoreError {
     /// Swarm's wording, with pods where Swarm has services.
     #[error("secret '{name}' is in use by the following pods: {}", pods.join(", "))]
     InUse { name: String, pods: Vec<String> },
+    /// A verb that works on stored secrets was given no store.
+    #[error("no secret store: use --store file:DIR or --store kubernetes")]
+    NoStore,
     #[error("No such secret: {0}")]
     NotFound(String),
-    #[error("sealing: {0}")]
+    #[error("sealing")]
     Seal(#[from] seal::SealError),
-    #[error("{step} {path}: {source}")]
+    #[error("{step} {path}")]
     Io {
         step: &'static str,
         path: String,

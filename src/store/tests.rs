@@ -148,10 +148,8 @@ fn tampered_records_fail_to_open_without_panicking() {
             .expect("exists")
             .unseal(&ring, ns, name)
             .expect_err("moved");
-        assert!(
-            err.to_string().contains("belongs to another secret"),
-            "{err}"
-        );
+        let text = crate::error::Chain(&err).to_string();
+        assert!(text.contains("belongs to another secret"), "{text}");
     }
     // A flipped character in the ciphertext is caught by the digest; an edited key id or size
     // by the envelope's own.

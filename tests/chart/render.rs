@@ -259,25 +259,11 @@ fn every_object_is_a_valid_kubernetes_object() {
 // ---------------------------------------------------------------------------------------------
 // manifests/
 
+/// What manifests/runsecrets.yaml is rendered from (tests/generated.rs checks that the committed
+/// file is this render).
 #[test]
 fn manifests_match_the_chart() {
-    let path = repo().join("manifests/runsecrets.yaml");
-    let committed = std::fs::read_to_string(&path).expect("manifests/runsecrets.yaml");
-    let committed = parse_documents(&committed);
     let fresh = &rendered(Set::Manifests).docs;
-    assert_eq!(
-        committed.len(),
-        fresh.len(),
-        "manifests/runsecrets.yaml is stale: regenerate it with `{REGENERATE}`"
-    );
-    for (old, new) in committed.iter().zip(fresh) {
-        assert!(
-            old == new,
-            "manifests/runsecrets.yaml is stale at {} {}: regenerate it with `{REGENERATE}`",
-            new["kind"],
-            new["metadata"]["name"]
-        );
-    }
     // `kubectl apply -f` creates the namespace first, and the rest goes into it.
     let ns: Namespace = serde_json::from_value(fresh[0].clone()).expect("Namespace first");
     assert_eq!(ns.metadata.name.as_deref(), Some("runsecrets"));
