@@ -18,8 +18,6 @@ mod mounts;
 mod request;
 mod service;
 mod target;
-#[cfg(test)]
-mod tests;
 mod volume;
 mod writer;
 

@@ -487,3 +487,8 @@ pub fn ensure_dirs(root: &Path, dirs: &[String]) -> Result<(), WriteError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod cases;
+#[cfg(test)]
+mod tests;
