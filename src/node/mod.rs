@@ -11,6 +11,7 @@
 mod args;
 pub(crate) mod client;
 pub mod csi;
+mod failure;
 mod identity;
 mod locks;
 mod metrics;

@@ -3,14 +3,16 @@
 
 use std::collections::HashMap;
 
+use base64::Engine;
 use serde::Deserialize;
 use tonic::Code;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::csi::volume_capability::AccessType;
 use super::csi::NodePublishVolumeRequest;
-use super::service::Failure;
-use crate::delivery::wire::TOKEN_AUDIENCE;
+use super::failure::Failure;
+use super::writer::{FileSpec, Layout};
+use crate::delivery::wire::{PublishResponse, TOKEN_AUDIENCE};
 use crate::spec::{
     self, is_dir_prefix, SecretRef, EXTERNAL_DIR, MOUNTPOINTS_ATTRIBUTE, SECRETS_ATTRIBUTE,
     SERVICE_ACCOUNT_DIR,
@@ -50,6 +52,46 @@ impl Publish {
             }
         }
         names
+    }
+
+    /// Maps the server's answer onto files: one per reference, so two references to one
+    /// secret give two files.
+    pub fn layout(&self, response: PublishResponse) -> Result<Layout, Failure> {
+        let step = "reading the server's answer";
+        let mut values: HashMap<String, Zeroizing<Vec<u8>>> = HashMap::new();
+        for secret in response.secrets {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(secret.data.as_bytes())
+                .map_err(|_| {
+                    Failure::new(
+                        Code::Unavailable,
+                        step,
+                        format!("secret {:?} is not valid base64", truncate(&secret.name)),
+                    )
+                })?;
+            values.insert(secret.name, Zeroizing::new(bytes));
+        }
+        let mut files = Vec::with_capacity(self.refs.len());
+        for r in &self.refs {
+            let Some(data) = values.get(&r.source) else {
+                return Err(Failure::new(
+                    Code::Internal,
+                    step,
+                    format!("the server did not return secret {:?}", r.source),
+                ));
+            };
+            files.push(FileSpec {
+                path: r.target.volume_path(),
+                data: Zeroizing::new(data.to_vec()),
+                uid: r.uid,
+                gid: r.gid,
+                mode: r.mode,
+            });
+        }
+        Ok(Layout {
+            files,
+            dirs: self.dirs.clone(),
+        })
     }
 }
 
@@ -109,7 +151,7 @@ pub fn check_publish(req: &mut NodePublishVolumeRequest) -> Result<Publish, Fail
         )));
     };
     let refs = spec::parse_secrets(attribute)
-        .map_err(|e| invalid(format!("volume attribute {SECRETS_ATTRIBUTE}: {e}")))?;
+        .map_err(|e| invalid(format!("volume attribute {SECRETS_ATTRIBUTE}")).because(e))?;
     let dirs = parse_mountpoints(
         ctx.get(MOUNTPOINTS_ATTRIBUTE)
             .map(String::as_str)

@@ -9,17 +9,16 @@ use std::path::{Path, PathBuf};
 
 use tonic::Code;
 
+use super::failure::Failure;
 use super::mounts::{self, MountState, Sealed};
-use super::service::Failure;
 use super::writer::{Layout, WriteError};
-use crate::error::Chain;
 
 fn internal(step: &'static str) -> impl FnOnce(std::io::Error) -> Failure {
-    move |e| Failure::new(Code::Internal, step, Chain(&e).to_string())
+    move |e| Failure::caused(Code::Internal, step, e)
 }
 
 fn write_failed(e: WriteError) -> Failure {
-    Failure::new(Code::Internal, "writing the files", Chain(&e).to_string())
+    Failure::caused(Code::Internal, "writing the files", e)
 }
 
 /// Mounts a fresh tmpfs, fills it and makes it read-only; on failure nothing is left behind.
