@@ -12,6 +12,8 @@ mod args;
 pub(crate) mod client;
 pub mod csi;
 mod failure;
+#[cfg(test)]
+mod fake_mounts;
 mod identity;
 mod locks;
 mod metrics;
@@ -110,6 +112,7 @@ impl Node {
                 tmpfs_size: settings.tmpfs_size,
             },
             client,
+            Arc::new(mounts::Kernel),
             metrics.clone(),
         );
         let socket_path = settings.socket.clone();

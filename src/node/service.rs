@@ -29,7 +29,7 @@ use super::csi::{
 use super::failure::Failure;
 use super::locks::Locks;
 use super::metrics::NodeMetrics;
-use super::mounts::{self, MountState};
+use super::mounts::{MountState, Mounter};
 use super::request::{self, Publish, POD_NAMESPACE_KEY, POD_NAME_KEY};
 use super::target::{self, KubeletDir};
 use super::volume::{first_mount, teardown, update};
@@ -86,6 +86,7 @@ pub struct NodeService {
     kubelet: KubeletDir,
     tmpfs_size: u64,
     client: DeliveryClient,
+    mounter: Arc<dyn Mounter>,
     metrics: Arc<NodeMetrics>,
     locks: Locks,
     /// Bounds filesystem steps in flight: mount calls serialise in the kernel anyway, and each
@@ -100,7 +101,12 @@ pub struct NodeService {
 const REPORTED_MAX: usize = 4096;
 
 impl NodeService {
-    pub fn new(settings: Settings, client: DeliveryClient, metrics: Arc<NodeMetrics>) -> Self {
+    pub fn new(
+        settings: Settings,
+        client: DeliveryClient,
+        mounter: Arc<dyn Mounter>,
+        metrics: Arc<NodeMetrics>,
+    ) -> Self {
         Self {
             node_id: settings.node_id,
             kubelet: KubeletDir {
@@ -109,6 +115,7 @@ impl NodeService {
             },
             tmpfs_size: settings.tmpfs_size,
             client,
+            mounter,
             metrics,
             locks: Locks::default(),
             fs_slots: Semaphore::new(FS_SLOTS),
@@ -161,10 +168,10 @@ impl NodeService {
             .fs(move || target::check_publish(&raw, &kubelet))
             .await?;
         let _guard = self.locks.lock(target.real.clone()).await;
-        let real = target.real.clone();
+        let (real, m) = (target.real.clone(), self.mounter.clone());
         let state = self
             .fs(move || {
-                mounts::state(&real)
+                m.state(&real)
                     .map_err(|e| Failure::caused(Code::Internal, "reading the mount table", e))
             })
             .await?;
@@ -206,12 +213,13 @@ impl NodeService {
             .max(2 * layout.bytes_needed() + MIB)
             .div_ceil(4096)
             * 4096;
-        let path = target.real.clone();
+        let (path, m) = (target.real.clone(), self.mounter.clone());
         if *republish {
-            self.fs(move || update(&path, &layout, size, sealed)).await
+            self.fs(move || update(&*m, &path, &layout, size, sealed))
+                .await
         } else {
             let existed = target.exists;
-            self.fs(move || first_mount(&path, existed, &layout, size))
+            self.fs(move || first_mount(&*m, &path, existed, &layout, size))
                 .await?;
             self.metrics.mounted_delta(1);
             Ok("mounted")
@@ -235,8 +243,8 @@ impl NodeService {
             return Ok(());
         };
         let _guard = self.locks.lock(target.real.clone()).await;
-        let path = target.real.clone();
-        let unmounted = self.fs(move || teardown(&path)).await?;
+        let (path, m) = (target.real.clone(), self.mounter.clone());
+        let unmounted = self.fs(move || teardown(&*m, &path)).await?;
         if unmounted {
             self.metrics.mounted_delta(-1);
         }
@@ -337,3 +345,6 @@ impl node_server::Node for NodeService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;
