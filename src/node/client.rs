@@ -76,8 +76,12 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {problem}")]
-    CaUnusable { path: PathBuf, problem: String },
+    #[error("{path}")]
+    CaUnusable {
+        path: PathBuf,
+        #[source]
+        source: CaError,
+    },
     #[error("{path}")]
     TokenRead {
         path: PathBuf,
@@ -235,30 +239,42 @@ impl DeliveryClient {
         }
         let pem = std::fs::read(path).map_err(unreadable)?;
         let client =
-            build_client(&pem, self.config.timeout).map_err(|problem| ClientError::CaUnusable {
+            build_client(&pem, self.config.timeout).map_err(|source| ClientError::CaUnusable {
                 path: path.clone(),
-                problem,
+                source,
             })?;
         *cached = Some((stamp, client.clone()));
         Ok(client)
     }
 }
 
-pub(crate) fn build_client(ca_pem: &[u8], timeout: Duration) -> Result<HttpClient, String> {
+/// Why a CA bundle cannot be used to trust the server.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("unreadable PEM")]
+    Pem(#[source] rustls_pki_types::pem::Error),
+    #[error("not a usable CA certificate")]
+    Certificate(#[source] rustls::Error),
+    #[error("no certificate in the file")]
+    Empty,
+    #[error("TLS setup")]
+    Tls(#[source] rustls::Error),
+}
+
+pub(crate) fn build_client(ca_pem: &[u8], timeout: Duration) -> Result<HttpClient, CaError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| format!("unreadable PEM: {e}"))?;
         roots
-            .add(cert)
-            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+            .add(cert.map_err(CaError::Pem)?)
+            .map_err(CaError::Certificate)?;
     }
     if roots.is_empty() {
-        return Err("no certificate in the file".into());
+        return Err(CaError::Empty);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(CaError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut http = HttpConnector::new();

@@ -49,6 +49,8 @@ use self::service::{NodeService, Settings};
 pub enum NodeError {
     #[error("configuration: {0}")]
     Config(String),
+    #[error("configuration")]
+    Client(#[source] client::ClientConfigError),
     #[error("preparing the CSI socket {path}")]
     Socket {
         path: PathBuf,
@@ -102,8 +104,7 @@ impl Node {
         let metrics = Arc::new(NodeMetrics::default());
         let mounted = mounts::ours_under(&kubelet_dir).unwrap_or_default();
         metrics.set_mounted(mounted.len());
-        let client = DeliveryClient::new(settings.delivery.clone())
-            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let client = DeliveryClient::new(settings.delivery.clone()).map_err(NodeError::Client)?;
         let service = NodeService::new(
             Settings {
                 node_id: settings.node_id.clone(),

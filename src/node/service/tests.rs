@@ -215,3 +215,31 @@ async fn an_unpublish_removes_a_published_volume_once() {
         .expect("again: already gone");
     assert_eq!(f.mounts.take_log(), [Call::Writable, Call::Unmount]);
 }
+
+#[tokio::test]
+async fn a_ca_that_cannot_be_used_is_named_once_with_its_cause() {
+    let f = fixture();
+    let target = f.target();
+    let ca = f.dir.path().join("no-such-ca.crt");
+    let publish = || {
+        f.service
+            .node_publish_volume(Request::new(request(&target)))
+    };
+    let err = publish().await.expect_err("no CA file");
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(
+        err.message().matches(&*ca.to_string_lossy()).count(),
+        1,
+        "{}",
+        err.message()
+    );
+    std::fs::write(&ca, b"not a certificate\n").expect("ca");
+    let err = publish().await.expect_err("no certificate in it");
+    assert_eq!(
+        err.message(),
+        format!(
+            "loading the server CA: {}: no certificate in the file",
+            ca.display()
+        )
+    );
+}
