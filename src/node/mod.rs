@@ -7,6 +7,12 @@
 //! NodeUnpublishVolume wipes, unmounts and removes. The plugin keeps no state of its own: the
 //! mount table is the record of what is published, so a restarted plugin picks up where it
 //! left off.
+//!
+//! Layers, each importing only those below it: `service` (the gRPC answers, and the only
+//! place a failure gets its gRPC code from a delivery error) over `request` and `target` (the
+//! checks), `client` (the delivery call, with delivery-level errors) and `volume` (publish,
+//! update, teardown); `volume` over `mounts` (the `Mounter` trait: the kernel, or a
+//! fake in tests) and `writer` (the files); `failure` under all of them.
 
 mod args;
 pub(crate) mod client;
