@@ -66,8 +66,9 @@ pub struct ClientConfigError {
 }
 
 /// Why a publish call got no files, in delivery terms: the service decides what kubelet is
-/// told (the gRPC code). Texts name paths and the server, never a token or a value; the
-/// server's own message is passed on cleaned (it never holds a secret).
+/// told (the gRPC code, and the step each text follows: "loading the server CA: <path>: …").
+/// Texts name paths and the server, never a token or a value; the server's own message is
+/// passed on cleaned (it never holds a secret).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("{path}")]

@@ -59,7 +59,17 @@ fn delivery_failure(e: ClientError) -> Failure {
         },
         ClientError::TokenNotAHeader => Code::FailedPrecondition,
         ClientError::Encode(_) | ClientError::Build(_) => Code::Internal,
-        _ => Code::Unavailable,
+        // The plugin's own files and the way to the server: kubelet retries.
+        ClientError::CaRead { .. }
+        | ClientError::CaUnusable { .. }
+        | ClientError::TokenRead { .. }
+        | ClientError::TokenNotText { .. }
+        | ClientError::TokenEmpty { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::Connect { .. }
+        | ClientError::Body(_)
+        | ClientError::TooLarge
+        | ClientError::Malformed => Code::Unavailable,
     };
     let step = match &e {
         ClientError::CaRead { .. } | ClientError::CaUnusable { .. } => "loading the server CA",
@@ -67,7 +77,14 @@ fn delivery_failure(e: ClientError) -> Failure {
         | ClientError::TokenNotText { .. }
         | ClientError::TokenEmpty { .. }
         | ClientError::TokenNotAHeader => "reading the node token",
-        _ => "asking the server for the pod's secrets",
+        ClientError::Encode(_)
+        | ClientError::Build(_)
+        | ClientError::Timeout { .. }
+        | ClientError::Connect { .. }
+        | ClientError::Body(_)
+        | ClientError::TooLarge
+        | ClientError::Malformed
+        | ClientError::Refused { .. } => "asking the server for the pod's secrets",
     };
     Failure::caused(code, step, e)
 }
