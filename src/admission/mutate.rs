@@ -1,7 +1,7 @@
 //! The mutation: a pure function from a pod's annotations and spec to a JSON patch that adds
 //! the `runsecrets.io` CSI volume and its read-only mounts, or to a denial that says what to fix.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 use serde_json::{json, Map, Value};
@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use super::patch::PatchBuilder;
 use super::{Denial, DenyReason};
-use crate::spec::{self, is_dir_prefix, SecretRef, Target};
+use crate::spec::{self, is_dir_prefix, MountpointError, Mountpoints, SecretRef, Target};
 
 /// What the webhook does with one pod.
 #[derive(Debug)]
@@ -104,7 +104,7 @@ pub fn mutate_declared(
         return Ok(refresh_mountpoints(
             &volumes[index],
             index,
-            &mountpoints,
+            mountpoints,
             prefix,
         ));
     }
@@ -266,10 +266,11 @@ fn quote_list(items: &[(usize, &str)]) -> String {
 }
 
 /// Directories the volume must hold for other mounts that land inside `/run/secrets`
-/// (directly, or through `/var/run` linked to `/run` as in most images). Also refuses
-/// mounts and targets that cannot coexist with the secrets mount.
-fn mountpoints(selected: &[Selected<'_>], refs: &[SecretRef]) -> Result<Vec<String>, Denial> {
-    let mut points = BTreeSet::new();
+/// (directly, or through `/var/run` linked to `/run` as in most images), as the
+/// `runsecrets.io/mountpoints` attribute the node plugin reads. Also refuses mounts and
+/// targets that cannot coexist with the secrets mount.
+fn mountpoints(selected: &[Selected<'_>], refs: &[SecretRef]) -> Result<String, Denial> {
+    let mut points = Mountpoints::new(refs);
     for s in selected {
         let others = s.container.volume_mounts.iter().flatten();
         for m in others.filter(|m| m.name != spec::VOLUME_NAME) {
@@ -313,42 +314,39 @@ fn mountpoints(selected: &[Selected<'_>], refs: &[SecretRef]) -> Result<Vec<Stri
                         .into(),
                 ));
             }
-            if let Err(e) = Target::parse(rel) {
-                return Err(refuse(format!(
-                    "which cannot be created inside the read-only secrets volume ({e})"
-                )));
-            }
-            // The node plugin owns a directory that holds targets: it removes what it did not
-            // declare there, and converting an old-layout volume replaces it whole, mount
-            // point included.
-            let top = rel.split('/').next().unwrap_or(rel);
-            let shares = |r: &&SecretRef| {
-                matches!(r.target, Target::InVolume(_))
-                    && r.target.volume_path().split('/').next() == Some(top)
-            };
-            if let Some(r) = refs.iter().find(shares) {
-                return Err(refuse(format!(
-                    "which shares the directory {top:?} with the target of secret {:?}",
-                    r.source
-                )));
-            }
-            points.insert(rel.to_string());
+            // The same rules the node plugin reads the attribute with.
+            points.add(rel).map_err(|e| {
+                refuse(match e {
+                    MountpointError::Invalid { source, .. } => format!(
+                        "which cannot be created inside the read-only secrets volume ({source})"
+                    ),
+                    MountpointError::SharesDirectory { top, secret, .. } => format!(
+                        "which shares the directory {top:?} with the target of secret {secret:?}"
+                    ),
+                    MountpointError::NotRelative { .. } => {
+                        "which cannot be created inside the read-only secrets volume (an empty \
+                         path component)"
+                            .into()
+                    }
+                    MountpointError::TooMany => format!(
+                        "one more than the {} mount points a runsecrets volume holds",
+                        spec::MAX_MOUNTPOINTS
+                    ),
+                })
+            })?;
         }
     }
-    Ok(points.into_iter().collect())
+    Ok(points.attribute())
 }
 
-fn volume(refs: &[SecretRef], mountpoints: &[String]) -> Value {
+fn volume(refs: &[SecretRef], mountpoints: &str) -> Value {
     let mut attributes = Map::new();
     attributes.insert(
         spec::SECRETS_ATTRIBUTE.into(),
         spec::canonical_list(refs).into(),
     );
     if !mountpoints.is_empty() {
-        attributes.insert(
-            spec::MOUNTPOINTS_ATTRIBUTE.into(),
-            mountpoints.join("\n").into(),
-        );
+        attributes.insert(spec::MOUNTPOINTS_ATTRIBUTE.into(), mountpoints.into());
     }
     json!({
         "name": spec::VOLUME_NAME,
@@ -372,13 +370,7 @@ fn mounts(refs: &[SecretRef]) -> Vec<Value> {
 
 /// On reinvocation, a later webhook may have added a mount under `/run/secrets` (an identity
 /// token, say): the volume must then pre-create its mount point, or the container cannot start.
-fn refresh_mountpoints(
-    volume: &Volume,
-    index: usize,
-    mountpoints: &[String],
-    prefix: &[&str],
-) -> Mutation {
-    let wanted = mountpoints.join("\n");
+fn refresh_mountpoints(volume: &Volume, index: usize, wanted: String, prefix: &[&str]) -> Mutation {
     let attributes = volume
         .csi
         .as_ref()

@@ -195,6 +195,44 @@ fn mount_paths_that_could_smuggle_lines_or_files_are_refused() {
     }
 }
 
+/// What the webhook admits, the node plugin mounts: mount points the plugin would refuse
+/// are denied at `kubectl apply`, not found later as a pod stuck in ContainerCreating.
+#[test]
+fn mount_points_the_node_plugin_would_refuse_are_denied() {
+    let declared = annotations(&[(spec::SECRETS_ANNOTATION, "db")]);
+    let mount = |path: String| json!({"name": "x", "mountPath": path});
+    let doc = pod(&declared, app(json!([mount("/run/secrets//token".into())])));
+    let denial = run(&doc).expect_err("an empty component");
+    assert_eq!(denial.reason, DenyReason::Conflict);
+    assert!(
+        denial.message.contains("cannot be created"),
+        "{}",
+        denial.message
+    );
+
+    let many = |n: usize| {
+        let mounts: Vec<Value> = (0..n)
+            .map(|i| mount(format!("/run/secrets/tokens/t{i}")))
+            .collect();
+        pod(&declared, app(Value::Array(mounts)))
+    };
+    let out = run(&many(spec::MAX_MOUNTPOINTS))
+        .expect("allowed")
+        .expect("patched");
+    let attribute = attribute(&out, spec::MOUNTPOINTS_ATTRIBUTE).expect("written");
+    let refs = spec::parse_secrets("db").expect("refs");
+    let read = spec::Mountpoints::parse(&attribute, &refs).expect("the plugin reads it");
+    assert_eq!(read.dirs().len(), spec::MAX_MOUNTPOINTS + 1);
+    let denial = run(&many(spec::MAX_MOUNTPOINTS + 1)).expect_err("too many");
+    assert!(
+        denial
+            .message
+            .contains("mount points a runsecrets volume holds"),
+        "{}",
+        denial.message
+    );
+}
+
 #[test]
 fn a_forged_volume_or_mount_is_not_trusted() {
     let doc = pod(

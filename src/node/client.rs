@@ -20,17 +20,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use tonic::Code;
 use zeroize::Zeroizing;
 
-use super::service::Failure;
 use crate::delivery::wire::{DeliveryError, PublishRequest, PublishResponse, Reason, PUBLISH_PATH};
 
 /// Largest response accepted: 256 secrets of 500 KiB, base64-encoded, fit well inside.
 const MAX_BODY: usize = 16 * 1024 * 1024;
 /// Longest server message passed on to kubelet.
 const MAX_MESSAGE: usize = 512;
-const STEP: &str = "asking the server for the pod's secrets";
 
 /// Where and how to reach the delivery API.
 #[derive(Debug, Clone)]
@@ -68,6 +65,71 @@ pub struct ClientConfigError {
     problem: &'static str,
 }
 
+/// Why a publish call got no files, in delivery terms: the service decides what kubelet is
+/// told (the gRPC code, and the step each text follows: "loading the server CA: <path>: …").
+/// Texts name paths and the server, never a token or a value; the server's own message is
+/// passed on cleaned (it never holds a secret).
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{path}")]
+    CaRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    CaUnusable {
+        path: PathBuf,
+        #[source]
+        source: CaError,
+    },
+    #[error("{path}")]
+    TokenRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not text")]
+    TokenNotText { path: PathBuf },
+    #[error("{path} is empty")]
+    TokenEmpty { path: PathBuf },
+    #[error("the node token is not a valid header value")]
+    TokenNotAHeader,
+    #[error("encoding the request")]
+    Encode(#[source] serde_json::Error),
+    #[error("building the request")]
+    Build(#[source] hyper::http::Error),
+    #[error("no answer from {server} within {}s", .timeout.as_secs_f64())]
+    Timeout { server: String, timeout: Duration },
+    #[error("cannot reach the delivery server {server}")]
+    Connect {
+        server: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("reading the server's answer")]
+    Body(#[source] hyper::Error),
+    #[error("the server's answer is larger than {MAX_BODY} bytes")]
+    TooLarge,
+    #[error("the server's publish response is not a valid PublishResponse")]
+    Malformed,
+    /// The server answered with an error: its reason when the body says one.
+    #[error("{}", refusal_text(*.status, .reason.as_ref()))]
+    Refused {
+        status: u16,
+        reason: Option<(Reason, String)>,
+    },
+}
+
+fn refusal_text(status: u16, reason: Option<&(Reason, String)>) -> String {
+    match reason {
+        Some((reason, message)) => {
+            format!("server refused ({reason:?}, HTTP {status}): {message}")
+        }
+        None => format!("server answered HTTP {status} without a delivery error body"),
+    }
+}
+
 impl DeliveryClient {
     pub fn new(config: DeliveryConfig) -> Result<Self, ClientConfigError> {
         let bad = |problem| ClientConfigError {
@@ -91,35 +153,24 @@ impl DeliveryClient {
         })
     }
 
-    /// Asks for a pod's secrets. Errors carry the gRPC code kubelet should see and a message
-    /// that names the step; the server's own message is passed through (it never holds a
-    /// secret).
-    pub async fn publish(&self, request: &PublishRequest) -> Result<PublishResponse, Failure> {
+    /// Asks for a pod's secrets, within the configured timeout.
+    pub async fn publish(&self, request: &PublishRequest) -> Result<PublishResponse, ClientError> {
         let timeout = self.config.timeout;
         match tokio::time::timeout(timeout, self.call(request)).await {
             Ok(result) => result,
-            Err(_) => Err(unavailable(format!(
-                "no answer from {} within {}s",
-                self.config.server,
-                timeout.as_secs_f64()
-            ))),
+            Err(_) => Err(ClientError::Timeout {
+                server: self.config.server.clone(),
+                timeout,
+            }),
         }
     }
 
-    async fn call(&self, request: &PublishRequest) -> Result<PublishResponse, Failure> {
+    async fn call(&self, request: &PublishRequest) -> Result<PublishResponse, ClientError> {
         let client = self.client()?;
         let token = self.node_token().await?;
-        let body = Zeroizing::new(serde_json::to_vec(request).map_err(|e| {
-            Failure::new(Code::Internal, STEP, format!("encoding the request: {e}"))
-        })?);
+        let body = Zeroizing::new(serde_json::to_vec(request).map_err(ClientError::Encode)?);
         let bearer = Zeroizing::new(format!("Bearer {}", token.as_str()));
-        let mut auth = HeaderValue::from_str(&bearer).map_err(|_| {
-            Failure::new(
-                Code::FailedPrecondition,
-                "reading the node token",
-                "the node token is not a valid header value",
-            )
-        })?;
+        let mut auth = HeaderValue::from_str(&bearer).map_err(|_| ClientError::TokenNotAHeader)?;
         auth.set_sensitive(true);
         let http_request = Request::builder()
             .method(Method::POST)
@@ -127,16 +178,15 @@ impl DeliveryClient {
             .header(AUTHORIZATION, auth)
             .header(CONTENT_TYPE, "application/json")
             .body(SecretBody(Some(body)))
-            .map_err(|e| {
-                Failure::new(Code::Internal, STEP, format!("building the request: {e}"))
-            })?;
-        let response = client.request(http_request).await.map_err(|e| {
-            unavailable(format!(
-                "cannot reach the delivery server {}: {}",
-                self.config.server,
-                crate::error::Chain(&e)
-            ))
-        })?;
+            .map_err(ClientError::Build)?;
+        let response =
+            client
+                .request(http_request)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    server: self.config.server.clone(),
+                    source,
+                })?;
         let status = response.status().as_u16();
         let hint = response
             .headers()
@@ -145,41 +195,38 @@ impl DeliveryClient {
             .and_then(|v| v.parse::<usize>().ok());
         let body = read_body(response.into_body(), hint).await?;
         if status == 200 {
-            return serde_json::from_slice::<PublishResponse>(&body).map_err(|_| {
-                unavailable("the server's publish response is not a valid PublishResponse")
-            });
+            return serde_json::from_slice::<PublishResponse>(&body)
+                .map_err(|_| ClientError::Malformed);
         }
         Err(refusal(status, &body))
     }
 
     /// The plugin's own token, read fresh for every call.
-    async fn node_token(&self) -> Result<Zeroizing<String>, Failure> {
+    async fn node_token(&self) -> Result<Zeroizing<String>, ClientError> {
         let path = &self.config.token_file;
-        let raw = Zeroizing::new(tokio::fs::read(path).await.map_err(|e| {
-            unavailable_at("reading the node token", format!("{}: {e}", path.display()))
+        let raw = Zeroizing::new(tokio::fs::read(path).await.map_err(|source| {
+            ClientError::TokenRead {
+                path: path.clone(),
+                source,
+            }
         })?);
-        let text = std::str::from_utf8(&raw).map_err(|_| {
-            unavailable_at(
-                "reading the node token",
-                format!("{} is not text", path.display()),
-            )
-        })?;
+        let text = std::str::from_utf8(&raw)
+            .map_err(|_| ClientError::TokenNotText { path: path.clone() })?;
         let token = text.trim();
         if token.is_empty() {
-            return Err(unavailable_at(
-                "reading the node token",
-                format!("{} is empty", path.display()),
-            ));
+            return Err(ClientError::TokenEmpty { path: path.clone() });
         }
         Ok(Zeroizing::new(token.to_string()))
     }
 
     /// The HTTP client for the CA file as it is now; rebuilt when the file changes.
-    fn client(&self) -> Result<HttpClient, Failure> {
-        let step = "loading the server CA";
+    fn client(&self) -> Result<HttpClient, ClientError> {
         let path = &self.config.ca;
-        let meta = std::fs::metadata(path)
-            .map_err(|e| unavailable_at(step, format!("{}: {e}", path.display())))?;
+        let unreadable = |source| ClientError::CaRead {
+            path: path.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(unreadable)?;
         let stamp = Stamp {
             ino: meta.ino(),
             len: meta.len(),
@@ -191,30 +238,44 @@ impl DeliveryClient {
                 return Ok(client.clone());
             }
         }
-        let pem = std::fs::read(path)
-            .map_err(|e| unavailable_at(step, format!("{}: {e}", path.display())))?;
-        let client = build_client(&pem, self.config.timeout)
-            .map_err(|e| unavailable_at(step, format!("{}: {e}", path.display())))?;
+        let pem = std::fs::read(path).map_err(unreadable)?;
+        let client =
+            build_client(&pem, self.config.timeout).map_err(|source| ClientError::CaUnusable {
+                path: path.clone(),
+                source,
+            })?;
         *cached = Some((stamp, client.clone()));
         Ok(client)
     }
 }
 
-pub(crate) fn build_client(ca_pem: &[u8], timeout: Duration) -> Result<HttpClient, String> {
+/// Why a CA bundle cannot be used to trust the server.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("unreadable PEM")]
+    Pem(#[source] rustls_pki_types::pem::Error),
+    #[error("not a usable CA certificate")]
+    Certificate(#[source] rustls::Error),
+    #[error("no certificate in the file")]
+    Empty,
+    #[error("TLS setup")]
+    Tls(#[source] rustls::Error),
+}
+
+pub(crate) fn build_client(ca_pem: &[u8], timeout: Duration) -> Result<HttpClient, CaError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        let cert = cert.map_err(|e| format!("unreadable PEM: {e}"))?;
         roots
-            .add(cert)
-            .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+            .add(cert.map_err(CaError::Pem)?)
+            .map_err(CaError::Certificate)?;
     }
     if roots.is_empty() {
-        return Err("no certificate in the file".into());
+        return Err(CaError::Empty);
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(CaError::Tls)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut http = HttpConnector::new();
@@ -234,22 +295,15 @@ pub(crate) fn build_client(ca_pem: &[u8], timeout: Duration) -> Result<HttpClien
 }
 
 /// Reads the whole body into a wiped-on-drop buffer, refusing more than [`MAX_BODY`].
-async fn read_body(body: Incoming, hint: Option<usize>) -> Result<Zeroizing<Vec<u8>>, Failure> {
+async fn read_body(body: Incoming, hint: Option<usize>) -> Result<Zeroizing<Vec<u8>>, ClientError> {
     let mut body = std::pin::pin!(body);
     // Sized up front where possible: every reallocation would leave an unwiped copy behind.
     let mut buf = Zeroizing::new(Vec::with_capacity(hint.unwrap_or(8192).min(MAX_BODY)));
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(|e| {
-            unavailable(format!(
-                "reading the server's answer: {}",
-                crate::error::Chain(&e)
-            ))
-        })?;
+        let frame = frame.map_err(ClientError::Body)?;
         if let Ok(data) = frame.into_data() {
             if buf.len() + data.len() > MAX_BODY {
-                return Err(unavailable(format!(
-                    "the server's answer is larger than {MAX_BODY} bytes"
-                )));
+                return Err(ClientError::TooLarge);
             }
             if buf.len() + data.len() > buf.capacity() {
                 let mut bigger = Zeroizing::new(Vec::with_capacity(
@@ -266,31 +320,12 @@ async fn read_body(body: Incoming, hint: Option<usize>) -> Result<Zeroizing<Vec<
     Ok(buf)
 }
 
-/// A refusal, classified by the server's reason (or its status when the body is unreadable).
-fn refusal(status: u16, body: &[u8]) -> Failure {
-    let parsed = serde_json::from_slice::<DeliveryError>(body).ok();
-    let code = match parsed.as_ref().map(|e| e.reason) {
-        Some(Reason::InvalidRequest) => Code::InvalidArgument,
-        Some(Reason::Unauthenticated | Reason::Forbidden) => Code::PermissionDenied,
-        Some(Reason::NotFound) => Code::NotFound,
-        Some(Reason::Unavailable) => Code::Unavailable,
-        None => match status {
-            400 => Code::InvalidArgument,
-            401 | 403 => Code::PermissionDenied,
-            404 => Code::NotFound,
-            500..=599 => Code::Unavailable,
-            _ => Code::Unknown,
-        },
-    };
-    let message = match parsed {
-        Some(e) => format!(
-            "server refused ({:?}, HTTP {status}): {}",
-            e.reason,
-            clean(&e.message)
-        ),
-        None => format!("server answered HTTP {status} without a delivery error body"),
-    };
-    Failure::new(code, STEP, message)
+/// A refusal, with the server's reason and message when its body is a delivery error.
+fn refusal(status: u16, body: &[u8]) -> ClientError {
+    let reason = serde_json::from_slice::<DeliveryError>(body)
+        .ok()
+        .map(|e| (e.reason, clean(&e.message)));
+    ClientError::Refused { status, reason }
 }
 
 /// The server's message without control characters, bounded.
@@ -300,14 +335,6 @@ fn clean(message: &str) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_MESSAGE)
         .collect()
-}
-
-fn unavailable(message: impl Into<String>) -> Failure {
-    Failure::new(Code::Unavailable, STEP, message)
-}
-
-fn unavailable_at(step: &'static str, message: impl Into<String>) -> Failure {
-    Failure::new(Code::Unavailable, step, message)
 }
 
 /// A request body that wipes itself when hyper is done with it.

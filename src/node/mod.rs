@@ -7,10 +7,19 @@
 //! NodeUnpublishVolume wipes, unmounts and removes. The plugin keeps no state of its own: the
 //! mount table is the record of what is published, so a restarted plugin picks up where it
 //! left off.
+//!
+//! Layers, each importing only those below it: `service` (the gRPC answers, and the only
+//! place a failure gets its gRPC code from a delivery error) over `request` and `target` (the
+//! checks), `client` (the delivery call, with delivery-level errors) and `volume` (publish,
+//! update, teardown); `volume` over `mounts` (the `Mounter` trait: the kernel, or a
+//! fake in tests) and `writer` (the files); `failure` under all of them.
 
 mod args;
 pub(crate) mod client;
 pub mod csi;
+mod failure;
+#[cfg(test)]
+mod fake_mounts;
 mod identity;
 mod locks;
 mod metrics;
@@ -18,8 +27,6 @@ mod mounts;
 mod request;
 mod service;
 mod target;
-#[cfg(test)]
-mod tests;
 mod volume;
 mod writer;
 
@@ -48,6 +55,8 @@ use self::service::{NodeService, Settings};
 pub enum NodeError {
     #[error("configuration: {0}")]
     Config(String),
+    #[error("configuration")]
+    Client(#[source] client::ClientConfigError),
     #[error("preparing the CSI socket {path}")]
     Socket {
         path: PathBuf,
@@ -101,8 +110,7 @@ impl Node {
         let metrics = Arc::new(NodeMetrics::default());
         let mounted = mounts::ours_under(&kubelet_dir).unwrap_or_default();
         metrics.set_mounted(mounted.len());
-        let client = DeliveryClient::new(settings.delivery.clone())
-            .map_err(|e| NodeError::Config(e.to_string()))?;
+        let client = DeliveryClient::new(settings.delivery.clone()).map_err(NodeError::Client)?;
         let service = NodeService::new(
             Settings {
                 node_id: settings.node_id.clone(),
@@ -111,6 +119,7 @@ impl Node {
                 tmpfs_size: settings.tmpfs_size,
             },
             client,
+            Arc::new(mounts::Kernel),
             metrics.clone(),
         );
         let socket_path = settings.socket.clone();

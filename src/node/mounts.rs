@@ -14,6 +14,47 @@ const BASE_FLAGS: MountFlags = MountFlags::NODEV
     .union(MountFlags::NOSUID)
     .union(MountFlags::NOEXEC);
 
+/// The mount calls behind a volume's life: publish, republish, rollback and teardown are
+/// written against this, so their logic is tested with a fake mount table and no root; the
+/// plugin itself uses [`Kernel`].
+pub trait Mounter: Send + Sync {
+    /// What is mounted at `path` (the topmost mount, when several are stacked).
+    fn state(&self, path: &Path) -> io::Result<MountState>;
+    /// Mounts a fresh, writable tmpfs of `size` bytes at `path`.
+    fn mount_tmpfs(&self, path: &Path, size: u64) -> io::Result<()>;
+    /// Makes our tmpfs at `path` writable; `size` changes its limit.
+    fn remount_writable(&self, path: &Path, size: Option<u64>) -> io::Result<()>;
+    /// Makes our tmpfs at `path` read-only, as far as the kernel allows now (see [`seal`]).
+    fn seal(&self, path: &Path) -> io::Result<Sealed>;
+    /// Unmounts `path`, detaching a busy mount.
+    fn unmount(&self, path: &Path) -> io::Result<()>;
+}
+
+/// The real mount table, through mount(2) and umount2(2).
+pub struct Kernel;
+
+impl Mounter for Kernel {
+    fn state(&self, path: &Path) -> io::Result<MountState> {
+        state(path)
+    }
+
+    fn mount_tmpfs(&self, path: &Path, size: u64) -> io::Result<()> {
+        mount_tmpfs(path, size)
+    }
+
+    fn remount_writable(&self, path: &Path, size: Option<u64>) -> io::Result<()> {
+        remount(path, false, size)
+    }
+
+    fn seal(&self, path: &Path) -> io::Result<Sealed> {
+        seal(path)
+    }
+
+    fn unmount(&self, path: &Path) -> io::Result<()> {
+        unmount_volume(path)
+    }
+}
+
 /// What is mounted at a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MountState {

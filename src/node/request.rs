@@ -3,18 +3,17 @@
 
 use std::collections::HashMap;
 
+use base64::Engine;
 use serde::Deserialize;
 use tonic::Code;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::csi::volume_capability::AccessType;
 use super::csi::NodePublishVolumeRequest;
-use super::service::Failure;
-use crate::delivery::wire::TOKEN_AUDIENCE;
-use crate::spec::{
-    self, is_dir_prefix, SecretRef, EXTERNAL_DIR, MOUNTPOINTS_ATTRIBUTE, SECRETS_ATTRIBUTE,
-    SERVICE_ACCOUNT_DIR,
-};
+use super::failure::Failure;
+use super::writer::{FileSpec, Layout};
+use crate::delivery::wire::{PublishResponse, TOKEN_AUDIENCE};
+use crate::spec::{self, Mountpoints, SecretRef, MOUNTPOINTS_ATTRIBUTE, SECRETS_ATTRIBUTE};
 
 /// kubelet's volume-context keys (`pkg/volume/csi/csi_util.go`, `csi_mounter.go`).
 pub const EPHEMERAL_KEY: &str = "csi.storage.k8s.io/ephemeral";
@@ -22,11 +21,6 @@ pub const TOKENS_KEY: &str = "csi.storage.k8s.io/serviceAccount.tokens";
 pub const POD_NAME_KEY: &str = "csi.storage.k8s.io/pod.name";
 pub const POD_NAMESPACE_KEY: &str = "csi.storage.k8s.io/pod.namespace";
 pub const POD_UID_KEY: &str = "csi.storage.k8s.io/pod.uid";
-
-/// Most extra mount points one volume may ask for.
-const MAX_MOUNTPOINTS: usize = 64;
-const MAX_PATH: usize = 1024;
-const MAX_COMPONENT: usize = 255;
 
 /// A publish request that passed every check that needs no filesystem.
 pub struct Publish {
@@ -50,6 +44,46 @@ impl Publish {
             }
         }
         names
+    }
+
+    /// Maps the server's answer onto files: one per reference, so two references to one
+    /// secret give two files.
+    pub fn layout(&self, response: PublishResponse) -> Result<Layout, Failure> {
+        let step = "reading the server's answer";
+        let mut values: HashMap<String, Zeroizing<Vec<u8>>> = HashMap::new();
+        for secret in response.secrets {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(secret.data.as_bytes())
+                .map_err(|_| {
+                    Failure::new(
+                        Code::Unavailable,
+                        step,
+                        format!("secret {:?} is not valid base64", truncate(&secret.name)),
+                    )
+                })?;
+            values.insert(secret.name, Zeroizing::new(bytes));
+        }
+        let mut files = Vec::with_capacity(self.refs.len());
+        for r in &self.refs {
+            let Some(data) = values.get(&r.source) else {
+                return Err(Failure::new(
+                    Code::Internal,
+                    step,
+                    format!("the server did not return secret {:?}", r.source),
+                ));
+            };
+            files.push(FileSpec {
+                path: r.target.volume_path(),
+                data: Zeroizing::new(data.to_vec()),
+                uid: r.uid,
+                gid: r.gid,
+                mode: r.mode,
+            });
+        }
+        Ok(Layout {
+            files,
+            dirs: self.dirs.clone(),
+        })
     }
 }
 
@@ -109,14 +143,11 @@ pub fn check_publish(req: &mut NodePublishVolumeRequest) -> Result<Publish, Fail
         )));
     };
     let refs = spec::parse_secrets(attribute)
-        .map_err(|e| invalid(format!("volume attribute {SECRETS_ATTRIBUTE}: {e}")))?;
-    let dirs = parse_mountpoints(
-        ctx.get(MOUNTPOINTS_ATTRIBUTE)
-            .map(String::as_str)
-            .unwrap_or(""),
-        &refs,
-    )
-    .map_err(|e| invalid(format!("volume attribute {MOUNTPOINTS_ATTRIBUTE}: {e}")))?;
+        .map_err(|e| invalid(format!("volume attribute {SECRETS_ATTRIBUTE}")).because(e))?;
+    let mountpoints = ctx.get(MOUNTPOINTS_ATTRIBUTE).map_or("", String::as_str);
+    let dirs = Mountpoints::parse(mountpoints, &refs)
+        .map_err(|e| invalid(format!("volume attribute {MOUNTPOINTS_ATTRIBUTE}")).because(e))?
+        .dirs();
     let pod = |key: &str| {
         ctx.get(key)
             .filter(|v| !v.is_empty())
@@ -166,119 +197,7 @@ fn take_token(ctx: &mut HashMap<String, String>) -> Result<Zeroizing<String>, Fa
     }
 }
 
-/// `runsecrets.io/mountpoints`: relative directories other mounts of the pod land on. They are
-/// real directories at the volume root, outside the atomic writer's reach, so each must keep
-/// clear of the top-level names the files use.
-pub fn parse_mountpoints(text: &str, refs: &[SecretRef]) -> Result<Vec<String>, String> {
-    let mut dirs = vec![SERVICE_ACCOUNT_DIR.to_string()];
-    let file_roots: Vec<String> = refs
-        .iter()
-        .map(|r| top_level(&r.target.volume_path()).to_string())
-        .collect();
-    for (i, line) in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        if i >= MAX_MOUNTPOINTS {
-            return Err(format!("at most {MAX_MOUNTPOINTS} mount points"));
-        }
-        check_dir(line)?;
-        if line != SERVICE_ACCOUNT_DIR && is_dir_prefix(SERVICE_ACCOUNT_DIR, line) {
-            return Err(format!(
-                "mount point {line:?} is inside {SERVICE_ACCOUNT_DIR}, where kubelet mounts the token"
-            ));
-        }
-        if let Some(root) = file_roots.iter().find(|root| *root == top_level(line)) {
-            return Err(format!(
-                "mount point {line:?} shares the top-level name {root:?} with a secret file"
-            ));
-        }
-        if !dirs.iter().any(|d| d == line) {
-            dirs.push(line.to_string());
-        }
-    }
-    Ok(dirs)
-}
-
-fn top_level(path: &str) -> &str {
-    path.split('/').next().unwrap_or(path)
-}
-
-fn check_dir(dir: &str) -> Result<(), String> {
-    if dir.len() > MAX_PATH {
-        return Err(format!("a mount point is longer than {MAX_PATH} bytes"));
-    }
-    if dir.chars().any(char::is_control) {
-        return Err("a mount point contains a control character".into());
-    }
-    if dir.starts_with('/') {
-        return Err(format!(
-            "mount point {dir:?} must be relative to the volume"
-        ));
-    }
-    for component in dir.split('/') {
-        match component {
-            "" => return Err(format!("mount point {dir:?} has an empty component")),
-            "." | ".." => return Err(format!("mount point {dir:?} has a . or .. component")),
-            c if c.starts_with("..") => {
-                return Err(format!(
-                "mount point {dir:?}: names starting with \"..\" are reserved for atomic updates"
-            ))
-            }
-            c if c.len() > MAX_COMPONENT => {
-                return Err("a mount point has a component longer than 255 bytes".into())
-            }
-            _ => {}
-        }
-    }
-    if is_dir_prefix(EXTERNAL_DIR, dir) {
-        return Err(format!(
-            "mount point {dir:?} is reserved for files with absolute targets"
-        ));
-    }
-    Ok(())
-}
-
 /// Shortens a caller-supplied string for an error message.
 pub fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refs(text: &str) -> Vec<SecretRef> {
-        spec::parse_secrets(text).expect("valid references")
-    }
-
-    #[test]
-    fn mountpoints_always_hold_the_service_account_dir() {
-        let dirs = parse_mountpoints("", &refs("a")).expect("ok");
-        assert_eq!(dirs, vec![SERVICE_ACCOUNT_DIR.to_string()]);
-        let dirs =
-            parse_mountpoints("conf.d\nkubernetes.io/serviceaccount\n", &refs("a")).expect("ok");
-        assert_eq!(dirs, vec![SERVICE_ACCOUNT_DIR.to_string(), "conf.d".into()]);
-    }
-
-    #[test]
-    fn hostile_mountpoints_are_refused() {
-        let r = refs("source=a,target=tls/key.pem");
-        for bad in [
-            "/etc",
-            "../x",
-            "a//b",
-            "a/./b",
-            "..data",
-            "x/..2026",
-            ".external/etc",
-            "kubernetes.io/serviceaccount/x",
-            "tls",
-            "tls/certs",
-        ] {
-            assert!(parse_mountpoints(bad, &r).is_err(), "{bad} accepted");
-        }
-    }
 }

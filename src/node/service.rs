@@ -11,74 +11,82 @@
 //! - Publishes of different targets run in parallel; the same target is serialised by a
 //!   per-target lock, never held across other targets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use base64::Engine;
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
-use zeroize::Zeroizing;
 
-use super::client::DeliveryClient;
+use super::client::{ClientError, DeliveryClient};
 use super::csi::node_server;
 use super::csi::{
     NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse, NodeGetInfoRequest,
     NodeGetInfoResponse, NodePublishVolumeRequest, NodePublishVolumeResponse,
     NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse,
 };
+use super::failure::Failure;
 use super::locks::Locks;
 use super::metrics::NodeMetrics;
-use super::mounts::{self, MountState};
+use super::mounts::{MountState, Mounter};
 use super::request::{self, Publish, POD_NAMESPACE_KEY, POD_NAME_KEY};
 use super::target::{self, KubeletDir};
 use super::volume::{first_mount, teardown, update};
-use super::writer::{FileSpec, Layout};
-use crate::delivery::wire::{PublishRequest, PublishResponse};
+use crate::delivery::wire::{PublishRequest, Reason};
 
 const MIB: u64 = 1024 * 1024;
 /// Filesystem steps (mount, write, unmount) running at once.
 const FS_SLOTS: usize = 4;
 
-/// A failed step: the gRPC code kubelet acts on, and a message naming the step. Never holds a
-/// token or a secret value.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{step}: {message}")]
-pub struct Failure {
-    pub code: Code,
-    pub step: &'static str,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: Code, step: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            step,
-            message: message.into(),
-        }
-    }
-
-    /// Metric label: the gRPC code in snake case.
-    pub fn reason(&self) -> &'static str {
-        match self.code {
-            Code::InvalidArgument => "invalid_argument",
-            Code::PermissionDenied => "permission_denied",
-            Code::NotFound => "not_found",
-            Code::FailedPrecondition => "failed_precondition",
-            Code::Unavailable => "unavailable",
-            Code::DeadlineExceeded => "deadline_exceeded",
-            Code::Internal => "internal",
-            _ => "other",
-        }
-    }
-}
-
-impl From<Failure> for Status {
-    fn from(f: Failure) -> Self {
-        Status::new(f.code, f.to_string())
-    }
+/// What kubelet is told when the delivery call fails: the step, and the gRPC code for the
+/// server's reason (CSI: InvalidArgument and PermissionDenied are final until the pod
+/// changes, Unavailable is retried).
+fn delivery_failure(e: ClientError) -> Failure {
+    let code = match &e {
+        ClientError::Refused { status, reason } => match reason.as_ref().map(|(r, _)| r) {
+            Some(Reason::InvalidRequest) => Code::InvalidArgument,
+            Some(Reason::Unauthenticated | Reason::Forbidden) => Code::PermissionDenied,
+            Some(Reason::NotFound) => Code::NotFound,
+            Some(Reason::Unavailable) => Code::Unavailable,
+            None => match status {
+                400 => Code::InvalidArgument,
+                401 | 403 => Code::PermissionDenied,
+                404 => Code::NotFound,
+                500..=599 => Code::Unavailable,
+                _ => Code::Unknown,
+            },
+        },
+        ClientError::TokenNotAHeader => Code::FailedPrecondition,
+        ClientError::Encode(_) | ClientError::Build(_) => Code::Internal,
+        // The plugin's own files and the way to the server: kubelet retries.
+        ClientError::CaRead { .. }
+        | ClientError::CaUnusable { .. }
+        | ClientError::TokenRead { .. }
+        | ClientError::TokenNotText { .. }
+        | ClientError::TokenEmpty { .. }
+        | ClientError::Timeout { .. }
+        | ClientError::Connect { .. }
+        | ClientError::Body(_)
+        | ClientError::TooLarge
+        | ClientError::Malformed => Code::Unavailable,
+    };
+    let step = match &e {
+        ClientError::CaRead { .. } | ClientError::CaUnusable { .. } => "loading the server CA",
+        ClientError::TokenRead { .. }
+        | ClientError::TokenNotText { .. }
+        | ClientError::TokenEmpty { .. }
+        | ClientError::TokenNotAHeader => "reading the node token",
+        ClientError::Encode(_)
+        | ClientError::Build(_)
+        | ClientError::Timeout { .. }
+        | ClientError::Connect { .. }
+        | ClientError::Body(_)
+        | ClientError::TooLarge
+        | ClientError::Malformed
+        | ClientError::Refused { .. } => "asking the server for the pod's secrets",
+    };
+    Failure::caused(code, step, e)
 }
 
 /// What the service needs from the flags.
@@ -95,6 +103,7 @@ pub struct NodeService {
     kubelet: KubeletDir,
     tmpfs_size: u64,
     client: DeliveryClient,
+    mounter: Arc<dyn Mounter>,
     metrics: Arc<NodeMetrics>,
     locks: Locks,
     /// Bounds filesystem steps in flight: mount calls serialise in the kernel anyway, and each
@@ -109,7 +118,12 @@ pub struct NodeService {
 const REPORTED_MAX: usize = 4096;
 
 impl NodeService {
-    pub fn new(settings: Settings, client: DeliveryClient, metrics: Arc<NodeMetrics>) -> Self {
+    pub fn new(
+        settings: Settings,
+        client: DeliveryClient,
+        mounter: Arc<dyn Mounter>,
+        metrics: Arc<NodeMetrics>,
+    ) -> Self {
         Self {
             node_id: settings.node_id,
             kubelet: KubeletDir {
@@ -118,6 +132,7 @@ impl NodeService {
             },
             tmpfs_size: settings.tmpfs_size,
             client,
+            mounter,
             metrics,
             locks: Locks::default(),
             fs_slots: Semaphore::new(FS_SLOTS),
@@ -139,7 +154,7 @@ impl NodeService {
                 if reported.len() >= REPORTED_MAX {
                     reported.clear();
                 }
-                reported.insert((target.to_string(), f.to_string()))
+                reported.insert((target.to_string(), f.message()))
             }
         }
     }
@@ -157,7 +172,9 @@ impl NodeService {
             )
         };
         let _slot = self.fs_slots.acquire().await.map_err(|_| failed())?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| failed())?
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| failed().because(e))?
     }
 
     async fn publish(&self, plan: Publish, republish: &mut bool) -> Result<&'static str, Failure> {
@@ -168,12 +185,11 @@ impl NodeService {
             .fs(move || target::check_publish(&raw, &kubelet))
             .await?;
         let _guard = self.locks.lock(target.real.clone()).await;
-        let real = target.real.clone();
+        let (real, m) = (target.real.clone(), self.mounter.clone());
         let state = self
             .fs(move || {
-                mounts::state(&real).map_err(|e| {
-                    Failure::new(Code::Internal, "reading the mount table", e.to_string())
-                })
+                m.state(&real)
+                    .map_err(|e| Failure::caused(Code::Internal, "reading the mount table", e))
             })
             .await?;
         let mut sealed = true;
@@ -201,13 +217,12 @@ impl NodeService {
         };
         let answer = self.client.publish(&wire).await;
         drop(wire);
-        let layout = answer.and_then(|response| layout(&plan, response));
+        let layout = answer
+            .map_err(delivery_failure)
+            .and_then(|response| plan.layout(response));
         let layout = match layout {
             Ok(layout) => layout,
-            Err(mut f) if *republish => {
-                f.message.push_str("; the volume keeps its last good files");
-                return Err(f);
-            }
+            Err(f) if *republish => return Err(f.leaving("the volume keeps its last good files")),
             Err(f) => return Err(f),
         };
         let size = self
@@ -215,12 +230,13 @@ impl NodeService {
             .max(2 * layout.bytes_needed() + MIB)
             .div_ceil(4096)
             * 4096;
-        let path = target.real.clone();
+        let (path, m) = (target.real.clone(), self.mounter.clone());
         if *republish {
-            self.fs(move || update(&path, &layout, size, sealed)).await
+            self.fs(move || update(&*m, &path, &layout, size, sealed))
+                .await
         } else {
             let existed = target.exists;
-            self.fs(move || first_mount(&path, existed, &layout, size))
+            self.fs(move || first_mount(&*m, &path, existed, &layout, size))
                 .await?;
             self.metrics.mounted_delta(1);
             Ok("mounted")
@@ -244,56 +260,13 @@ impl NodeService {
             return Ok(());
         };
         let _guard = self.locks.lock(target.real.clone()).await;
-        let path = target.real.clone();
-        let unmounted = self.fs(move || teardown(&path)).await?;
+        let (path, m) = (target.real.clone(), self.mounter.clone());
+        let unmounted = self.fs(move || teardown(&*m, &path)).await?;
         if unmounted {
             self.metrics.mounted_delta(-1);
         }
         Ok(())
     }
-}
-
-/// Maps the server's answer onto files: one per reference, so two references to one secret
-/// give two files.
-fn layout(plan: &Publish, response: PublishResponse) -> Result<Layout, Failure> {
-    let step = "reading the server's answer";
-    let mut values: HashMap<String, Zeroizing<Vec<u8>>> = HashMap::new();
-    for secret in response.secrets {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(secret.data.as_bytes())
-            .map_err(|_| {
-                Failure::new(
-                    Code::Unavailable,
-                    step,
-                    format!(
-                        "secret {:?} is not valid base64",
-                        request::truncate(&secret.name)
-                    ),
-                )
-            })?;
-        values.insert(secret.name, Zeroizing::new(bytes));
-    }
-    let mut files = Vec::with_capacity(plan.refs.len());
-    for r in &plan.refs {
-        let Some(data) = values.get(&r.source) else {
-            return Err(Failure::new(
-                Code::Internal,
-                step,
-                format!("the server did not return secret {:?}", r.source),
-            ));
-        };
-        files.push(FileSpec {
-            path: r.target.volume_path(),
-            data: Zeroizing::new(data.to_vec()),
-            uid: r.uid,
-            gid: r.gid,
-            mode: r.mode,
-        });
-    }
-    Ok(Layout {
-        files,
-        dirs: plan.dirs.clone(),
-    })
 }
 
 #[tonic::async_trait]
@@ -336,7 +309,7 @@ impl node_server::Node for NodeService {
                 tracing::warn!(
                     pod_namespace = %namespace, pod_name = %pod, volume_id = %volume_id,
                     secrets = %secrets, republish, outcome = "error", code = ?failure.code,
-                    error = %failure, ms = seconds * 1000.0,
+                    error = %failure.message(), ms = seconds * 1000.0,
                     "NodePublishVolume"
                 );
                 Err(failure.into())
@@ -358,11 +331,11 @@ impl node_server::Node for NodeService {
                 Ok(Response::new(NodeUnpublishVolumeResponse {}))
             }
             Err(failure) if self.first_report(&target, Some(&failure)) => {
-                tracing::warn!(volume_id = %volume_id, target = %request::truncate(&target), outcome = "error", error = %failure, "NodeUnpublishVolume");
+                tracing::warn!(volume_id = %volume_id, target = %request::truncate(&target), outcome = "error", error = %failure.message(), "NodeUnpublishVolume");
                 Err(failure.into())
             }
             Err(failure) => {
-                tracing::debug!(volume_id = %volume_id, outcome = "error", error = %failure, "NodeUnpublishVolume (failed as before)");
+                tracing::debug!(volume_id = %volume_id, outcome = "error", error = %failure.message(), "NodeUnpublishVolume (failed as before)");
                 Err(failure.into())
             }
         }
@@ -389,3 +362,6 @@ impl node_server::Node for NodeService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

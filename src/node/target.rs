@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use tonic::Code;
 
+use super::failure::Failure;
 use super::request::truncate;
-use super::service::Failure;
 
 const STEP: &str = "checking the target path";
 
@@ -139,8 +139,9 @@ fn resolve(path: &Path, kubelet: &KubeletDir) -> Result<Option<Target>, Failure>
             return Err(Failure::new(
                 Code::Internal,
                 STEP,
-                format!("resolving the parent of {shown:?}: {e}"),
-            ))
+                format!("resolving the parent of {shown:?}"),
+            )
+            .because(e))
         }
     };
     if !parent.starts_with(&kubelet.real) {
@@ -161,11 +162,9 @@ fn resolve(path: &Path, kubelet: &KubeletDir) -> Result<Option<Target>, Failure>
         Ok(_) => true,
         Err(e) if e.kind() == ErrorKind::NotFound => false,
         Err(e) => {
-            return Err(Failure::new(
-                Code::Internal,
-                STEP,
-                format!("inspecting {shown:?}: {e}"),
-            ))
+            return Err(
+                Failure::new(Code::Internal, STEP, format!("inspecting {shown:?}")).because(e),
+            )
         }
     };
     Ok(Some(Target { real, exists }))

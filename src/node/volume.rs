@@ -9,21 +9,26 @@ use std::path::{Path, PathBuf};
 
 use tonic::Code;
 
-use super::mounts::{self, MountState, Sealed};
-use super::service::Failure;
+use super::failure::Failure;
+use super::mounts::{MountState, Mounter, Sealed};
 use super::writer::{Layout, WriteError};
-use crate::error::Chain;
 
 fn internal(step: &'static str) -> impl FnOnce(std::io::Error) -> Failure {
-    move |e| Failure::new(Code::Internal, step, Chain(&e).to_string())
+    move |e| Failure::caused(Code::Internal, step, e)
 }
 
 fn write_failed(e: WriteError) -> Failure {
-    Failure::new(Code::Internal, "writing the files", Chain(&e).to_string())
+    Failure::caused(Code::Internal, "writing the files", e)
 }
 
 /// Mounts a fresh tmpfs, fills it and makes it read-only; on failure nothing is left behind.
-pub fn first_mount(path: &Path, existed: bool, layout: &Layout, size: u64) -> Result<(), Failure> {
+pub fn first_mount(
+    m: &dyn Mounter,
+    path: &Path,
+    existed: bool,
+    layout: &Layout,
+    size: u64,
+) -> Result<(), Failure> {
     if !existed {
         match std::fs::DirBuilder::new().mode(0o750).create(path) {
             Err(e) if e.kind() != ErrorKind::AlreadyExists => {
@@ -38,16 +43,16 @@ pub fn first_mount(path: &Path, existed: bool, layout: &Layout, size: u64) -> Re
         }
         f
     };
-    mounts::mount_tmpfs(path, size)
+    m.mount_tmpfs(path, size)
         .map_err(internal("mounting the tmpfs"))
         .map_err(undo)?;
     let filled = layout
         .write(path)
         .map(drop)
         .map_err(write_failed)
-        .and_then(|()| seal(path));
+        .and_then(|()| seal(m, path));
     filled.map_err(|f| {
-        let _ = mounts::unmount_volume(path);
+        let _ = m.unmount(path);
         undo(f)
     })
 }
@@ -56,6 +61,7 @@ pub fn first_mount(path: &Path, existed: bool, layout: &Layout, size: u64) -> Re
 /// otherwise it is writable only while the changed files are replaced (and an old-layout
 /// volume converted). `sealed`: the tmpfs itself is read-only, as the mount table said.
 pub fn update(
+    m: &dyn Mounter,
     path: &Path,
     layout: &Layout,
     size: u64,
@@ -64,16 +70,16 @@ pub fn update(
     if layout.is_current(path) {
         // An earlier update may have sealed only the mount (a replaced file was still held).
         if !sealed {
-            seal(path)?;
+            seal(m, path)?;
         }
         return Ok("unchanged");
     }
     // Growing the limit can fail if the volume is fuller than asked; keep the old limit then.
-    mounts::remount(path, false, Some(size))
-        .or_else(|_| mounts::remount(path, false, None))
+    m.remount_writable(path, Some(size))
+        .or_else(|_| m.remount_writable(path, None))
         .map_err(internal("remounting writable"))?;
     let written = layout.write(path).map_err(write_failed);
-    let sealed = seal(path);
+    let sealed = seal(m, path);
     let written = written?;
     sealed?;
     Ok(if written.converted {
@@ -84,8 +90,8 @@ pub fn update(
 }
 
 /// Read-only again; says so when only the mount could be sealed for now.
-fn seal(path: &Path) -> Result<(), Failure> {
-    match mounts::seal(path).map_err(internal("remounting read-only"))? {
+fn seal(m: &dyn Mounter, path: &Path) -> Result<(), Failure> {
+    match m.seal(path).map_err(internal("remounting read-only"))? {
         Sealed::Filesystem => {}
         Sealed::MountOnly => tracing::debug!(
             target = %path.display(),
@@ -98,11 +104,11 @@ fn seal(path: &Path) -> Result<(), Failure> {
 }
 
 /// Wipes, unmounts and removes the target; true when a volume was unmounted.
-pub fn teardown(path: &Path) -> Result<bool, Failure> {
+pub fn teardown(m: &dyn Mounter, path: &Path) -> Result<bool, Failure> {
     let mut unmounted = false;
     // Bounded: a stack of our mounts (never made by this plugin, but possible by hand).
     for _ in 0..8 {
-        let state = mounts::state(path).map_err(internal("reading the mount table"))?;
+        let state = m.state(path).map_err(internal("reading the mount table"))?;
         match state {
             MountState::NotMounted => break,
             MountState::Foreign(fs_type) => {
@@ -113,10 +119,10 @@ pub fn teardown(path: &Path) -> Result<bool, Failure> {
                 ))
             }
             MountState::Ours { .. } => {
-                if mounts::remount(path, false, None).is_ok() {
+                if m.remount_writable(path, None).is_ok() {
                     let _ = wipe(path);
                 }
-                mounts::unmount_volume(path).map_err(internal("unmounting the tmpfs"))?;
+                m.unmount(path).map_err(internal("unmounting the tmpfs"))?;
                 unmounted = true;
             }
         }
@@ -177,3 +183,6 @@ fn zero(path: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -61,8 +61,8 @@ pub async fn post(
         problem,
     };
     let pem = std::fs::read(ca).map_err(|e| ca_error(e.to_string()))?;
-    let client =
-        crate::node::client::build_client(&pem, Duration::from_secs(10)).map_err(ca_error)?;
+    let client = crate::node::client::build_client(&pem, Duration::from_secs(10))
+        .map_err(|e| ca_error(crate::error::Chain(&e).to_string()))?;
     let request = hyper::Request::builder()
         .method(hyper::Method::POST)
         .uri(uri)

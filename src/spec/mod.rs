@@ -2,8 +2,10 @@
 //! references. The webhook, the offline CLI and the node plugin all parse through here, so a
 //! reference means the same thing at admission time and at mount time.
 
+mod mountpoints;
 mod target;
 
+pub use mountpoints::{MountpointError, Mountpoints, MAX_MOUNTPOINTS};
 pub use target::{is_dir_prefix, Target, TargetError, EXTERNAL_DIR, SERVICE_ACCOUNT_DIR};
 
 use std::fmt;
@@ -27,7 +29,7 @@ pub const MOUNT_PATH: &str = "/run/secrets";
 /// CSI volume attribute carrying the canonical reference list (one reference per line).
 pub const SECRETS_ATTRIBUTE: &str = "runsecrets.io/secrets";
 /// CSI volume attribute listing directories, relative to the volume, that other mounts of the
-/// pod need as mount points inside the read-only volume (one per line).
+/// pod need as mount points inside the read-only volume (one per line; see [`Mountpoints`]).
 pub const MOUNTPOINTS_ATTRIBUTE: &str = "runsecrets.io/mountpoints";
 
 /// Swarm's default file mode for a secret.

@@ -1,7 +1,7 @@
 //! The volume writer on a plain directory (no mount, no root): the files are owned by the
 //! user running the tests, so every owner the writer sets is one it may set.
 
-#[path = "../../tests/common/legacy_layout.rs"]
+#[path = "../../../tests/common/legacy_layout.rs"]
 mod legacy_layout;
 
 use std::collections::BTreeMap;
@@ -12,8 +12,8 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::volume::wipe;
-use super::writer::{FileSpec, Layout, Written};
+use super::{FileSpec, Layout, Written};
+use crate::node::volume::wipe;
 
 const SA: &str = "kubernetes.io/serviceaccount";
 
