@@ -4,6 +4,7 @@
 //! captured bodies) → a RunSecret unsealed → a file on a read-only tmpfs.
 
 mod common;
+use common::fixtures;
 #[path = "common/node.rs"]
 mod node_harness;
 

@@ -2,6 +2,7 @@
 //! unix socket, a real tmpfs at a temporary target, a stub delivery server over TLS.
 
 mod common;
+use common::fixtures;
 #[path = "common/legacy_layout.rs"]
 mod legacy_layout;
 #[path = "common/node.rs"]

@@ -3,6 +3,7 @@
 //! `--data-dir` finds the server's CA and node token.
 
 mod common;
+use common::fixtures;
 #[path = "common/node.rs"]
 mod node_harness;
 

@@ -2,6 +2,8 @@
 //! without our token, hostile target paths and hostile volume attributes. Each refusal leaves
 //! no mount, no directory and no call to the server.
 
+#[path = "common/fixtures.rs"]
+mod fixtures;
 #[path = "common/node.rs"]
 mod node_harness;
 

@@ -10,6 +10,8 @@
 //! NodeUnstageVolume, NodeGetVolumeStats, NodeExpandVolume, and the single-node-multi-writer
 //! cases; their RPCs answer UNIMPLEMENTED, checked here too.
 
+#[path = "common/fixtures.rs"]
+mod fixtures;
 #[path = "common/node.rs"]
 mod node_harness;
 
