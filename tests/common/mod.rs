@@ -1,12 +1,19 @@
 //! Shared test helpers: the real apiserver fixtures, patch application, and a TLS client.
+//! Each test binary (tests/it, tests/node, tests/chart) includes this directory with
+//! `#[path = "../common/mod.rs"] mod common;`.
 #![allow(dead_code)]
 
 pub mod apiserver;
 pub mod binary;
 pub mod fixtures;
+pub mod legacy_layout;
+pub mod node;
+pub mod own_process;
 pub mod tls;
 
-pub use fixtures::{fixture, fixture_bytes, fixtures_dir, review_fixtures};
+// Not every binary uses all three.
+#[allow(unused_imports)]
+pub use fixtures::{fixture, fixture_bytes, review_fixtures};
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;

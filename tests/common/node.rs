@@ -2,8 +2,8 @@
 //! over TLS (its own rcgen CA), kubelet's NodePublishVolume request from the fixtures, and a
 //! guard that lazily unmounts whatever the test left mounted, even when it panics.
 //!
-//! Included with `#[path = "common/node.rs"] mod node_harness;` (benches: `../tests/...`, beside
-//! `common/fixtures.rs` as `fixtures`).
+//! `common::node` in the test binaries; benches/node.rs includes it with `#[path]`, beside
+//! `common/fixtures.rs` as `fixtures`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;

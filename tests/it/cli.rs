@@ -1,7 +1,7 @@
 //! `runsecrets review` and `runsecrets scan`, run as the real binary on the manifests in
 //! tests/manifests.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

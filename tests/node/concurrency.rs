@@ -2,10 +2,8 @@
 //! one target are serialised, a restarted plugin finds its volumes in the mount table, and
 //! `--data-dir` finds the server's CA and node token.
 
-mod common;
-use common::fixtures;
-#[path = "common/node.rs"]
-mod node_harness;
+use crate::common;
+use crate::common::node as node_harness;
 
 use std::time::Duration;
 

@@ -10,10 +10,7 @@
 //! NodeUnstageVolume, NodeGetVolumeStats, NodeExpandVolume, and the single-node-multi-writer
 //! cases; their RPCs answer UNIMPLEMENTED, checked here too.
 
-#[path = "common/fixtures.rs"]
-mod fixtures;
-#[path = "common/node.rs"]
-mod node_harness;
+use crate::common::node as node_harness;
 
 use node_harness::{kubelet_request, Harness};
 use runsecrets::node::csi::node_service_capability::rpc;

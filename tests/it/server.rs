@@ -1,7 +1,7 @@
 //! The HTTPS server end to end on 127.0.0.1: real TLS, certificate reload by symlink swap,
 //! limits, admin endpoints and graceful shutdown.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! the cluster mode (`--store kubernetes --authenticator kubernetes`) against the apiserver
 //! stub, whose TokenReviews answer with the real fixture bodies.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -279,10 +279,15 @@ async fn oversized_bodies_get_413_not_a_reset() {
 
 #[tokio::test]
 async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
+    if common::own_process::rerun_alone(
+        "delivery::cluster_mode_uses_runsecrets_objects_and_token_reviews",
+    ) {
+        return;
+    }
     let api = ApiServer::start().await;
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = api.kubeconfig(dir.path(), "runsecrets");
-    // This binary's only test that reads KUBECONFIG; set before any client is built.
+    // Alone in this process (above); set before any client is built.
     std::env::set_var("KUBECONFIG", &kubeconfig);
     // No --authenticator: a Kubernetes store means TokenReview.
     let server = start(

@@ -2,10 +2,9 @@
 //! cluster (read through kubeconfig from the apiserver stub), so the server's keyring opens
 //! every converted secret.
 
-mod common;
+use crate::common;
 
-#[path = "compose_common/mod.rs"]
-mod compose_common;
+use crate::compose_common;
 
 use base64::Engine;
 use common::apiserver::ApiServer;

@@ -1,12 +1,9 @@
 //! The node plugin driven as kubelet drives it: kubelet's real NodePublishVolume request on the
 //! unix socket, a real tmpfs at a temporary target, a stub delivery server over TLS.
 
-mod common;
-use common::fixtures;
-#[path = "common/legacy_layout.rs"]
-mod legacy_layout;
-#[path = "common/node.rs"]
-mod node_harness;
+use crate::common;
+use crate::common::legacy_layout;
+use crate::common::node as node_harness;
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -3,7 +3,7 @@
 //! locked and is unlocked over TLS or by a mounted file, and what the stored keyring alone
 //! gives away (nothing). Every log line of every run is checked for key material.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

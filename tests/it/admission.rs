@@ -1,6 +1,6 @@
 //! The webhook's answers to the real AdmissionReview bodies captured from a kube-apiserver.
 
-mod common;
+use crate::common;
 
 use common::*;
 use k8s_openapi::api::core::v1::Pod;

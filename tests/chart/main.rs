@@ -33,19 +33,11 @@ use runsecrets::cli::{Cli, Command as Sub};
 use runsecrets::policy::{Level, Mode};
 use runsecrets::spec::{DRIVER_NAME, SECRETS_ANNOTATION};
 
-// tests/chart.rs is a crate root, so `mod x;` alone would look for tests/x.rs (another test
-// binary); the tests live under tests/chart/.
-#[path = "chart/node.rs"]
 mod node;
-#[path = "chart/rbac.rs"]
 mod rbac;
-#[path = "chart/render.rs"]
 mod render;
-#[path = "chart/server.rs"]
 mod server;
-#[path = "chart/tls.rs"]
 mod tls;
-#[path = "chart/webhooks.rs"]
 mod webhooks;
 
 const REGENERATE: &str = "python3 tests/helm/render.py --manifests > manifests/runsecrets.yaml";

@@ -2,10 +2,7 @@
 //! without our token, hostile target paths and hostile volume attributes. Each refusal leaves
 //! no mount, no directory and no call to the server.
 
-#[path = "common/fixtures.rs"]
-mod fixtures;
-#[path = "common/node.rs"]
-mod node_harness;
+use crate::common::node as node_harness;
 
 use std::path::Path;
 

@@ -1,9 +1,7 @@
 //! `compose convert` on bad input (file:line, what to do, exit 2, nothing written), the output
 //! directory (atomic, replaceable only when ours), and `scan` on Compose files.
 
-mod common;
-#[path = "compose_common/mod.rs"]
-mod compose_common;
+use crate::compose_common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! the CA in a Secret, a second one reuses it, both serve certificates that chain to it, and the
 //! CA lands in every webhook's caBundle and in the node plugins' ConfigMap.
 
-mod common;
+use crate::common;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -52,11 +52,16 @@ fn webhook(name: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn replicas_share_one_ca_and_publish_it_to_the_webhooks_and_the_node_plugins() {
+    if common::own_process::rerun_alone(
+        "server_ca::replicas_share_one_ca_and_publish_it_to_the_webhooks_and_the_node_plugins",
+    ) {
+        return;
+    }
     common::tls::init_crypto();
     let api = ApiServer::start().await;
     let dir = tempfile::tempdir().expect("tmp");
     let kubeconfig = api.kubeconfig(dir.path(), "runsecrets");
-    // The only test of this binary; set before any client is built.
+    // Alone in this process (above); set before any client is built.
     std::env::set_var("KUBECONFIG", &kubeconfig);
     let admission = "/apis/admissionregistration.k8s.io/v1";
 

@@ -3,10 +3,8 @@
 //! `runsecrets server --store kubernetes --authenticator kubernetes` over TLS → TokenReview (the
 //! captured bodies) → a RunSecret unsealed → a file on a read-only tmpfs.
 
-mod common;
-use common::fixtures;
-#[path = "common/node.rs"]
-mod node_harness;
+use crate::common;
+use crate::common::node as node_harness;
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -22,10 +20,15 @@ const VALUE: &[u8] = b"end-to-end-root-password";
 
 #[tokio::test]
 async fn a_declared_secret_reaches_the_pod_and_only_that_pod() {
+    if common::own_process::rerun_alone(
+        "end_to_end::a_declared_secret_reaches_the_pod_and_only_that_pod",
+    ) {
+        return;
+    }
     let api = ApiServer::start().await;
     let data = tempfile::tempdir().expect("tmp");
     let kubeconfig = api.kubeconfig(data.path(), "runsecrets");
-    // The only test of this binary; set before any client is built.
+    // Alone in this process (above); set before any client is built.
     std::env::set_var("KUBECONFIG", &kubeconfig);
 
     // The pod token kubelet put in the captured volume context reviews as shop/web, bound to

@@ -2,7 +2,7 @@
 //! multi-stage builds, continuations with comments, heredocs, the escape directive, the legacy
 //! ENV form, ONBUILD, `_FILE` names and benign settings.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -4,7 +4,7 @@
 //! the server delivering an X-Wing secret to a node plugin's request, resealing an X25519
 //! secret to the X-Wing key, and every log line checked for key material.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

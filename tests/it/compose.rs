@@ -3,9 +3,7 @@
 //! sealed value opens to what Compose would mount, and the output passes the project's own
 //! review at `--level strict`.
 
-mod common;
-#[path = "compose_common/mod.rs"]
-mod compose_common;
+use crate::compose_common;
 
 use std::collections::BTreeMap;
 

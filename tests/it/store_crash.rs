@@ -52,7 +52,7 @@ fn crash_during_writes_loses_nothing_completed() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut child = Command::new(std::env::current_exe().expect("test binary"))
             .args([
-                "crash_child_writer",
+                "store_crash::crash_child_writer",
                 "--exact",
                 "--ignored",
                 "--test-threads=1",

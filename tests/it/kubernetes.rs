@@ -2,7 +2,7 @@
 //! Secret, the public-key ConfigMap, the watch-backed catalogue, `rm`'s in-use check, `rotate`
 //! moving a Deployment's reference, and TokenReview with the real response bodies.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The `docker secret` verbs through the real binary: exit codes, Swarm's messages, stdin,
 //! and that no output or file carries the value.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
