@@ -5,6 +5,9 @@
 //! runs in (once, under CARGO_TARGET_TMPDIR; needs python3 with venv and pip, and PyPI), renders
 //! each values set once, and checks the objects against the binary: its command line, its
 //! routes, its CSI driver name and the API calls it makes.
+//!
+//! Every test is ignored by plain `cargo test` (it needs PyPI); `--include-ignored` runs them,
+//! as `.ci/run` does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

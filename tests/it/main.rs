@@ -3,8 +3,8 @@
 //! of them instead of once per file. The node plugin's tests (tests/node), the chart's
 //! (tests/chart) and the cluster test (tests/cluster) are binaries of their own.
 //!
-//! Tests share this process: one that needs a process-wide setting (`KUBECONFIG`) runs itself
-//! alone in a child (`common::own_process`).
+//! Every test here runs unprivileged and offline. Tests share this process: one that needs a
+//! process-wide setting (`KUBECONFIG`) runs itself alone in a child (`common::own_process`).
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -13,6 +13,7 @@ use tonic::Code;
 const SECRETS: &[(&str, &[u8])] = &[("mysql_root_password", b"hunter2-root")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: mounts tmpfs"]
 async fn publishes_for_different_pods_overlap() {
     let h = Harness::start(SECRETS).await;
     // Each answer takes a while, so serialised publishes could never be in flight together.
@@ -41,6 +42,7 @@ async fn publishes_for_different_pods_overlap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root: mounts tmpfs"]
 async fn publishes_of_one_target_are_serialised() {
     let h = Harness::start(SECRETS).await;
     h.stub.set_delay(Duration::from_millis(100));
@@ -65,6 +67,7 @@ async fn publishes_of_one_target_are_serialised() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn a_restarted_plugin_recognises_its_volumes() {
     let mut h = Harness::start(SECRETS).await;
     let target = h.target("pod-restart");
@@ -102,6 +105,7 @@ async fn a_restarted_plugin_recognises_its_volumes() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn local_mode_uses_the_server_data_directory() {
     let h = Harness::start(SECRETS).await;
     let data = h.dir.path().join("server-data");

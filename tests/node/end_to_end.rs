@@ -19,6 +19,7 @@ use tonic::Code;
 const VALUE: &[u8] = b"end-to-end-root-password";
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn a_declared_secret_reaches_the_pod_and_only_that_pod() {
     if common::own_process::rerun_alone(
         "end_to_end::a_declared_secret_reaches_the_pod_and_only_that_pod",

@@ -131,6 +131,7 @@ fn assert_sealed(target: &Path, want: Sealed) {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn publish_lays_out_files_as_swarm_does() {
     let h = Harness::start(SECRETS).await;
     let target = h.target("5dd53397-9cdd-4a3d-b639-3ec27c320d8f");
@@ -182,6 +183,7 @@ async fn publish_lays_out_files_as_swarm_does() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn repeated_publish_is_idempotent() {
     let h = Harness::start(SECRETS).await;
     let target = h.target("pod-a");
@@ -208,6 +210,7 @@ async fn repeated_publish_is_idempotent() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn republish_replaces_changed_files_and_keeps_mount_points() {
     let h = Harness::start(SECRETS).await;
     let target = h.target("pod-b");
@@ -276,6 +279,7 @@ async fn republish_replaces_changed_files_and_keeps_mount_points() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn a_volume_in_the_old_layout_is_converted_by_the_next_republish() {
     let h = Harness::start(SECRETS).await;
     let target = h.target("pod-upgrade");
@@ -345,6 +349,7 @@ async fn a_volume_in_the_old_layout_is_converted_by_the_next_republish() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn republish_with_the_server_down_keeps_the_last_good_files() {
     let h = Harness::start(SECRETS).await;
     let target = h.target("pod-c");
@@ -380,6 +385,7 @@ async fn republish_with_the_server_down_keeps_the_last_good_files() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn unpublish_leaves_nothing_and_is_idempotent() {
     let h = Harness::start(SECRETS).await;
     let target = h.target("pod-d");
@@ -490,6 +496,7 @@ async fn a_wrong_node_token_is_permission_denied() {
 }
 
 #[tokio::test]
+#[ignore = "needs root: mounts tmpfs"]
 async fn metrics_count_publishes_and_mounted_volumes() {
     let h = Harness::start(SECRETS).await;
     let target = h.target("pod-i");
