@@ -3,20 +3,15 @@
 //! `serde_json::Value`, the least work any webhook must do. README reports medians and the
 //! ratio to that baseline, since absolute times on shared machines drift.
 
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use runsecrets::admission::{review, Endpoint};
 use runsecrets::policy::{Level, Levels, Mode};
 use runsecrets::spec;
-
-fn fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("RUNSECRETS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    std::fs::read(dir.join(name)).expect("fixture readable")
-}
 
 fn reviews(c: &mut Criterion) {
     let cases = [
@@ -43,7 +38,7 @@ fn reviews(c: &mut Criterion) {
     ];
     let mut group = c.benchmark_group("review");
     for (name, file, endpoint) in cases {
-        let body = fixture(file);
+        let body = fixtures::fixture_bytes(file);
         group.throughput(Throughput::Bytes(body.len() as u64));
         group.bench_function(format!("{name}/baseline-parse"), |b| {
             b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(&body)).expect("json"))

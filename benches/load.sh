@@ -18,7 +18,7 @@ SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 RATE=${RATE:-1000}
 PORT=${PORT:-18443}
 ADMIN_PORT=${ADMIN_PORT:-18080}
-FIXTURE=${FIXTURE:-../shared/fixtures/pod-secrets-short.json}
+FIXTURE=${FIXTURE:-tests/fixtures/cluster/pod-secrets-short.json}
 TOOLS=${TOOLS:-$HOME/.cache/runsecrets/tools}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/runsecrets/target}
 

@@ -12,6 +12,8 @@
 //!
 //! Needs root (it mounts tmpfs): `cargo bench --bench node`.
 
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
 #[path = "../tests/common/node.rs"]
 mod node_harness;
 

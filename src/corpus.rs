@@ -4,7 +4,6 @@
 //! cargo-fuzz needs a nightly toolchain; these are proptest properties instead, run with a
 //! small case count in CI and for as long as wanted with `RUNSECRETS_FUZZ_CASES=N`.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -20,39 +19,11 @@ pub const CANARY: &str = "hunter2-pasted!Zq9Canary-value";
 /// What no answer, error or message may contain.
 pub const CANARY_TAIL: &str = "Zq9Canary";
 
-/// `../shared/fixtures` beside the clone, or `$RUNSECRETS_FIXTURES`.
-pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("RUNSECRETS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
-}
-
-pub fn fixture_bytes(name: &str) -> Vec<u8> {
-    let path = fixtures_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
-}
-
-/// The fixtures that are AdmissionReviews, by name.
-pub fn review_fixtures() -> Vec<(String, Vec<u8>)> {
-    let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json"))
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|n| {
-            let bytes = fixture_bytes(&n);
-            (n, bytes)
-        })
-        .filter(|(_, b)| {
-            serde_json::from_slice::<Value>(b)
-                .is_ok_and(|v| v["kind"] == "AdmissionReview" && v["request"].is_object())
-        })
-        .collect()
-}
+// The captured apiserver and kubelet bodies, through the loader the integration tests and
+// benches use (one loader for every crate that reads them).
+#[path = "../tests/common/fixtures.rs"]
+mod fixtures;
+pub use fixtures::{fixture_bytes, review_fixtures};
 
 /// Cases per property: `RUNSECRETS_FUZZ_CASES` when set, else `default` (CI-sized).
 pub fn config(default: u32) -> Config {

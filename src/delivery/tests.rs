@@ -1,5 +1,4 @@
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Mutex;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -349,11 +348,7 @@ async fn a_record_of_another_namespace_served_under_our_name_does_not_open() {
 }
 
 fn fixture(name: &str) -> TokenReview {
-    let dir = std::env::var_os("RUNSECRETS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    let bytes = std::fs::read(dir.join(name)).expect("fixture");
-    serde_json::from_slice(&bytes).expect("a TokenReview")
+    serde_json::from_slice(&crate::corpus::fixture_bytes(name)).expect("a TokenReview")
 }
 
 #[test]
@@ -387,10 +382,8 @@ fn real_token_reviews_are_read_as_the_apiserver_meant_them() {
 
 #[test]
 fn the_real_kubelet_token_claims_are_read_in_local_mode() {
-    let dir = std::env::var_os("RUNSECRETS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    let attr = std::fs::read_to_string(dir.join("csi-token-attribute.json")).expect("fixture");
+    let attr = String::from_utf8(crate::corpus::fixture_bytes("csi-token-attribute.json"))
+        .expect("fixture is UTF-8");
     let map: serde_json::Value = serde_json::from_str(&attr).expect("json");
     let jwt = map["runsecrets.io"]["token"].as_str().expect("token");
     // The captured token expired at 19:17:26Z on the capture day.

@@ -13,6 +13,7 @@ fn rule(groups: &[&str], resources: &[&str], names: &[&str], verbs: &[&str]) -> 
 }
 
 #[test]
+#[ignore = "needs PyPI: Helm's SDK (helm-python-sdk), pip-installed into a virtualenv once"]
 fn rbac_grants_exactly_what_the_code_calls() {
     for set in [
         Set::Default,

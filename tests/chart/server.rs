@@ -3,6 +3,7 @@
 use super::*;
 
 #[test]
+#[ignore = "needs PyPI: Helm's SDK (helm-python-sdk), pip-installed into a virtualenv once"]
 fn server_args_are_the_binarys_flags() {
     let sets = [Set::Default, Set::Helm, Set::Secret, Set::Tuned];
     for set in sets {
@@ -129,6 +130,7 @@ fn server_listen(c: &Container) -> std::net::SocketAddr {
 /// tls.mode=server: the names the server is given are the objects the chart renders (and the
 /// one it must not render), so renaming one side without the other fails here.
 #[test]
+#[ignore = "needs PyPI: Helm's SDK (helm-python-sdk), pip-installed into a virtualenv once"]
 fn server_mode_manages_its_own_ca() {
     for set in [Set::Default, Set::Tuned, Set::Manifests] {
         let r = rendered(set);
@@ -238,6 +240,7 @@ fn server_mode_manages_its_own_ca() {
 }
 
 #[test]
+#[ignore = "needs PyPI: Helm's SDK (helm-python-sdk), pip-installed into a virtualenv once"]
 fn services_route_to_the_server_ports() {
     for set in [Set::Default, Set::Secret] {
         let r = rendered(set);
@@ -294,6 +297,7 @@ fn services_route_to_the_server_ports() {
 }
 
 #[test]
+#[ignore = "needs PyPI: Helm's SDK (helm-python-sdk), pip-installed into a virtualenv once"]
 fn server_pod_is_restricted_and_highly_available() {
     let r = rendered(Set::Default);
     let deployment = r.server();

@@ -51,7 +51,7 @@ pub struct Chart {
 impl Chart {
     pub fn render() -> Chart {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-        // render.py makes (once) and uses the virtualenv tests/chart.rs uses too.
+        // render.py makes (once) and uses the virtualenv tests/chart/main.rs uses too.
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm-venv");
         let out = Command::new("python3")
             .arg(repo.join("tests/helm/render.py"))

@@ -13,7 +13,8 @@
 //! the scenario's name), then the teardown, which always runs. Progress goes straight to stderr
 //! (not captured), one line per step.
 //!
-//! Skipped, loudly, without `../shared/kube` or without root, unless
+//! Ignored by plain `cargo test` (it needs root, the kit and PyPI); run with `--include-ignored`
+//! (CI does). Then skipped, loudly, without `../shared/kube` or without root, unless
 //! `RUNSECRETS_REQUIRE_CLUSTER=1` (CI sets it), which turns that into a failure.
 //! `RUNSECRETS_CLUSTER_BENCH=1` also runs the benchmark in `bench.rs`.
 
@@ -48,6 +49,7 @@ fn flag(name: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root: runs ../shared/kube's apiserver and kubelet; and PyPI for Helm's SDK"]
 fn cluster() {
     let kit = match Kit::find() {
         Ok(kit) => kit,

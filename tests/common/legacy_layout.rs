@@ -3,7 +3,8 @@
 //! `name -> ..data/name`, directories 0755, each file with its owner and mode. Upgrade tests
 //! turn a volume into this layout and check what the current writer makes of it.
 //!
-//! Included with `#[path]` by the node unit tests, tests/node.rs and the cluster tests.
+//! `common::legacy_layout` in the test binaries; included with `#[path]` by the node unit tests
+//! and the cluster tests.
 #![allow(dead_code)]
 
 use std::fs::{self, DirBuilder, OpenOptions};

@@ -1,57 +1,23 @@
 //! Shared test helpers: the real apiserver fixtures, patch application, and a TLS client.
+//! Each test binary (tests/it, tests/node, tests/chart) includes this directory with
+//! `#[path = "../common/mod.rs"] mod common;`.
 #![allow(dead_code)]
 
 pub mod apiserver;
 pub mod binary;
+pub mod fixtures;
+pub mod legacy_layout;
+pub mod node;
+pub mod own_process;
 pub mod tls;
 
-use std::path::PathBuf;
+// Not every binary uses all three.
+#[allow(unused_imports)]
+pub use fixtures::{fixture, fixture_bytes, review_fixtures};
 
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
-
-/// `../shared/fixtures` beside the clone, or `$RUNSECRETS_FIXTURES`.
-pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("RUNSECRETS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
-}
-
-pub fn fixture_bytes(name: &str) -> Vec<u8> {
-    let path = fixtures_dir().join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
-}
-
-pub fn fixture(name: &str) -> Value {
-    serde_json::from_slice(&fixture_bytes(name)).expect("fixture is JSON")
-}
-
-/// Every AdmissionReview fixture (the files whose top-level kind is AdmissionReview).
-pub fn review_fixtures() -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures dir")
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json"))
-        .map(|n| {
-            let bytes = fixture_bytes(&n);
-            (n, bytes)
-        })
-        .filter(|(_, b)| {
-            serde_json::from_slice::<Value>(b)
-                .map(|v| v["kind"] == "AdmissionReview")
-                .unwrap_or(false)
-        })
-        .collect();
-    out.sort();
-    assert!(
-        out.len() >= 10,
-        "expected the apiserver fixtures, found {}",
-        out.len()
-    );
-    out
-}
 
 /// The `response` of an answered review, after checking the envelope.
 pub fn response(body: &[u8], request: &Value) -> Value {

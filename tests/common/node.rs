@@ -2,7 +2,8 @@
 //! over TLS (its own rcgen CA), kubelet's NodePublishVolume request from the fixtures, and a
 //! guard that lazily unmounts whatever the test left mounted, even when it panics.
 //!
-//! Included with `#[path = "common/node.rs"] mod node_harness;` (benches: `../tests/...`).
+//! `common::node` in the test binaries; benches/node.rs includes it with `#[path]`, beside
+//! `common/fixtures.rs` as `fixtures`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -38,18 +39,7 @@ use zeroize::Zeroizing;
 /// The node plugin's own token, as the stub server expects it.
 pub const NODE_TOKEN: &str = "node-plugin-token-for-tests";
 
-/// `../shared/fixtures` beside the clone, or `$RUNSECRETS_FIXTURES`.
-pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("RUNSECRETS_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
-}
-
-pub fn fixture(name: &str) -> Value {
-    let path = fixtures_dir().join(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
-    serde_json::from_slice(&bytes).expect("fixture is JSON")
-}
+pub use super::fixtures::fixture;
 
 /// How the stub server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

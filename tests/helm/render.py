@@ -13,7 +13,7 @@ with the lint findings or the render error on stderr when the chart does not lin
 not render.
 
 Run with a python that lacks helm_python, it first creates (once) the virtualenv that
-tests/chart.rs also uses, ${CARGO_TARGET_DIR:-target}/tmp/helm-venv, installs
+tests/chart/main.rs also uses, ${CARGO_TARGET_DIR:-target}/tmp/helm-venv, installs
 tests/helm/requirements.txt into it, and re-runs itself there.
 """
 

@@ -1,0 +1,27 @@
+//! The integration tests of the webhook, the server, delivery, the stores, the keyring, the
+//! CLI and the Compose bridge: one test binary, so kube, tonic and axum are linked once for all
+//! of them instead of once per file. The node plugin's tests (tests/node), the chart's
+//! (tests/chart) and the cluster test (tests/cluster) are binaries of their own.
+//!
+//! Every test here runs unprivileged and offline. Tests share this process: one that needs a
+//! process-wide setting (`KUBECONFIG`) runs itself alone in a child (`common::own_process`).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod admission;
+mod cli;
+mod compose;
+mod compose_cluster;
+mod compose_common;
+mod compose_input;
+mod crd;
+mod delivery;
+mod dockerfile;
+mod keyring;
+mod kubernetes;
+mod post_quantum;
+mod secret_cli;
+mod server;
+mod server_ca;
+mod store_crash;
