@@ -1,6 +1,6 @@
 //! Every generated file in the repository is what its generator makes now. With
 //! `REGENERATE=1` each test writes the fresh file instead of failing, so
-//! `REGENERATE=1 cargo test --test generated` (runsecrets::cli::reference::REGENERATE)
+//! `REGENERATE=1 cargo test --test generated -- --include-ignored` (runsecrets::cli::reference::REGENERATE)
 //! regenerates all of them: the CRD, manifests/ and docs/cli.md.
 
 use std::path::{Path, PathBuf};
@@ -64,6 +64,7 @@ fn cli_reference_is_the_clap_definitions() {
 /// manifests/runsecrets.yaml is the chart rendered by Helm (tests/helm/render.py, in the
 /// virtualenv the chart tests use; needs python3 with venv and PyPI).
 #[test]
+#[ignore = "needs PyPI: Helm's SDK (helm-python-sdk), pip-installed into a virtualenv once"]
 fn manifests_are_the_chart_rendered() {
     let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("helm-venv");
     let out = Command::new("python3")
