@@ -263,7 +263,7 @@ fn every_object_is_a_valid_kubernetes_object() {
 // ---------------------------------------------------------------------------------------------
 // manifests/
 
-/// What manifests/runsecrets.yaml is rendered from (tests/generated.rs checks that the committed
+/// What manifests/runsecrets.yaml is rendered from (tests/it/generated.rs checks that the committed
 /// file is this render).
 #[test]
 #[ignore = "needs PyPI: Helm's SDK (helm-python-sdk), pip-installed into a virtualenv once"]
