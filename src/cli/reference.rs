@@ -13,7 +13,7 @@ use super::Cli;
 
 /// The command that regenerates every generated file (the CRD, manifests/, docs/cli.md); the
 /// tests that find one stale name it.
-pub const REGENERATE: &str = "REGENERATE=1 cargo test --test generated -- --include-ignored";
+pub const REGENERATE: &str = "REGENERATE=1 cargo test --test it generated:: -- --include-ignored";
 
 /// docs/cli.md.
 pub fn markdown() -> String {

@@ -6,7 +6,7 @@
     python3 tests/helm/render.py --manifests   # what manifests/runsecrets.yaml holds
 
 manifests/runsecrets.yaml is regenerated, with every other generated file, by
-`REGENERATE=1 cargo test --test generated -- --include-ignored`.
+`REGENERATE=1 cargo test --test it generated:: -- --include-ignored`.
 
 Prints the rendered objects as multi-document YAML on stdout, in Helm's install order. Exits 1
 with the lint findings or the render error on stderr when the chart does not lint clean or does
@@ -212,7 +212,7 @@ def main() -> None:
             f"# default values, release {MANIFESTS_RELEASE}, namespace {MANIFESTS_NAMESPACE} "
             "(tls.mode=server:\n"
             "# the server makes its own CA; nothing else is needed). Do not edit; regenerate with\n"
-            "#   REGENERATE=1 cargo test --test generated -- --include-ignored\n"
+            "#   REGENERATE=1 cargo test --test it generated:: -- --include-ignored\n"
             "apiVersion: v1\nkind: Namespace\nmetadata:\n"
             f"  name: {MANIFESTS_NAMESPACE}\n  labels:\n"
             f"    kubernetes.io/metadata.name: {MANIFESTS_NAMESPACE}\n"

@@ -1,4 +1,4 @@
-//! The CustomResourceDefinition the code generates (tests/generated.rs checks that the
+//! The CustomResourceDefinition the code generates (tests/it/generated.rs checks that the
 //! committed copy is this one).
 
 #[test]

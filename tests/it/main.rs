@@ -1,10 +1,12 @@
 //! The integration tests of the webhook, the server, delivery, the stores, the keyring, the
-//! CLI and the Compose bridge: one test binary, so kube, tonic and axum are linked once for all
+//! CLI, the Compose bridge and the generated files: one test binary, so kube, tonic and axum are linked once for all
 //! of them instead of once per file. The node plugin's tests (tests/node), the chart's
 //! (tests/chart) and the cluster test (tests/cluster) are binaries of their own.
 //!
-//! Every test here runs unprivileged and offline. Tests share this process: one that needs a
-//! process-wide setting (`KUBECONFIG`) runs itself alone in a child (`common::own_process`).
+//! Every test here runs unprivileged and offline, except the check of manifests/ (it renders the
+//! chart with Helm's SDK from PyPI, and says so in its `#[ignore]`). Tests share this process:
+//! one that needs a process-wide setting (`KUBECONFIG`) runs itself alone in a child
+//! (`common::own_process`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -18,6 +20,7 @@ mod compose_input;
 mod crd;
 mod delivery;
 mod dockerfile;
+mod generated;
 mod keyring;
 mod kubernetes;
 mod post_quantum;

@@ -1,6 +1,6 @@
 //! Every generated file in the repository is what its generator makes now. With
 //! `REGENERATE=1` each test writes the fresh file instead of failing, so
-//! `REGENERATE=1 cargo test --test generated -- --include-ignored` (runsecrets::cli::reference::REGENERATE)
+//! `REGENERATE=1 cargo test --test it generated:: -- --include-ignored` (runsecrets::cli::reference::REGENERATE)
 //! regenerates all of them: the CRD, manifests/ and docs/cli.md.
 
 use std::path::{Path, PathBuf};
