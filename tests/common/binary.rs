@@ -59,6 +59,23 @@ pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&st
     }
 }
 
+/// The three listeners of `runsecrets server` on kernel-chosen loopback ports.
+pub const LOOPBACK_LISTENERS: [&str; 6] = [
+    "--listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+    "--delivery-listen",
+    "127.0.0.1:0",
+];
+
+/// Where a server logged that it listens.
+pub struct Addrs {
+    pub webhook: std::net::SocketAddr,
+    pub delivery: std::net::SocketAddr,
+    pub admin: std::net::SocketAddr,
+}
+
 /// `runsecrets server` (or any long-running subcommand) as a child process, every line of its
 /// standard error collected, so tests read the log exactly as `main`'s subscriber writes it.
 pub struct ServerProcess {
@@ -95,6 +112,27 @@ impl ServerProcess {
             child,
             lines,
             reader: Some(reader),
+        }
+    }
+
+    /// `runsecrets server --data-dir DIR` on kernel-chosen loopback ports with debug logging,
+    /// then `extra`; `env` is the whole environment besides `RUST_LOG`.
+    pub fn server(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut args = vec!["server", "--data-dir", dir.to_str().expect("utf-8")];
+        args.extend_from_slice(&LOOPBACK_LISTENERS);
+        args.extend_from_slice(extra);
+        let mut env = env.to_vec();
+        env.push(("RUST_LOG", "debug"));
+        Self::start(&args, &env)
+    }
+
+    /// Waits for the server's "serving" line; the addresses it logged.
+    pub fn serving(&self) -> Addrs {
+        let line = self.wait_for(&["serving", "delivery="]);
+        Addrs {
+            webhook: Self::addr(&line, "webhook"),
+            delivery: Self::addr(&line, "delivery"),
+            admin: Self::addr(&line, "admin"),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod fixtures;
 pub mod legacy_layout;
 pub mod node;
 pub mod own_process;
+pub mod server;
 pub mod tls;
 
 // Not every binary uses all three.

@@ -8,55 +8,14 @@ use std::path::Path;
 
 use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
 use base64::Engine;
-use clap::Parser;
 use common::apiserver::ApiServer;
 use common::binary::ServerProcess;
+use common::server::Running;
 use common::tls::{plain_get, Client};
 use runsecrets::delivery::wire::{DeliveryError, PublishResponse, Reason, PUBLISH_PATH};
-use runsecrets::server::Server;
-use runsecrets::server::ServerArgs;
 use serde_json::json;
 
 const VALUE: &[u8] = b"delivered-over-tls-value";
-
-struct Running {
-    delivery: std::net::SocketAddr,
-    webhook: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start(data_dir: &Path, extra: &[&str]) -> Running {
-    common::tls::init_crypto();
-    let mut argv = vec![
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--delivery-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data_dir.to_str().expect("utf-8"),
-    ];
-    argv.extend_from_slice(extra);
-    let server = Server::bind(ServerArgs::try_parse_from(argv).expect("flags"))
-        .await
-        .expect("starts");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let running = Running {
-        delivery: server
-            .delivery_addr()
-            .expect("a store means a delivery listener"),
-        webhook: server.webhook_addr(),
-        admin: server.admin_addr(),
-        _stop: tx,
-    };
-    tokio::spawn(server.run(async {
-        let _ = rx.await;
-    }));
-    running
-}
 
 fn pod_token(namespace: &str, pod: &str, uid: &str, exp_offset: i64) -> String {
     let exp = time::OffsetDateTime::now_utc().unix_timestamp() + exp_offset;
@@ -78,7 +37,7 @@ fn request(token: &str, namespace: &str, pod: &str, uid: &str, secrets: &[&str])
 #[tokio::test]
 async fn embedded_server_delivers_to_the_node_token_holder_only() {
     let dir = tempfile::tempdir().expect("tmp");
-    let server = start(dir.path(), &[]).await;
+    let server = Running::start(dir.path(), &[]).await;
     {
         use runsecrets::secrets;
         let store = runsecrets::store::FileStore::open(dir.path()).expect("store");
@@ -204,7 +163,7 @@ async fn embedded_server_delivers_to_the_node_token_holder_only() {
 async fn oversized_bodies_get_413_not_a_reset() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().expect("tmp");
-    let server = start(dir.path(), &[]).await;
+    let server = Running::start(dir.path(), &[]).await;
     let ca = std::fs::read(dir.path().join("tls/ca.crt")).expect("CA");
     let node_token =
         std::fs::read_to_string(dir.path().join("delivery/node-token")).expect("node token");
@@ -290,7 +249,7 @@ async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
     // Alone in this process (above); set before any client is built.
     std::env::set_var("KUBECONFIG", &kubeconfig);
     // No --authenticator: a Kubernetes store means TokenReview.
-    let server = start(
+    let server = Running::start(
         dir.path(),
         &[
             "--store",

@@ -99,40 +99,6 @@ fn assert_wrapped(dir: &Path, privates: &[String], kind: &str) {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-/// `runsecrets server` on `dir` with kernel-chosen ports and debug logging.
-fn server(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> ServerProcess {
-    let mut args = vec![
-        "server",
-        "--data-dir",
-        dir.to_str().expect("utf-8"),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--delivery-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let mut env = env.to_vec();
-    env.push(("RUST_LOG", "debug"));
-    ServerProcess::start(&args, &env)
-}
-
-struct Addrs {
-    webhook: SocketAddr,
-    delivery: SocketAddr,
-    admin: SocketAddr,
-}
-
-fn serving(process: &ServerProcess) -> Addrs {
-    let line = process.wait_for(&["serving", "delivery="]);
-    Addrs {
-        webhook: ServerProcess::addr(&line, "webhook"),
-        delivery: ServerProcess::addr(&line, "delivery"),
-        admin: ServerProcess::addr(&line, "admin"),
-    }
-}
-
 fn pod_token() -> String {
     let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
     let payload = json!({
@@ -256,8 +222,8 @@ async fn an_autolocked_keyring_serves_nothing_until_unlocked() {
     );
     assert_eq!(created.code, 0, "{}", created.stderr);
 
-    let process = server(d, &[], &[]);
-    let addrs = serving(&process);
+    let process = ServerProcess::server(d, &[], &[]);
+    let addrs = process.serving();
     process.wait_for(&["the keyring is locked (autolock)", &id]);
     let (status, body) = plain_get(addrs.admin, "/readyz").await;
     assert_eq!(
@@ -373,12 +339,12 @@ async fn a_mounted_unlock_key_file_unlocks_the_server() {
     let unlock_key = unlock_key_of(&out);
     let key_dir = tempfile::tempdir().expect("tmp");
     let key_file = key_dir.path().join("unlock-key");
-    let process = server(
+    let process = ServerProcess::server(
         d,
         &["--unlock-key-file", key_file.to_str().expect("utf-8")],
         &[],
     );
-    let addrs = serving(&process);
+    let addrs = process.serving();
     process.wait_for(&["the keyring stays locked", "reading --unlock-key-file"]);
     std::fs::write(
         &key_file,
@@ -570,7 +536,7 @@ async fn a_pkcs11_protected_keyring_opens_only_with_its_token() {
     }
 
     // The stored keyring alone opens nothing: a server without the token refuses to start.
-    let mut without = server(d, &[], &env);
+    let mut without = ServerProcess::server(d, &[], &env);
     assert_eq!(without.exits(), 2);
     let last = without.lines().last().cloned().unwrap_or_default();
     assert_eq!(last, format!("runsecrets: starting the server: opening the secret store: loading the keyring {keyring_path}: keyring {id} is protected by PKCS#11 (token \"runsecrets-test\", key \"kek\"): give --pkcs11-module, --pkcs11-token, --pkcs11-key and --pkcs11-pin-file (or RUNSECRETS_PKCS11_PIN)"));
@@ -592,7 +558,7 @@ async fn a_pkcs11_protected_keyring_opens_only_with_its_token() {
     };
     let wrong = flags(wrong_pin_file.to_str().expect("utf-8"));
     let wrong: Vec<&str> = wrong.iter().map(String::as_str).collect();
-    let mut refused = server(d, &wrong, &env);
+    let mut refused = ServerProcess::server(d, &wrong, &env);
     assert_eq!(refused.exits(), 2);
     let last = refused.lines().last().cloned().unwrap_or_default();
     assert!(
@@ -627,14 +593,14 @@ async fn a_pkcs11_protected_keyring_opens_only_with_its_token() {
     assert_eq!(made.code, 0, "{}", made.stderr);
     let right = flags(pin_file.to_str().expect("utf-8"));
     let right: Vec<&str> = right.iter().map(String::as_str).collect();
-    let mut foreign = server(d, &right, &[("SOFTHSM2_CONF", other_conf)]);
+    let mut foreign = ServerProcess::server(d, &right, &[("SOFTHSM2_CONF", other_conf)]);
     assert_eq!(foreign.exits(), 2);
     let last = foreign.lines().last().cloned().unwrap_or_default();
     assert!(last.starts_with(&format!("runsecrets: starting the server: opening the secret store: unwrapping the keyring {keyring_path}: key \"kek\" of token \"runsecrets-test\" does not open the data key of keyring {id}: it is another key (another token or cluster), or the keyring was altered")), "{last}");
 
     // With its token the server opens the keyring and delivers.
-    let process = server(d, &right, &env);
-    let addrs = serving(&process);
+    let process = ServerProcess::server(d, &right, &env);
+    let addrs = process.serving();
     let (status, body) = plain_get(addrs.admin, "/readyz").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     let (status, body) = publish(d, addrs.delivery).await;
@@ -816,12 +782,12 @@ async fn an_autolocked_keyring_rotates_with_its_unlock_key() {
 
     let key_file = d.join("unlock");
     std::fs::write(&key_file, &unlock_key).expect("key file");
-    let process = server(
+    let process = ServerProcess::server(
         d,
         &["--unlock-key-file", key_file.to_str().expect("utf-8")],
         &[],
     );
-    let addrs = serving(&process);
+    let addrs = process.serving();
     process.wait_for(&["unlocked the keyring with --unlock-key-file"]);
     let (status, body) = publish(d, addrs.delivery).await;
     assert_eq!(status, 200, "{body}");
@@ -851,16 +817,16 @@ async fn the_server_renews_an_old_sealing_key_unless_told_not_to() {
         keys["keys"].as_array().expect("keys").len()
     };
 
-    let off = server(d, &["--key-renew-period", "0"], &[]);
-    let addrs = serving(&off);
+    let off = ServerProcess::server(d, &["--key-renew-period", "0"], &[]);
+    let addrs = off.serving();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(keys_served(addrs.webhook).await, 1);
     assert_eq!(keys_ls(d).len(), 1, "renewal off: no key added");
     let lines = off.stop();
     assert!(!lines.iter().any(|l| l.contains("renewed the sealing key")));
 
-    let on = server(d, &[], &[]);
-    let addrs = serving(&on);
+    let on = ServerProcess::server(d, &[], &[]);
+    let addrs = on.serving();
     on.wait_for(&["renewed the sealing key (--key-renew-period)"]);
     on.wait_for(&["the keyring changed: serving its keys", "keys=2"]);
     assert_eq!(keys_served(addrs.webhook).await, 2);
@@ -885,8 +851,8 @@ async fn secret_reseal_moves_secrets_to_the_newest_key() {
     let rotated = cli(d, &["keys", "rotate", "--store", "file:."], &[], None);
     assert_eq!(rotated.code, 0, "{}", rotated.stderr);
     let k2 = keys_ls(d)[1].0.clone();
-    let process = server(d, &[], &[]);
-    let addrs = serving(&process);
+    let process = ServerProcess::server(d, &[], &[]);
+    let addrs = process.serving();
     let url = format!("https://{}", addrs.delivery);
     let ca = d.join("tls/ca.crt");
     let reseal = |args: &[&str]| {

@@ -85,23 +85,9 @@ fn private_keys(d: &Path) -> Vec<String> {
 }
 
 fn server(d: &Path, extra: &[&str]) -> (ServerProcess, SocketAddr, SocketAddr) {
-    let mut args = vec![
-        "server",
-        "--data-dir",
-        d.to_str().expect("utf-8"),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--delivery-listen",
-        "127.0.0.1:0",
-    ];
-    args.extend_from_slice(extra);
-    let process = ServerProcess::start(&args, &[("RUST_LOG", "debug")]);
-    let line = process.wait_for(&["serving", "delivery="]);
-    let webhook = ServerProcess::addr(&line, "webhook");
-    let delivery = ServerProcess::addr(&line, "delivery");
-    (process, webhook, delivery)
+    let process = ServerProcess::server(d, extra, &[]);
+    let addrs = process.serving();
+    (process, addrs.webhook, addrs.delivery)
 }
 
 /// A node plugin's publish of `secrets` for pod shop/web-0: the values delivered, by name.

@@ -9,61 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::server::Running;
 use common::tls::{connect, h2_post, peer_cert, plain_get, Client};
 use common::*;
 use runsecrets::server::ServerArgs;
-use runsecrets::server::{Server, ServerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-struct Running {
-    webhook: SocketAddr,
-    admin: SocketAddr,
-    delivery: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    handle: JoinHandle<Result<(), ServerError>>,
-}
-
-impl Running {
-    async fn start(data_dir: &Path, extra: &[&str]) -> Self {
-        common::tls::init_crypto();
-        let mut argv = vec![
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--delivery-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().expect("utf-8 path"),
-        ];
-        argv.extend_from_slice(extra);
-        let args = ServerArgs::try_parse_from(argv).expect("flags parse");
-        let server = Server::bind(args).await.expect("server starts");
-        let (webhook, admin) = (server.webhook_addr(), server.admin_addr());
-        let delivery = server.delivery_addr().expect("delivery listener");
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server.run(async {
-            let _ = rx.await;
-        }));
-        Self {
-            webhook,
-            admin,
-            delivery,
-            stop: Some(tx),
-            handle,
-        }
-    }
-
-    async fn stop(mut self) -> Result<(), ServerError> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.handle.await.expect("server task")
-    }
-}
 
 /// Creates `shop/mysql_root_password`, which the short pod fixture declares, in the store of
 /// `data_dir`, as `runsecrets secret create` would.

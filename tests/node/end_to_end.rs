@@ -9,11 +9,9 @@ use crate::common::node as node_harness;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
-use clap::Parser;
 use common::apiserver::ApiServer;
+use common::server::Running;
 use node_harness::{fixture, kubelet_request, Harness};
-use runsecrets::server::Server;
-use runsecrets::server::ServerArgs;
 use tonic::Code;
 
 const VALUE: &[u8] = b"end-to-end-root-password";
@@ -48,31 +46,12 @@ async fn a_declared_secret_reaches_the_pod_and_only_that_pod() {
         "system:serviceaccount:runsecrets:runsecrets-node".into();
     api.review_body("node-plugin-token", node_review);
 
-    let argv = [
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--delivery-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.path().to_str().expect("utf-8"),
-        "--store",
-        "kubernetes",
-        "--authenticator",
-        "kubernetes",
-    ];
-    common::tls::init_crypto();
-    let server = Server::bind(ServerArgs::try_parse_from(argv).expect("flags"))
-        .await
-        .expect("starts");
-    let delivery = server.delivery_addr().expect("delivery listener");
-    let admin = server.admin_addr();
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let server = Running::start(
+        data.path(),
+        &["--store", "kubernetes", "--authenticator", "kubernetes"],
+    )
+    .await;
+    let (delivery, admin) = (server.delivery, server.admin);
 
     // `kubectl apply` of a sealed RunSecret, sealed with the keys the server published.
     api.apply_sealed("shop", "mysql_root_password", VALUE);
