@@ -101,3 +101,18 @@ pub fn assert_no_secret(text: &str, secrets: &[String], what: &str) {
         }
     }
 }
+
+/// A service-account token as kubelet passes it to the node plugin, for the local
+/// authenticator, which reads its claims without verifying them (service account `web`;
+/// expiring `exp_offset` seconds from now).
+pub fn pod_token(namespace: &str, pod: &str, uid: &str, exp_offset: i64) -> String {
+    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + exp_offset;
+    let payload = serde_json::json!({
+        "aud": ["runsecrets.io"], "exp": exp, "sub": format!("system:serviceaccount:{namespace}:web"),
+        "kubernetes.io": {"namespace": namespace, "pod": {"name": pod, "uid": uid}, "serviceaccount": {"name": "web", "uid": "x"}},
+    });
+    format!(
+        "e30.{}.sig",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string())
+    )
+}

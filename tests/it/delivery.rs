@@ -6,7 +6,7 @@ use crate::common;
 
 use std::path::Path;
 
-use base64::engine::general_purpose::{STANDARD as B64, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::apiserver::ApiServer;
 use common::binary::ServerProcess;
@@ -16,15 +16,6 @@ use runsecrets::delivery::wire::{DeliveryError, PublishResponse, Reason, PUBLISH
 use serde_json::json;
 
 const VALUE: &[u8] = b"delivered-over-tls-value";
-
-fn pod_token(namespace: &str, pod: &str, uid: &str, exp_offset: i64) -> String {
-    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + exp_offset;
-    let payload = json!({
-        "aud": ["runsecrets.io"], "exp": exp, "sub": format!("system:serviceaccount:{namespace}:web"),
-        "kubernetes.io": {"namespace": namespace, "pod": {"name": pod, "uid": uid}, "serviceaccount": {"name": "web", "uid": "x"}},
-    });
-    format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(payload.to_string()))
-}
 
 fn request(token: &str, namespace: &str, pod: &str, uid: &str, secrets: &[&str]) -> Vec<u8> {
     serde_json::to_vec(&json!({
@@ -61,7 +52,7 @@ async fn embedded_server_delivers_to_the_node_token_holder_only() {
         std::fs::read_to_string(dir.path().join("delivery/node-token")).expect("node token");
     let bearer = format!("Bearer {}", node_token.trim());
     let mut client = Client::open(server.delivery, &ca).await;
-    let token = pod_token("shop", "web-0", "uid-0", 600);
+    let token = common::pod_token("shop", "web-0", "uid-0", 600);
 
     let body = request(&token, "shop", "web-0", "uid-0", &["db_password"]);
     let (status, answer) = client
@@ -90,7 +81,7 @@ async fn embedded_server_delivers_to_the_node_token_holder_only() {
     assert_eq!(error.reason, Reason::Unauthenticated);
     // Expired pod token: 403 that says so.
     let expired = request(
-        &pod_token("shop", "web-0", "uid-0", -5),
+        &common::pod_token("shop", "web-0", "uid-0", -5),
         "shop",
         "web-0",
         "uid-0",
@@ -105,7 +96,7 @@ async fn embedded_server_delivers_to_the_node_token_holder_only() {
     // A namespace that cannot exist: 400 that says what is wrong with it.
     for namespace in ["Shop", "shop_x", "-shop"] {
         let bad = request(
-            &pod_token(namespace, "web-0", "uid-0", 600),
+            &common::pod_token(namespace, "web-0", "uid-0", 600),
             namespace,
             "web-0",
             "uid-0",
@@ -459,7 +450,7 @@ async fn hostile_requests(dir: &Path, webhook: &str, delivery: &str) {
     let mut client = Client::open(delivery.parse().expect("addr"), &ca).await;
     let forged = "web-0\n2026-11-29T00:00:00.000000Z  INFO runsecrets::audit: secret delivery decision=granted";
     let body = serde_json::to_vec(&json!({
-        "token": pod_token("shop", "web-0", "uid-0", 600), "podNamespace": "shop",
+        "token": common::pod_token("shop", "web-0", "uid-0", 600), "podNamespace": "shop",
         "podName": forged, "podUid": "uid-0\r\u{1b}[2K", "secrets": ["db_password"],
         "nodeId": "node-1\u{2028}decision=granted",
     }))

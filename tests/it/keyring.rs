@@ -65,6 +65,18 @@ fn unlock_key_of(out: &Run) -> String {
         .to_string()
 }
 
+/// `keys protect --autolock` on the file store in `d`; the unlock key it showed once.
+fn autolock(d: &Path) -> String {
+    let out = cli(
+        d,
+        &["keys", "protect", "--autolock", "--store", "file:."],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    unlock_key_of(&out)
+}
+
 fn keyring_id_of(keyring: &Path) -> String {
     let value: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(keyring).expect("keyring")).expect("json");
@@ -99,20 +111,11 @@ fn assert_wrapped(dir: &Path, privates: &[String], kind: &str) {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-fn pod_token() -> String {
-    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
-    let payload = json!({
-        "aud": ["runsecrets.io"], "exp": exp, "sub": "system:serviceaccount:shop:web",
-        "kubernetes.io": {"namespace": "shop", "pod": {"name": "web-0", "uid": "uid-0"}, "serviceaccount": {"name": "web", "uid": "x"}},
-    });
-    format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(payload.to_string()))
-}
-
 /// A node plugin's publish of `shop/db_password`: status and body.
 async fn publish(dir: &Path, delivery: SocketAddr) -> (u16, String) {
     let ca = std::fs::read(dir.join("tls/ca.crt")).expect("CA");
     let node = std::fs::read_to_string(dir.join("delivery/node-token")).expect("node token");
-    let body = json!({"token": pod_token(), "podNamespace": "shop", "podName": "web-0",
+    let body = json!({"token": common::pod_token("shop", "web-0", "uid-0", 600), "podNamespace": "shop", "podName": "web-0",
         "podUid": "uid-0", "secrets": ["db_password"], "nodeId": "node-1"});
     let mut client = Client::open(delivery, &ca).await;
     let bearer = format!("Bearer {}", node.trim());
@@ -329,14 +332,7 @@ async fn an_autolocked_keyring_serves_nothing_until_unlocked() {
 async fn a_mounted_unlock_key_file_unlocks_the_server() {
     let (dir, privates) = store_with_a_secret();
     let d = dir.path();
-    let out = cli(
-        d,
-        &["keys", "protect", "--autolock", "--store", "file:."],
-        &[],
-        None,
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let unlock_key = unlock_key_of(&out);
+    let unlock_key = autolock(d);
     let key_dir = tempfile::tempdir().expect("tmp");
     let key_file = key_dir.path().join("unlock-key");
     let process = ServerProcess::server(
@@ -753,14 +749,7 @@ fn keys_rotate_ls_and_retire_on_the_file_store() {
 async fn an_autolocked_keyring_rotates_with_its_unlock_key() {
     let (dir, privates) = store_with_a_secret();
     let d = dir.path();
-    let out = cli(
-        d,
-        &["keys", "protect", "--autolock", "--store", "file:."],
-        &[],
-        None,
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let unlock_key = unlock_key_of(&out);
+    let unlock_key = autolock(d);
     let id = keyring_id_of(&d.join("keyring.json"));
     let locked = cli(d, &["keys", "rotate", "--store", "file:."], &[], None);
     assert_eq!(locked.code, 1);

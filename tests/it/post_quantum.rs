@@ -9,7 +9,7 @@ use crate::common;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::apiserver::ApiServer;
 use common::binary::{run_in, Run, ServerProcess};
@@ -92,13 +92,7 @@ fn server(d: &Path, extra: &[&str]) -> (ServerProcess, SocketAddr, SocketAddr) {
 
 /// A node plugin's publish of `secrets` for pod shop/web-0: the values delivered, by name.
 async fn publish(d: &Path, delivery: SocketAddr, secrets: &[&str]) -> Vec<(String, String)> {
-    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 600;
-    let claims = json!({
-        "aud": ["runsecrets.io"], "exp": exp, "sub": "system:serviceaccount:shop:web",
-        "kubernetes.io": {"namespace": "shop", "pod": {"name": "web-0", "uid": "uid-0"},
-                          "serviceaccount": {"name": "web", "uid": "x"}},
-    });
-    let token = format!("e30.{}.sig", URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let token = common::pod_token("shop", "web-0", "uid-0", 600);
     let node = std::fs::read_to_string(d.join("delivery/node-token")).expect("node token");
     let body = json!({"token": token, "podNamespace": "shop", "podName": "web-0",
         "podUid": "uid-0", "secrets": secrets, "nodeId": "node-1"});
