@@ -195,7 +195,7 @@ pub fn review_with(
     context: Context<'_>,
     body: &[u8],
 ) -> Result<Answer, BadReview> {
-    let review: wire::Review =
+    let review: wire::Review<'_> =
         serde_json::from_slice(body).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
     if !review.is_v1() {
         return Err(BadReview::NotV1);
@@ -245,7 +245,7 @@ fn to_response(uid: String, outcome: Outcome) -> Result<wire::Response, serde_js
 }
 
 fn read(
-    request: &wire::Request,
+    request: &wire::Request<'_>,
     raw: &str,
 ) -> Result<Option<workload::Object>, workload::InvalidObject> {
     let mut de = serde_json::Deserializer::from_str(raw);
@@ -256,7 +256,7 @@ fn read(
 /// that creates it, and then secrets not granted to the pod's service account, with the
 /// message the node plugin would fail the mount with.
 fn check_existence(
-    request: &wire::Request,
+    request: &wire::Request<'_>,
     refs: &[spec::SecretRef],
     service_account: &str,
     context: Context<'_>,
@@ -303,7 +303,7 @@ fn check_existence(
     Some(Denial::new(DenyReason::UnknownSecret, lines.join("; ")))
 }
 
-fn answer_mutate(request: &wire::Request, context: Context<'_>) -> Outcome {
+fn answer_mutate(request: &wire::Request<'_>, context: Context<'_>) -> Outcome {
     let is_pod_create = request.kind.group.is_empty()
         && request.kind.kind == "Pod"
         && request.sub_resource.is_none()
@@ -360,7 +360,7 @@ fn answer_mutate(request: &wire::Request, context: Context<'_>) -> Outcome {
 }
 
 /// `Pod "ns/name"`; objects created with generateName have no name yet.
-fn describe_object(request: &wire::Request, meta: &workload::Meta) -> String {
+fn describe_object(request: &wire::Request<'_>, meta: &workload::Meta) -> String {
     let name = if request.name.is_empty() {
         meta.generate_name
             .as_deref()
@@ -400,7 +400,7 @@ fn findings(object: &workload::Object, level: policy::Level, options: Options) -
     Some(policy::check_spec(&t.spec, level, &allowed))
 }
 
-fn answer_validate(request: &wire::Request, levels: Levels, options: Options) -> Outcome {
+fn answer_validate(request: &wire::Request<'_>, levels: Levels, options: Options) -> Outcome {
     let checked = matches!(request.operation, Operation::Create | Operation::Update)
         && matches!(
             request.sub_resource.as_deref(),

@@ -12,7 +12,7 @@ use crate::spec;
 use crate::store::{envelope_digest, object_name, RunSecret, MAX_SECRET_BYTES};
 
 /// Whether the request is about a `RunSecret`.
-pub fn applies(request: &wire::Request) -> bool {
+pub fn applies(request: &wire::Request<'_>) -> bool {
     request.kind.group == "runsecrets.io" && request.kind.kind == "RunSecret"
 }
 
@@ -21,7 +21,7 @@ fn invalid(message: String) -> Denial {
 }
 
 /// Checks a `RunSecret` on CREATE (its spec cannot change afterwards); `None` allows it.
-pub fn check(request: &wire::Request, keys: Option<&PublicKeys>) -> Option<Denial> {
+pub fn check(request: &wire::Request<'_>, keys: Option<&PublicKeys>) -> Option<Denial> {
     if !matches!(request.operation, Operation::Create) {
         return None;
     }

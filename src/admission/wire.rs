@@ -14,18 +14,20 @@ use serde_json::value::RawValue;
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 pub const KIND: &str = "AdmissionReview";
 
-/// An incoming review. Only the fields a decision reads are kept.
+/// An incoming review. Only the fields a decision reads are kept; the objects are borrowed
+/// from the body, not copied.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Review {
+pub struct Review<'a> {
     #[serde(default)]
     pub api_version: String,
     #[serde(default)]
     pub kind: String,
-    pub request: Option<Request>,
+    #[serde(borrow)]
+    pub request: Option<Request<'a>>,
 }
 
-impl Review {
+impl Review<'_> {
     /// True for an `admission.k8s.io/v1` AdmissionReview.
     pub fn is_v1(&self) -> bool {
         self.api_version == API_VERSION && self.kind == KIND
@@ -35,7 +37,7 @@ impl Review {
 /// The request part of a review.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Request {
+pub struct Request<'a> {
     pub uid: String,
     pub kind: GroupVersionKind,
     #[serde(default)]
@@ -45,13 +47,13 @@ pub struct Request {
     #[serde(default)]
     pub namespace: Option<String>,
     pub operation: Operation,
-    #[serde(default)]
-    pub object: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub old_object: Option<Box<RawValue>>,
+    #[serde(default, borrow)]
+    pub object: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub old_object: Option<&'a RawValue>,
 }
 
-impl Request {
+impl Request<'_> {
     /// The object, unless it is absent or JSON `null` (as in DELETE).
     pub fn object(&self) -> Option<&str> {
         raw(&self.object)
@@ -62,8 +64,8 @@ impl Request {
     }
 }
 
-fn raw(v: &Option<Box<RawValue>>) -> Option<&str> {
-    v.as_deref().map(RawValue::get).filter(|s| *s != "null")
+fn raw<'a>(v: &Option<&'a RawValue>) -> Option<&'a str> {
+    v.map(RawValue::get).filter(|s| *s != "null")
 }
 
 /// `status` of a denied response; the apiserver shows `message` to the client with `code`.
@@ -104,9 +106,17 @@ struct ResponseReview<'a> {
 
 /// Serialises the answer as the `admission.k8s.io/v1` review it answers.
 pub fn encode(response: &Response) -> Result<Vec<u8>, serde_json::Error> {
-    serde_json::to_vec(&ResponseReview {
-        api_version: API_VERSION,
-        kind: KIND,
-        response,
-    })
+    // Sized for the usual answer (uid, decision and the patch), so it is written without
+    // growing the buffer several times.
+    let patch = response.patch.as_ref().map_or(0, String::len);
+    let mut out = Vec::with_capacity(256 + patch);
+    serde_json::to_writer(
+        &mut out,
+        &ResponseReview {
+            api_version: API_VERSION,
+            kind: KIND,
+            response,
+        },
+    )?;
+    Ok(out)
 }

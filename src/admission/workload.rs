@@ -14,6 +14,7 @@ pub struct Meta {
     pub name: Option<String>,
     pub namespace: Option<String>,
     pub generate_name: Option<String>,
+    /// The object's own annotations; a Pod's are in its [`Template`], not repeated here.
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
@@ -133,10 +134,14 @@ where
     };
     let (meta, template) = match prefix.len() {
         0 => {
+            // A pod is its own template: its annotations move there instead of being copied.
             let pod = PodView::deserialize(object).map_err(invalid)?;
-            let meta = pod.metadata.unwrap_or_default();
+            let mut meta = pod.metadata.unwrap_or_default();
             let template = PodView {
-                metadata: Some(meta.clone()),
+                metadata: Some(Meta {
+                    annotations: meta.annotations.take(),
+                    ..Meta::default()
+                }),
                 spec: pod.spec,
             };
             (meta, Some(template))

@@ -74,7 +74,7 @@ pub struct Activity {
     served: AtomicBool,
     /// Why the table evicted this connection: 0 not evicted, 1 idle, 2 slow request.
     evicted: AtomicU8,
-    /// Wakes the connection's watchdog: it became idle, or was evicted.
+    /// Wakes the connection's watchdog when the table evicts it.
     wake: Notify,
 }
 
@@ -89,8 +89,10 @@ impl Drop for InFlight {
         self.activity
             .idle_since
             .store(self.table.now_ms(), Ordering::Relaxed);
+        // The connection's watchdog is not woken: it looks at `idle_since` when its own timer
+        // fires. Waking it here cost every request a second poll of its connection task and a
+        // timer re-armed (README, Performance).
         if self.activity.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.activity.wake.notify_one();
             // A saturated accept loop may now evict this connection.
             self.table.changed.notify_one();
         }
@@ -144,6 +146,10 @@ impl Slot {
             .await;
     }
 
+    /// Nothing wakes this when a request ends, so requests cost no timer work: it sleeps until
+    /// the deadline of the idle period it last saw, or for one whole `limit` while a request is
+    /// in flight, and looks again. An idle period that began later has a later deadline, so it
+    /// is never cut short, and it is noticed no later than its own deadline.
     async fn idle_past(
         &self,
         eviction: bool,
@@ -151,6 +157,8 @@ impl Slot {
     ) -> Closed {
         let activity = &self.activity;
         loop {
+            // Registered before the checks, so an eviction between them is not missed.
+            let evicted = activity.wake.notified();
             if eviction {
                 match activity.evicted.load(Ordering::Acquire) {
                     0 => {}
@@ -158,20 +166,20 @@ impl Slot {
                     _ => return Closed::SlowRequest,
                 }
             }
-            if activity.busy.load(Ordering::Acquire) > 0 {
-                // Woken when the last request ends (or on eviction).
-                activity.wake.notified().await;
-                continue;
-            }
             let (limit, reason) = limit(activity.served.load(Ordering::Relaxed));
-            let since = activity.idle_since.load(Ordering::Relaxed);
-            let due = self.table.instant(since) + limit;
-            if Instant::now() >= due {
-                return reason;
-            }
+            let due = if activity.busy.load(Ordering::Acquire) > 0 {
+                Instant::now() + limit
+            } else {
+                let since = activity.idle_since.load(Ordering::Relaxed);
+                let due = self.table.instant(since) + limit;
+                if Instant::now() >= due {
+                    return reason;
+                }
+                due
+            };
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {}
-                () = activity.wake.notified() => {}
+                () = evicted => {}
             }
         }
     }
@@ -399,6 +407,39 @@ mod tests {
         assert_eq!(
             expired_within(&slot, Duration::from_millis(200)).await,
             Some(Closed::IdleDeadline)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_watchdog_follows_its_connection_through_many_requests() {
+        // As a connection runs it: one `expired` future for the connection's whole life, never
+        // woken when a request ends.
+        let table = table(4);
+        let slot = Arc::new(admit(&table).await);
+        let start = Instant::now();
+        let watchdog = tokio::spawn({
+            let slot = slot.clone();
+            async move { (slot.expired(DEADLINES).await, Instant::now()) }
+        });
+        let after = |secs: u64| tokio::time::sleep_until(start + Duration::from_secs(secs));
+        // A request from 5 s to 6 s; the next from 50 s to 100 s, in flight when the first idle
+        // period's deadline (66 s) passes.
+        after(5).await;
+        let request = slot.begin();
+        after(6).await;
+        drop(request);
+        after(50).await;
+        let request = slot.begin();
+        after(100).await;
+        drop(request);
+        after(159).await;
+        assert!(!watchdog.is_finished(), "closed before 60 s of idleness");
+        let (reason, at) = watchdog.await.expect("watchdog");
+        assert_eq!(reason, Closed::IdleDeadline);
+        assert!(
+            at - start <= Duration::from_millis(160_010),
+            "closed late: {:?}",
+            at - start
         );
     }
 

@@ -4,9 +4,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -119,31 +119,19 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    answer(&state, "mutate", Endpoint::Mutate, &headers, body).await
+async fn mutate(State(state): State<AppState>, request: Request) -> Response {
+    answer(&state, "mutate", Endpoint::Mutate, request).await
 }
 
-async fn validate_defaults(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn validate_defaults(State(state): State<AppState>, request: Request) -> Response {
     let levels = state.defaults;
-    answer(
-        &state,
-        "validate",
-        Endpoint::Validate(levels),
-        &headers,
-        body,
-    )
-    .await
+    answer(&state, "validate", Endpoint::Validate(levels), request).await
 }
 
 async fn validate_selected(
     State(state): State<AppState>,
     Path((mode, level)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let mode = match mode.parse::<Mode>() {
         Ok(m) => m,
@@ -161,8 +149,7 @@ async fn validate_selected(
         &state,
         "validate",
         Endpoint::Validate(Levels::only(mode, level)),
-        &headers,
-        body,
+        request,
     )
     .await
 }
@@ -175,11 +162,12 @@ async fn answer(
     state: &AppState,
     name: &'static str,
     endpoint: Endpoint,
-    headers: &HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let started = Instant::now();
-    let body: Bytes = match super::body::read(headers, body, state.max_body).await {
+    // The whole request rather than a `HeaderMap` extractor, which copies every header.
+    let (parts, body) = request.into_parts();
+    let body: Bytes = match super::body::read(&parts.headers, body, state.max_body).await {
         Ok(body) => body,
         Err(e) => {
             state.metrics.bad_request(name);
