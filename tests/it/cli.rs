@@ -250,26 +250,17 @@ fn unreadable_input_exits_2_naming_the_file() {
 fn a_startup_error_names_the_file_once_and_its_cause_once() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
-    let out = common::binary::run_in(
-        dir.path(),
-        &[
-            "server",
-            "--tls-cert",
-            "/nope",
-            "--tls-key",
-            "/nope",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--delivery-listen",
-            "127.0.0.1:0",
-        ],
-        &[],
-        None,
-    );
+    let mut args = vec![
+        "server",
+        "--tls-cert",
+        "/nope",
+        "--tls-key",
+        "/nope",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ];
+    args.extend_from_slice(&common::binary::LOOPBACK_LISTENERS);
+    let out = common::binary::run_in(dir.path(), &args, &[], None);
     assert_ne!(out.code, 0);
     let error = out
         .stderr

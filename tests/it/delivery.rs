@@ -378,20 +378,10 @@ async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
 /// line is a debug line (its uid is the caller's).
 fn binary(dir: &Path, format: &str) -> ServerProcess {
     let dir = dir.to_str().expect("utf-8");
+    let mut args = vec!["--log-format", format, "server", "--data-dir", dir];
+    args.extend_from_slice(&common::binary::LOOPBACK_LISTENERS);
     ServerProcess::start(
-        &[
-            "--log-format",
-            format,
-            "server",
-            "--data-dir",
-            dir,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--delivery-listen",
-            "127.0.0.1:0",
-        ],
+        &args,
         &[("RUST_LOG", "info,runsecrets::server::routes=debug")],
     )
 }
