@@ -51,6 +51,36 @@ pub fn apply(request: &Value, patch: &json_patch::Patch) -> (Value, Pod) {
     (object, pod)
 }
 
+/// Applies an allowed response's patch as the apiserver does and checks what the user sees in
+/// the pod: exactly one read-only `runsecrets.io` CSI volume, mounted at `/run/secrets`.
+#[track_caller]
+pub fn injected_pod(request: &Value, response: &Value) -> (Value, Pod) {
+    assert_eq!(response["allowed"], true, "{response}");
+    let patch = patch_of(response).unwrap_or_else(|| panic!("no patch in {response}"));
+    let (object, pod) = apply(request, &patch);
+    let spec = pod.spec.as_ref().expect("spec");
+    let ours: Vec<_> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.csi.as_ref().is_some_and(|c| c.driver == "runsecrets.io"))
+        .collect();
+    assert_eq!(ours.len(), 1, "exactly one runsecrets.io volume: {object}");
+    assert_eq!(ours[0].csi.as_ref().and_then(|c| c.read_only), Some(true));
+    let mounted = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .any(|m| m.name == ours[0].name && m.mount_path == "/run/secrets");
+    assert!(
+        mounted,
+        "no container mounts the volume at /run/secrets: {object}"
+    );
+    (object, pod)
+}
+
 /// The request with its object replaced (e.g. to repost a patched pod).
 pub fn with_object(request: &Value, object: Value) -> Vec<u8> {
     let mut r = request.clone();

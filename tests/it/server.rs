@@ -100,7 +100,7 @@ async fn embedded_default_serves_reviews_over_tls_and_reuses_its_ca() {
     )
     .await;
     assert_eq!(status, 200);
-    assert!(patch_of(&response(&body, &request)).is_some());
+    injected_pod(&request, &response(&body, &request));
     server.stop().await.expect("clean stop");
 
     // A serving certificate close to expiry is reissued from the same CA on the next start.

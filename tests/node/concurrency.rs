@@ -60,6 +60,11 @@ async fn publishes_of_one_target_are_serialised() {
     }
     let mounts = mountinfo().into_iter().filter(|m| m.0 == target).count();
     assert_eq!(mounts, 1, "one tmpfs, whatever the interleaving");
+    assert_eq!(
+        h.stub.max_in_flight(),
+        1,
+        "publishes of one target reached the server concurrently"
+    );
     h.unpublish(&req.volume_id, &target)
         .await
         .expect("unpublish");
