@@ -230,7 +230,8 @@ fn resolve(
         }
         Some(other) => {
             let dir = file.parent().unwrap_or(Path::new("."));
-            let path = dir.join(&other);
+            // Normalised, so a cycle through `../` is the same path again, not a new one.
+            let path = paths::normalise(&dir.join(&other));
             let mut docs = loader.parse_file(&path, Some(&ext.pos))?;
             let mut other_doc = docs
                 .pop()

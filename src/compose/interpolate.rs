@@ -37,9 +37,13 @@ pub fn expand(
     unset: &mut BTreeSet<String>,
 ) -> Result<Expansion, TemplateError> {
     let mut out = Expansion::default();
-    expand_into(template, env, unset, &mut out)?;
+    expand_into(template, env, unset, &mut out, 0)?;
     Ok(out)
 }
+
+/// How deep `${A:-${B:-…}}` may nest: far beyond what a Compose file needs, and a bound on
+/// the recursion a hostile file (or .env) can cause.
+const MAX_NESTING: usize = 32;
 
 fn is_name_start(c: u8) -> bool {
     c == b'_' || c.is_ascii_alphabetic()
@@ -63,7 +67,11 @@ fn expand_into(
     env: &Environment,
     unset: &mut BTreeSet<String>,
     out: &mut Expansion,
+    depth: usize,
 ) -> Result<(), TemplateError> {
+    if depth > MAX_NESTING {
+        return Err(TemplateError::Invalid);
+    }
     let mut rest = template;
     while let Some(i) = rest.find('$') {
         out.text.push_str(&rest[..i]);
@@ -76,7 +84,7 @@ fn expand_into(
             Some(b'{') => {
                 let body_and_rest = &rest[1..];
                 let close = closing_brace(body_and_rest).ok_or(TemplateError::Invalid)?;
-                braced(&body_and_rest[..close], env, unset, out)?;
+                braced(&body_and_rest[..close], env, unset, out, depth)?;
                 rest = &body_and_rest[close + 1..];
             }
             Some(_) if name_len(rest) > 0 => {
@@ -126,6 +134,7 @@ fn braced(
     env: &Environment,
     unset: &mut BTreeSet<String>,
     out: &mut Expansion,
+    depth: usize,
 ) -> Result<(), TemplateError> {
     let n = name_len(body);
     if n == 0 {
@@ -154,17 +163,18 @@ fn braced(
     };
     if operator.ends_with('?') {
         if use_word {
-            let message = expand(word, env, unset)?.text;
+            // As written: expanding it could put another variable's value (a password) into
+            // an error message.
             return Err(TemplateError::Required {
                 name: name.to_string(),
-                message,
+                message: word.to_string(),
             });
         }
         lookup(name, env, unset, out);
         return Ok(());
     }
     if use_word {
-        expand_into(word, env, unset, out)
+        expand_into(word, env, unset, out, depth + 1)
     } else if operator.ends_with('+') {
         // `:+`/`+` with the condition false: empty, whatever the variable holds.
         Ok(())

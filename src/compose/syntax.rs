@@ -98,7 +98,7 @@ pub fn seconds(node: &Node) -> Result<i64, ComposeError> {
         total_ms = total_ms.saturating_add((value * ms) as i64);
         rest = &rest[n + unit_len..];
     }
-    Ok(((total_ms + 999) / 1000).max(1))
+    Ok((total_ms.saturating_add(999) / 1000).max(1))
 }
 
 fn port_number(text: &str) -> Option<u16> {

@@ -76,10 +76,20 @@ fn interpolation_errors_and_unset_names() {
         required("EMPTY", "no empty")
     );
     assert_eq!(sub("${UNSET?}", &set), required("UNSET", ""));
+    // The message as written: no variable's value reaches an error.
+    let with_secret = [("P", "hunter2")];
     assert_eq!(
-        sub("${UNSET?need ${EMPTY:-x}}", &set),
-        required("UNSET", "need x")
+        sub("${UNSET?need ${P:-x}}", &with_secret),
+        required("UNSET", "need ${P:-x}")
     );
+    let deep = format!("{}x{}", "${A:-".repeat(10_000), "}".repeat(10_000));
+    assert_eq!(
+        sub(&deep, &set),
+        Err(TemplateError::Invalid),
+        "nesting bounded"
+    );
+    let fine = format!("{}x{}", "${A:-".repeat(30), "}".repeat(30));
+    assert_eq!(sub(&fine, &set).as_deref(), Ok("x"));
     for bad in ["${}", "${1A}", "${A", "${A:x}", "${A/b}", "${ A}", "x${-}"] {
         assert_eq!(sub(bad, &set), Err(TemplateError::Invalid), "{bad}");
     }
@@ -382,4 +392,14 @@ proptest! {
         let _ = super::convert(&opts, &keys);
         let _ = super::scan::scan_file(&dir.path().join("compose.yaml"), &text);
     }
+}
+
+#[test]
+fn durations_too_long_to_count_saturate_instead_of_overflowing() {
+    let doc = parse("a: 99999999999999999999h\nb: 1m30s\nc: 1ms\n");
+    let seconds =
+        |key: &str| super::syntax::seconds(doc.get(key).expect("key")).expect("a duration");
+    assert_eq!(seconds("a"), i64::MAX / 1000);
+    assert_eq!(seconds("b"), 90);
+    assert_eq!(seconds("c"), 1);
 }

@@ -23,6 +23,7 @@ const BAD: &[(&str, &str, &str)] = &[
     ("duplicate-key", "compose.yaml:4:", "key \"app\" is defined twice"),
     ("unset-env-secret", "compose.yaml:6:", "environment variable NOT_EXPORTED is not set"),
     ("extends-cycle", "compose.yaml:", "extends cycle through service"),
+    ("extends-cycle-parent", "compose.yaml:", "extends cycle through service"),
     ("extends-missing", "compose.yaml:5:", "extends: service \"base\" is not defined in compose.yaml"),
     ("include-cycle", "other.yaml:2:", "include cycle: compose.yaml is already being loaded"),
     ("name-collision", "compose.yaml:2:", "services web-app and web_app would both be named web-app in namespace default"),
