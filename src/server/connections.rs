@@ -68,7 +68,8 @@ pub struct Activity {
     busy: AtomicUsize,
     /// When the connection last became idle, in milliseconds since the table's epoch.
     idle_since: AtomicU64,
-    /// When the oldest request in flight started (same clock); meaningful while busy.
+    /// When the connection became busy or last finished a request while staying busy (same
+    /// clock); meaningful while busy.
     busy_since: AtomicU64,
     /// Whether a request has been seen: the idle deadline replaces the first-request one.
     served: AtomicBool,
@@ -95,6 +96,14 @@ impl Drop for InFlight {
         if self.activity.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
             // A saturated accept loop may now evict this connection.
             self.table.changed.notify_one();
+        } else {
+            // An HTTP/2 connection with other requests in flight just finished one: it is
+            // making progress. Slow means no request has finished for SLOW_REQUEST, so a busy
+            // apiserver connection that always has a review in flight is never taken for a
+            // trickling body.
+            self.activity
+                .busy_since
+                .store(self.table.now_ms(), Ordering::Relaxed);
         }
     }
 }
@@ -509,6 +518,36 @@ mod tests {
             Some(Closed::SlowRequest)
         );
         assert_eq!(expired_within(&busy, Duration::ZERO).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_finishing_requests_while_busy_is_not_slow() {
+        // An HTTP/2 connection (the apiserver's) always has a review in flight, but each one
+        // finishes quickly: it must never be taken for a trickling body.
+        let table = table(2);
+        let multiplexed = admit(&table).await;
+        let mut current = multiplexed.begin();
+        // Busy since after the multiplexed connection: by when their requests began, the
+        // multiplexed one would look the slower.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        let slow = admit(&table).await;
+        let _slow_request = slow.begin();
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_millis(500)).await;
+            let next = multiplexed.begin();
+            drop(std::mem::replace(&mut current, next));
+        }
+        let waiting = tokio::spawn({
+            let table = table.clone();
+            async move { admit(&table).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(waiting.is_finished(), "the slow request kept its slot");
+        assert_eq!(
+            expired_within(&slow, Duration::ZERO).await,
+            Some(Closed::SlowRequest)
+        );
+        assert_eq!(expired_within(&multiplexed, Duration::ZERO).await, None);
     }
 
     #[tokio::test(start_paused = true)]
