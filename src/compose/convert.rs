@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 pub use super::envcreds::EnvCredentials;
 use super::error::ComposeError;
 use super::load::{self, display, Loader};
-use super::model::{self, Project, Source};
+use super::model::{self, Definition, Project, Source};
 use super::report::Report;
 use super::secrets::{self, SealItem, ToSeal};
 use super::service::Service;
@@ -194,6 +194,7 @@ pub fn convert(
     let mut to_seal = ToSeal::default();
     let mut configmaps: BTreeMap<(String, String), Object> = BTreeMap::new();
     let mut claims: BTreeMap<(String, String), Object> = BTreeMap::new();
+    one_object_per_name(&project)?;
     let mut names: BTreeMap<(String, String), &Service> = BTreeMap::new();
     for svc in &project.services {
         let namespace = namespace_of(opts, &project, svc)?;
@@ -325,4 +326,36 @@ pub fn convert(
         objects: objects.into_iter().map(|(_, o)| o).collect(),
         report,
     })
+}
+
+/// Two Compose names that Kubernetes' name rules turn into one (`app.conf` and `app_conf`,
+/// `db_data` and `db-data`) would silently share one ConfigMap or claim: the second config's
+/// content or the second volume's data would be the first's. Refused, as for services.
+fn one_object_per_name(project: &Project) -> Result<(), ComposeError> {
+    let mut configmaps: BTreeMap<String, &Definition> = BTreeMap::new();
+    for def in project.configs.values() {
+        if matches!(def.source, Source::External(_)) {
+            continue;
+        }
+        let name = workload::dns_label(&def.key);
+        if let Some(other) = configmaps.insert(name.clone(), def) {
+            return Err(ComposeError::at(
+                &def.pos,
+                format!(
+                    "configs {} and {} would both be ConfigMap {name} (Kubernetes names are lowercase [a-z0-9-]): rename one",
+                    other.key, def.key
+                ),
+            ));
+        }
+    }
+    let mut claims: BTreeMap<String, &str> = BTreeMap::new();
+    for volume in &project.volumes {
+        let name = workload::dns_label(volume);
+        if let Some(other) = claims.insert(name.clone(), volume) {
+            return Err(ComposeError::Input(format!(
+                "volumes {other} and {volume} would both be PersistentVolumeClaim {name} (Kubernetes names are lowercase [a-z0-9-]): rename one"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -24,6 +24,8 @@ const BAD: &[(&str, &str, &str)] = &[
     ("unset-env-secret", "compose.yaml:6:", "environment variable NOT_EXPORTED is not set"),
     ("extends-cycle", "compose.yaml:", "extends cycle through service"),
     ("extends-cycle-parent", "compose.yaml:", "extends cycle through service"),
+    ("config-collision", "compose.yaml:8:", "configs app.conf and app_conf would both be ConfigMap app-conf"),
+    ("volume-collision", "volumes", "volumes db-data and db_data would both be PersistentVolumeClaim db-data"),
     ("extends-missing", "compose.yaml:5:", "extends: service \"base\" is not defined in compose.yaml"),
     ("include-cycle", "other.yaml:2:", "include cycle: compose.yaml is already being loaded"),
     ("name-collision", "compose.yaml:2:", "services web-app and web_app would both be named web-app in namespace default"),
