@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::apiserver::ApiServer;
+use common::binary::{run_in, ServerProcess};
 use runsecrets::delivery::auth::{AuthError, Authenticator};
 use runsecrets::delivery::tokenreview::TokenReviewer;
 use runsecrets::delivery::SecretLookup;
@@ -400,68 +401,29 @@ async fn token_reviews_use_the_real_response_bodies() {
 }
 
 /// `runsecrets server --store kubernetes` as a process, with `KUBECONFIG` pointing at the stub.
-struct ServerProcess(std::process::Child);
-
-impl ServerProcess {
-    fn start(
-        dir: &std::path::Path,
-        kubeconfig: &std::path::Path,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Self {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_runsecrets"));
-        command
-            .args(["server", "--store", "kubernetes", "--data-dir"])
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--delivery-listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("POD_NAMESPACE")
-            .env_remove("RUNSECRETS_STORE")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        Self(command.spawn().expect("server runs"))
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn cluster_server(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> ServerProcess {
+    let mut args = vec!["--store", "kubernetes"];
+    args.extend_from_slice(extra);
+    let mut env = env.to_vec();
+    env.push(("KUBECONFIG", kubeconfig.to_str().expect("utf-8")));
+    ServerProcess::server(dir, &args, &env)
 }
 
 /// `runsecrets secret create --store kubernetes -n shop NAME -` through the stub; exit code and
 /// standard error.
 fn cli_create(kubeconfig: &std::path::Path, name: &str, extra: &[&str]) -> (i32, String) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runsecrets"))
-        .args(["secret", "create", "--store", "kubernetes", "-n", "shop"])
-        .args(extra)
-        .args([name, "-"])
-        .env("KUBECONFIG", kubeconfig)
-        .env_remove("RUNSECRETS_PUBLIC_KEYS")
-        .env_remove("RUNSECRETS_NAMESPACE")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("cli runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"cli-value")
-        .expect("stdin");
-    let out = child.wait_with_output().expect("cli finishes");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut args = vec!["secret", "create", "--store", "kubernetes", "-n", "shop"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[name, "-"]);
+    let dir = kubeconfig.parent().expect("a directory");
+    let env = [("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))];
+    let out = run_in(dir, &args, &env, Some("cli-value"));
+    (out.code, out.stderr)
 }
 
 /// Waits (at most 30 s) until the server has published its public keys in `namespace`.
@@ -490,7 +452,7 @@ fn the_server_and_the_cli_agree_on_where_the_public_keys_are() {
     // The kubeconfig's context namespace is `default`, as after `kind create cluster`.
     let kubeconfig = server.kubeconfig(dir.path(), "default");
 
-    let running = ServerProcess::start(&dir.path().join("a"), &kubeconfig, &[], &[]);
+    let running = cluster_server(&dir.path().join("a"), &kubeconfig, &[], &[]);
     wait_for_keys(&server, "runsecrets");
     assert!(server
         .get("/api/v1/secrets", "runsecrets", "runsecrets-keyring")
@@ -512,7 +474,7 @@ fn the_server_and_the_cli_agree_on_where_the_public_keys_are() {
     // Another namespace, by flag and by POD_NAMESPACE (the chart's downward API).
     let (_rt2, other) = stub();
     let kubeconfig = other.kubeconfig(dir.path(), "default");
-    let running = ServerProcess::start(
+    let running = cluster_server(
         &dir.path().join("b"),
         &kubeconfig,
         &["--namespace", "platform"],
@@ -520,7 +482,7 @@ fn the_server_and_the_cli_agree_on_where_the_public_keys_are() {
     );
     wait_for_keys(&other, "platform");
     drop(running);
-    let running = ServerProcess::start(
+    let running = cluster_server(
         &dir.path().join("c"),
         &kubeconfig,
         &[],
@@ -727,7 +689,7 @@ fn the_keyring_secret_is_protected_in_place() {
     assert!(!live.is_locked());
 
     // The server starts on it (locked), publishes the public keys, leaves the Secret as is.
-    let running = ServerProcess::start(
+    let running = cluster_server(
         &dir.path().join("server"),
         std::path::Path::new(kubeconfig),
         &[],
