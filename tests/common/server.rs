@@ -45,6 +45,18 @@ impl Running {
         }
     }
 
+    /// Waits (at most 10 s) until `/readyz` answers 200, e.g. until the watch cache has synced.
+    pub async fn ready(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while super::tls::plain_get(self.admin, "/readyz").await.0 != 200 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/readyz not 200 within 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     /// Stops the server gracefully; what `run` returned.
     pub async fn stop(mut self) -> Result<(), ServerError> {
         if let Some(tx) = self.stop.take() {

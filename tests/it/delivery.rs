@@ -259,12 +259,7 @@ async fn cluster_mode_uses_runsecrets_objects_and_token_reviews() {
     api.apply_sealed("shop", "mysql_root_password", VALUE);
 
     let ca = std::fs::read(dir.path().join("tls/ca.crt")).expect("CA");
-    for _ in 0..200 {
-        if plain_get(server.admin, "/readyz").await.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    server.ready().await;
     // The webhook's existence check is answered by the watch cache.
     let mut webhook = Client::open(server.webhook, &ca).await;
     let (_, body) = webhook

@@ -51,16 +51,11 @@ async fn a_declared_secret_reaches_the_pod_and_only_that_pod() {
         &["--store", "kubernetes", "--authenticator", "kubernetes"],
     )
     .await;
-    let (delivery, admin) = (server.delivery, server.admin);
+    let delivery = server.delivery;
 
     // `kubectl apply` of a sealed RunSecret, sealed with the keys the server published.
     api.apply_sealed("shop", "mysql_root_password", VALUE);
-    for _ in 0..200 {
-        if common::tls::plain_get(admin, "/readyz").await.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    server.ready().await;
 
     let token_file = data.path().join("node-plugin-token");
     std::fs::write(&token_file, "node-plugin-token\n").expect("token file");
