@@ -186,6 +186,13 @@ async fn an_autolocked_keyring_serves_nothing_until_unlocked() {
         out.stdout
     );
     assert_wrapped(d, &privates, "autolock");
+    // The same keys were stored unwrapped: the report says how to be rid of them.
+    assert!(
+        out.stdout
+            .contains("`runsecrets keys rotate`, `runsecrets secret reseal --all`"),
+        "{}",
+        out.stdout
+    );
 
     // Protecting again changes nothing and says why.
     let stored = std::fs::read(d.join("keyring.json")).expect("keyring");
@@ -907,4 +914,25 @@ async fn secret_reseal_moves_secrets_to_the_newest_key() {
     for run in [&one, &rest] {
         run.assert_no_values(&[VALUE]);
     }
+}
+
+/// A keyring created protected never existed unwrapped: its report gives no advice about
+/// unwrapped copies.
+#[test]
+fn a_keyring_created_protected_has_no_unwrapped_copies_to_warn_about() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = cli(
+        dir.path(),
+        &["keys", "protect", "--autolock", "--store", "file:."],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("created keyring "), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("unwrapped until now"),
+        "{}",
+        out.stdout
+    );
+    unlock_key_of(&out);
 }
