@@ -5,6 +5,16 @@
 use std::error::Error;
 use std::fmt;
 
+/// Text from elsewhere (a peer's message, a caller's field) as a message or a log line may
+/// show it: at most `max` characters, control characters replaced, so it can neither forge
+/// a line nor flood one.
+pub fn printable(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// Displays an error followed by each of its sources, joined by `": "`.
 pub struct Chain<'a>(pub &'a (dyn Error + 'a));
 
@@ -22,7 +32,17 @@ impl fmt::Display for Chain<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::Chain;
+    use super::{printable, Chain};
+
+    /// A caller's newline cannot start a forged line, and a flood is cut.
+    #[test]
+    fn printable_text_has_no_line_breaks_and_a_bound() {
+        assert_eq!(
+            printable("web\nlevel=ERROR forged", 64),
+            "web?level=ERROR forged"
+        );
+        assert_eq!(printable(&"é".repeat(1000), 10).chars().count(), 10);
+    }
 
     /// How many times `needle` appears in the error's chain, as `main` prints it.
     fn said(e: &dyn std::error::Error, needle: &str) -> (usize, String) {

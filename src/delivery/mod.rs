@@ -162,12 +162,9 @@ impl Delivery {
     }
 }
 
-/// At most 256 characters, control characters replaced: safe for a log line.
+/// Safe for a log line.
 fn clean(text: &str) -> String {
-    text.chars()
-        .take(256)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    crate::error::printable(text, 256)
 }
 
 /// Shape checks before any token is reviewed.

@@ -328,13 +328,9 @@ fn refusal(status: u16, body: &[u8]) -> ClientError {
     ClientError::Refused { status, reason }
 }
 
-/// The server's message without control characters, bounded.
+/// The server's message, bounded and with control characters replaced.
 fn clean(message: &str) -> String {
-    message
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_MESSAGE)
-        .collect()
+    crate::error::printable(message, MAX_MESSAGE)
 }
 
 /// A request body that wipes itself when hyper is done with it.

@@ -199,5 +199,5 @@ fn take_token(ctx: &mut HashMap<String, String>) -> Result<Zeroizing<String>, Fa
 
 /// Shortens a caller-supplied string for an error message.
 pub fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
+    crate::error::printable(s, 64)
 }

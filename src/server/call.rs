@@ -31,14 +31,9 @@ pub enum CallError {
     Refused { status: u16, message: String },
 }
 
-/// The server's text answer without control characters, bounded, for the terminal.
+/// The server's text answer, bounded and with control characters replaced, for the terminal.
 pub fn printable(answer: &[u8]) -> String {
-    String::from_utf8_lossy(answer)
-        .trim()
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(512)
-        .collect()
+    crate::error::printable(String::from_utf8_lossy(answer).trim(), 512)
 }
 
 /// Posts JSON `body` (wiped after sending) to `server` + `path`; the answer of a 2xx, else

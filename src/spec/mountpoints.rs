@@ -54,7 +54,7 @@ pub struct Mountpoints<'a> {
 }
 
 fn shown(dir: &str) -> String {
-    dir.chars().take(SHOWN).collect()
+    crate::error::printable(dir, SHOWN)
 }
 
 fn top_level(path: &str) -> &str {
