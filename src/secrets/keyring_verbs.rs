@@ -145,27 +145,20 @@ pub fn keys(args: KeysCommand) -> Result<String, CommandError> {
 /// `runsecrets unlock`: the key from --unlock-key-file, RUNSECRETS_UNLOCK_KEY or standard
 /// input, sent to the server over TLS.
 pub fn unlock(args: &UnlockArgs) -> Result<String, CommandError> {
-    let text =
-        match (
-            &args.unlock_key_file,
-            std::env::var("RUNSECRETS_UNLOCK_KEY"),
-        ) {
-            (Some(file), _) => Zeroizing::new(std::fs::read_to_string(file).map_err(|source| {
-                CommandError::File {
-                    step: "reading the unlock key file",
-                    path: file.display().to_string(),
-                    source,
-                }
-            })?),
-            (None, Ok(key)) => Zeroizing::new(key),
-            (None, Err(_)) => {
-                let mut line = Zeroizing::new(String::new());
-                std::io::stdin()
-                    .read_line(&mut line)
-                    .map_err(CommandError::UnlockKeyStdin)?;
-                line
-            }
-        };
+    let text = match (
+        &args.unlock_key_file,
+        std::env::var("RUNSECRETS_UNLOCK_KEY"),
+    ) {
+        (Some(file), _) => read_unlock_key(file)?,
+        (None, Ok(key)) => Zeroizing::new(key),
+        (None, Err(_)) => {
+            let mut line = Zeroizing::new(String::new());
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(CommandError::UnlockKeyStdin)?;
+            line
+        }
+    };
     let key: UnlockKey = text.parse()?;
     let answer =
         runtime()?.block_on(crate::delivery::unlock::send(&args.server, &args.ca, &key))?;
@@ -206,6 +199,17 @@ pub fn check_retirable(store: &dyn Store, key_id: &str) -> Result<(), StoreError
     }
 }
 
+/// `--unlock-key-file`, wiped when dropped; an error names the file.
+fn read_unlock_key(file: &std::path::Path) -> Result<Zeroizing<String>, CommandError> {
+    std::fs::read_to_string(file)
+        .map(Zeroizing::new)
+        .map_err(|source| CommandError::File {
+            step: "reading the unlock key file",
+            path: file.display().to_string(),
+            source,
+        })
+}
+
 /// The protector the CLI's flags name for opening a wrapped keyring: the token with
 /// `--pkcs11-module`, else the unlock key from `--unlock-key-file` or `RUNSECRETS_UNLOCK_KEY`.
 pub fn protector_from(
@@ -216,7 +220,7 @@ pub fn protector_from(
         return Ok(Some(Protector::Pkcs11(config)));
     }
     let text = match (&args.unlock_key_file, unlock_key_env) {
-        (Some(file), _) => zeroize::Zeroizing::new(std::fs::read_to_string(file)?),
+        (Some(file), _) => read_unlock_key(file)?,
         (None, Some(text)) => text,
         (None, None) => return Ok(None),
     };

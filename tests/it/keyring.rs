@@ -936,3 +936,37 @@ fn a_keyring_created_protected_has_no_unwrapped_copies_to_warn_about() {
     );
     unlock_key_of(&out);
 }
+
+/// A missing --unlock-key-file is named, with the OS's reason, once.
+#[test]
+fn a_missing_unlock_key_file_is_named() {
+    let (dir, _) = store_with_a_secret();
+    let d = dir.path();
+    autolock(d);
+    let out = cli(
+        d,
+        &[
+            "keys",
+            "rotate",
+            "--store",
+            "file:.",
+            "--unlock-key-file",
+            "/nope/unlock-key",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("reading the unlock key file /nope/unlock-key: No such file or directory"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("/nope/unlock-key").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+}
