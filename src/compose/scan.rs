@@ -54,13 +54,15 @@ pub fn looks_like_compose(text: &str) -> bool {
 
 fn fix_env(service: &str, variable: &str) -> String {
     let name = super::envcreds::generated_name(service, variable);
+    // `X_FILE` for `X`; a variable already named `X_FILE` keeps its name.
+    let (pointer, _) = crate::policy::file_fix(variable);
     format!(
-        "declare a secret (secrets: {{{name}: {{file: ./{name}.txt}}}}), grant it to the service (secrets: [{name}]) and set {variable}_FILE=/run/secrets/{name}; or run runsecrets compose convert, which does it"
+        "declare a secret (secrets: {{{name}: {{file: ./{name}.txt}}}}), grant it to the service (secrets: [{name}]) and set {pointer}=/run/secrets/{name}; or run runsecrets compose convert, which does it"
     )
 }
 
 fn fix_build(variable: &str) -> String {
-    let id = variable.to_ascii_lowercase();
+    let id = crate::policy::suggested_name(variable);
     format!("pass it as a build secret (build: secrets: [{id}]) and read it with RUN --mount=type=secret,id={id}")
 }
 

@@ -4,7 +4,7 @@
 pub mod detect;
 mod report;
 
-pub use report::{suggested_name, Report, WARNING_MAX};
+pub use report::{file_fix, suggested_name, Report, WARNING_MAX};
 
 use std::fmt;
 use std::str::FromStr;

@@ -79,7 +79,7 @@ pub fn suggested_name(variable: &str) -> String {
 
 /// The variable that should point at the file, and the secret name to suggest for it:
 /// `X_FILE` and `x` for `X`, and for a variable already named `X_FILE` itself and `x`.
-fn file_fix(variable: &str) -> (String, String) {
+pub fn file_fix(variable: &str) -> (String, String) {
     match detect::without_file_suffix(variable) {
         Some(stem) => (variable.to_string(), suggested_name(stem)),
         None => (format!("{variable}_FILE"), suggested_name(variable)),

@@ -316,3 +316,23 @@ fn profiles_and_env_files_come_from_flags_or_the_environment() {
         staged.stderr
     );
 }
+
+/// A variable already named `X_FILE` but holding a literal keeps its name in the fix (not
+/// `X_FILE_FILE`).
+#[test]
+fn scan_fix_for_a_file_variable_holding_a_literal_keeps_its_name() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        "services:\n  db:\n    image: example/db\n    environment:\n      DB_PASSWORD_FILE: \"Xk9#mQ2$$vL7pW4z\"\n",
+    )
+    .expect("write");
+    let out = run_in(dir.path(), &["scan", "compose.yaml"], &[], None);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("set DB_PASSWORD_FILE=/run/secrets/"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("_FILE_FILE"), "{}", out.stdout);
+}
