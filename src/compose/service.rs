@@ -49,7 +49,6 @@ pub struct Service {
     pub name: String,
     pub pos: Pos,
     pub image: Option<String>,
-    pub build_args: Vec<EnvVar>,
     pub has_build: bool,
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
@@ -183,7 +182,6 @@ pub fn service(
         name: name.to_string(),
         pos,
         image: None,
-        build_args: Vec::new(),
         has_build: false,
         command: None,
         entrypoint: None,
@@ -214,9 +212,6 @@ pub fn service(
                     .or_default()
                     .push(k.pos.clone());
                 s.has_build = true;
-                if let Some(args) = v.get("args") {
-                    s.build_args = env_vars(args)?;
-                }
             }
             "command" => s.command = command(v, "command")?,
             "entrypoint" => s.entrypoint = command(v, "entrypoint")?,
