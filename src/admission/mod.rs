@@ -3,6 +3,7 @@
 
 mod mutate;
 mod patch;
+pub mod pod;
 mod runsecret;
 mod wire;
 pub mod workload;
@@ -195,21 +196,20 @@ pub fn review_with(
     context: Context<'_>,
     body: &[u8],
 ) -> Result<Answer, BadReview> {
-    let review: wire::Review<'_> =
-        serde_json::from_slice(body).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
+    let review = wire::parse(body).map_err(|e| BadReview::Parse(describe_json_error(&e)))?;
     if !review.is_v1() {
         return Err(BadReview::NotV1);
     }
-    let request = review.request.ok_or(BadReview::NoRequest)?;
+    let mut request = review.request.ok_or(BadReview::NoRequest)?;
     let outcome = match endpoint {
-        Endpoint::Mutate => answer_mutate(&request, context),
+        Endpoint::Mutate => answer_mutate(&mut request, context),
         Endpoint::Validate(_) if runsecret::applies(&request) => {
             match runsecret::check(&request, context.keys) {
                 Some(denial) => Outcome::deny(denial),
                 None => Outcome::allow("allowed"),
             }
         }
-        Endpoint::Validate(levels) => answer_validate(&request, levels, context.options),
+        Endpoint::Validate(levels) => answer_validate(&mut request, levels, context.options),
     };
     let decision = outcome.decision;
     let response = to_response(request.uid.clone(), outcome)
@@ -225,7 +225,14 @@ pub fn review_with(
 fn to_response(uid: String, outcome: Outcome) -> Result<wire::Response, serde_json::Error> {
     use base64::Engine;
     let patch = match outcome.patch {
-        Some(p) => Some(base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&p)?)),
+        Some(p) => {
+            let json = serde_json::to_vec(&p)?;
+            let mut text = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
+            text.push('"');
+            base64::engine::general_purpose::STANDARD.encode_string(json, &mut text);
+            text.push('"');
+            Some(serde_json::value::RawValue::from_string(text)?)
+        }
         None => None,
     };
     Ok(wire::Response {
@@ -250,6 +257,18 @@ fn read(
 ) -> Result<Option<workload::Object>, workload::InvalidObject> {
     let mut de = serde_json::Deserializer::from_str(raw);
     workload::read_object(&request.kind.group, &request.kind.kind, &mut de)
+}
+
+/// The request's object read through its kind's view (now, unless the review's own pass
+/// already did); `None` when it has none.
+fn take_object<'a>(
+    request: &mut wire::Request<'a>,
+) -> Option<Result<Option<workload::Object>, (workload::InvalidObject, &'a str)>> {
+    match std::mem::take(&mut request.object) {
+        wire::Sent::Absent => None,
+        wire::Sent::Read(object) => Some(Ok(object.map(|o| *o))),
+        wire::Sent::Raw(raw) => Some(read(request, raw).map_err(|e| (e, raw))),
+    }
 }
 
 /// Refuses references to secrets the catalogue does not hold, naming each with the command
@@ -303,24 +322,26 @@ fn check_existence(
     Some(Denial::new(DenyReason::UnknownSecret, lines.join("; ")))
 }
 
-fn answer_mutate(request: &wire::Request<'_>, context: Context<'_>) -> Outcome {
+fn answer_mutate(request: &mut wire::Request<'_>, context: Context<'_>) -> Outcome {
     let is_pod_create = request.kind.group.is_empty()
         && request.kind.kind == "Pod"
         && request.sub_resource.is_none()
         && matches!(request.operation, Operation::Create);
-    let Some(raw) = request.object().filter(|_| is_pod_create) else {
+    if !is_pod_create {
         return Outcome::allow("not-applicable");
-    };
-    let template = match read(request, raw) {
-        Ok(Some(workload::Object {
+    }
+    let template = match take_object(request) {
+        Some(Ok(Some(workload::Object {
             template: Some(t), ..
-        })) => t,
-        Ok(_) => return Outcome::allow("not-applicable"),
+        }))) => t,
+        None | Some(Ok(_)) => return Outcome::allow("not-applicable"),
         // Only pods that declare secrets are ours to refuse; the apiserver judges the rest.
-        Err(_) if !workload::declares(raw, spec::SECRETS_ANNOTATION) => {
+        Some(Err((_, raw))) if !workload::declares(raw, spec::SECRETS_ANNOTATION) => {
             return Outcome::allow("not-applicable")
         }
-        Err(e) => return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string())),
+        Some(Err((e, _))) => {
+            return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string()))
+        }
     };
     let declared = match declared(template.annotations.as_ref()) {
         Ok(Some(d)) => d,
@@ -334,16 +355,7 @@ fn answer_mutate(request: &wire::Request<'_>, context: Context<'_>) -> Outcome {
         template.prefix,
     );
     if mutation.is_ok() {
-        // The apiserver's ServiceAccount admission sets the name before webhooks run; an
-        // object without one runs as `default`, as kubelet would run it.
-        let service_account = [
-            &template.spec.service_account_name,
-            &template.spec.service_account,
-        ]
-        .into_iter()
-        .flatten()
-        .find(|name| !name.is_empty())
-        .map_or("default", String::as_str);
+        let service_account = template.spec.service_account();
         if let Some(denial) = check_existence(request, &declared.refs, service_account, context) {
             return Outcome::deny(denial);
         }
@@ -377,16 +389,29 @@ fn describe_object(request: &wire::Request<'_>, meta: &workload::Meta) -> String
 
 type Findings = (Vec<policy::Finding>, Vec<policy::Finding>);
 
-/// True when both objects have the same pod template apart from ephemeral containers.
-fn same_template(old: &workload::Object, new: &workload::Object) -> bool {
-    let without_ephemeral = |o: &workload::Object| {
-        o.template.as_ref().map(|t| {
-            let mut spec = t.spec.clone();
-            spec.ephemeral_containers = None;
-            (t.annotations.clone(), spec)
-        })
+/// True when two objects of a kind have the same pod template apart from ephemeral
+/// containers, compared as the apiserver sent them: every field, not only those the views
+/// read (a new image is a changed template).
+fn same_template(prefix: &[&str], old: &str, new: &str) -> bool {
+    let template = |raw: &str| -> Option<(serde_json::Value, serde_json::Value)> {
+        let mut object: serde_json::Value = serde_json::from_str(raw).ok()?;
+        let template = prefix
+            .iter()
+            .try_fold(&mut object, |v, key| v.get_mut(*key))?;
+        let annotations = template
+            .pointer_mut("/metadata/annotations")
+            .map(serde_json::Value::take)
+            .unwrap_or_default();
+        let mut spec = template
+            .get_mut("spec")
+            .map(serde_json::Value::take)
+            .unwrap_or_default();
+        if let Some(spec) = spec.as_object_mut() {
+            spec.remove("ephemeralContainers");
+        }
+        Some((annotations, spec))
     };
-    without_ephemeral(old) == without_ephemeral(new)
+    matches!((template(old), template(new)), (Some(a), Some(b)) if a == b)
 }
 
 fn findings(object: &workload::Object, level: policy::Level, options: Options) -> Option<Findings> {
@@ -400,23 +425,28 @@ fn findings(object: &workload::Object, level: policy::Level, options: Options) -
     Some(policy::check_spec(&t.spec, level, &allowed))
 }
 
-fn answer_validate(request: &wire::Request<'_>, levels: Levels, options: Options) -> Outcome {
+fn answer_validate(request: &mut wire::Request<'_>, levels: Levels, options: Options) -> Outcome {
     let checked = matches!(request.operation, Operation::Create | Operation::Update)
         && matches!(
             request.sub_resource.as_deref(),
             None | Some("ephemeralcontainers")
         )
         && levels.max() != policy::Level::Off;
-    let Some(raw) = request.object().filter(|_| checked) else {
+    if !checked {
         return Outcome::allow("not-applicable");
-    };
-    let object = match read(request, raw) {
-        Ok(Some(o)) => o,
-        Ok(None) => return Outcome::allow("not-applicable"),
+    }
+    let raw = request.object.raw();
+    let object = match take_object(request) {
+        Some(Ok(Some(o))) => o,
+        None | Some(Ok(None)) => return Outcome::allow("not-applicable"),
         // Warn and audit entries never refuse; an object the apiserver accepted but we cannot
         // read is only refused where the namespace enforces.
-        Err(_) if levels.enforce == policy::Level::Off => return Outcome::allow("unreadable"),
-        Err(e) => return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string())),
+        Some(Err(_)) if levels.enforce == policy::Level::Off => {
+            return Outcome::allow("unreadable")
+        }
+        Some(Err((e, _))) => {
+            return Outcome::deny(Denial::new(DenyReason::InvalidObject, e.to_string()))
+        }
     };
     let Some((mut found, mut exempted)) = findings(&object, levels.max(), options) else {
         return Outcome::allow("not-applicable");
@@ -424,15 +454,24 @@ fn answer_validate(request: &wire::Request<'_>, levels: Levels, options: Options
     // Pod Security Admission's rule for updates: when the pod template is unchanged apart from
     // ephemeral containers (relabelling, scaling, `kubectl debug`), only what the update adds
     // is judged, so old objects stay manageable; any other template change is judged whole.
-    if let (Operation::Update, Some(old)) = (&request.operation, request.old_object()) {
-        let old = read(request, old).ok().flatten();
-        if let Some(old) = old.filter(|old| same_template(old, &object)) {
-            if let Some((old_found, old_exempted)) = findings(&old, levels.max(), options) {
-                let old_found: HashSet<&policy::Finding> = old_found.iter().collect();
-                let old_exempted: HashSet<&policy::Finding> = old_exempted.iter().collect();
-                found.retain(|f| !old_found.contains(f));
-                exempted.retain(|f| !old_exempted.contains(f));
-            }
+    // An update's objects are always kept as sent (see `wire`).
+    let update = matches!(request.operation, Operation::Update);
+    let sent = raw.zip(request.old_object.raw()).filter(|_| update);
+    if let (Some((new, old)), Some(t)) = (sent, &object.template) {
+        let unchanged =
+            !(found.is_empty() && exempted.is_empty()) && same_template(t.prefix, old, new);
+        let old = if unchanged {
+            read(request, old).ok().flatten()
+        } else {
+            None
+        };
+        if let Some((old_found, old_exempted)) =
+            old.and_then(|old| findings(&old, levels.max(), options))
+        {
+            let old_found: HashSet<&policy::Finding> = old_found.iter().collect();
+            let old_exempted: HashSet<&policy::Finding> = old_exempted.iter().collect();
+            found.retain(|f| !old_found.contains(f));
+            exempted.retain(|f| !old_exempted.contains(f));
         }
     }
     let mut report = Report::new(

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
+use super::pod::{Container, PodSpec, Volume};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 

@@ -25,7 +25,7 @@ pub fn check(request: &wire::Request<'_>, keys: Option<&PublicKeys>) -> Option<D
     if !matches!(request.operation, Operation::Create) {
         return None;
     }
-    let raw = request.object()?;
+    let raw = request.object.raw()?;
     let object: RunSecret = match serde_json::from_str(raw) {
         Ok(o) => o,
         Err(e) => {

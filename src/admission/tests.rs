@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
 use super::*;
@@ -23,7 +23,7 @@ fn pod(annotations: &BTreeMap<String, String>, spec: Value) -> Value {
 fn run(doc: &Value) -> Result<Option<Value>, Denial> {
     let annotations: BTreeMap<String, String> =
         serde_json::from_value(doc["metadata"]["annotations"].clone()).expect("annotations");
-    let spec: PodSpec = serde_json::from_value(doc["spec"].clone()).expect("spec");
+    let spec: super::pod::PodSpec = serde_json::from_value(doc["spec"].clone()).expect("spec");
     match mutate(Some(&annotations), &spec, &[])? {
         Mutation::Patch(patch) => {
             let mut out = doc.clone();

@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::PodSpec;
 use serde::{Deserialize, Deserializer};
+
+use super::pod::PodSpec;
 
 /// The metadata a decision uses.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -125,17 +126,28 @@ pub fn read_object<'de, D: Deserializer<'de>>(
 where
     D::Error: Into<ObjectError>,
 {
-    let Some(prefix) = template_path(group, kind) else {
-        return Ok(None);
-    };
-    let invalid = |e: D::Error| InvalidObject {
+    read_view(group, kind, object).map_err(|e| InvalidObject {
         kind: kind.to_string(),
         problem: e.into().describe(),
+    })
+}
+
+/// [`read_object`] with the deserialiser's own error, for reading an object in the middle of
+/// a review (a failure there sends the review down the path that reads objects apart).
+pub fn read_view<'de, D: Deserializer<'de>>(
+    group: &str,
+    kind: &str,
+    object: D,
+) -> Result<Option<Object>, D::Error> {
+    let Some(prefix) = template_path(group, kind) else {
+        // Not read, but consumed, so the rest of the review can be.
+        serde::de::IgnoredAny::deserialize(object)?;
+        return Ok(None);
     };
     let (meta, template) = match prefix.len() {
         0 => {
             // A pod is its own template: its annotations move there instead of being copied.
-            let pod = PodView::deserialize(object).map_err(invalid)?;
+            let pod = PodView::deserialize(object)?;
             let mut meta = pod.metadata.unwrap_or_default();
             let template = PodView {
                 metadata: Some(Meta {
@@ -147,14 +159,14 @@ where
             (meta, Some(template))
         }
         2 => {
-            let w = WorkloadView::deserialize(object).map_err(invalid)?;
+            let w = WorkloadView::deserialize(object)?;
             (
                 w.metadata.unwrap_or_default(),
                 w.spec.and_then(|s| s.template),
             )
         }
         _ => {
-            let c = CronJobView::deserialize(object).map_err(invalid)?;
+            let c = CronJobView::deserialize(object)?;
             let template = c
                 .spec
                 .and_then(|s| s.job_template)

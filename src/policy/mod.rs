@@ -9,7 +9,7 @@ pub use report::{file_fix, suggested_name, Report, WARNING_MAX};
 use std::fmt;
 use std::str::FromStr;
 
-use k8s_openapi::api::core::v1::{Container, EnvFromSource, EnvVar, EphemeralContainer, PodSpec};
+use crate::admission::pod::{Container, EnvFromSource, EnvVar, PodSpec};
 
 use detect::Reason;
 
@@ -203,7 +203,7 @@ pub fn check_spec(
             spec.ephemeral_containers
                 .iter()
                 .flatten()
-                .map(|c| (ContainerKind::Ephemeral, view_ephemeral(c))),
+                .map(|c| (ContainerKind::Ephemeral, view(c))),
         );
     for (kind, (name, env, env_from)) in containers {
         check_container(kind, name, env, env_from, level, &mut findings);
@@ -216,14 +216,6 @@ pub fn check_spec(
 type View<'a> = (&'a str, &'a [EnvVar], &'a [EnvFromSource]);
 
 fn view(c: &Container) -> View<'_> {
-    (
-        &c.name,
-        c.env.as_deref().unwrap_or_default(),
-        c.env_from.as_deref().unwrap_or_default(),
-    )
-}
-
-fn view_ephemeral(c: &EphemeralContainer) -> View<'_> {
     (
         &c.name,
         c.env.as_deref().unwrap_or_default(),

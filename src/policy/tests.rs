@@ -3,8 +3,11 @@ use super::*;
 use ContainerKind::{Ephemeral, Init, Regular};
 use Level::{Baseline, Off, Strict};
 
+// Specs are built as k8s-openapi's types, as a client writes them, and judged through the
+// review's own view of them.
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, EnvVarSource, SecretEnvSource, SecretKeySelector,
+    ConfigMapEnvSource, Container, EnvFromSource, EnvVar, EnvVarSource, EphemeralContainer,
+    SecretEnvSource, SecretKeySelector,
 };
 
 const VALUE: &str = "s3cr3t-Value-XYZ-123456";
@@ -61,10 +64,17 @@ fn container(name: &str, env: Vec<EnvVar>, env_from: Vec<EnvFromSource>) -> Cont
 }
 
 fn pod(containers: Vec<Container>) -> PodSpec {
-    PodSpec {
+    viewed(k8s_openapi::api::core::v1::PodSpec {
         containers,
         ..Default::default()
-    }
+    })
+}
+
+/// The spec as the review reads it from the JSON the apiserver sends.
+fn viewed(spec: k8s_openapi::api::core::v1::PodSpec) -> PodSpec {
+    serde_json::to_value(spec)
+        .and_then(serde_json::from_value)
+        .expect("a pod spec reads through the review's view")
 }
 
 fn levels(enforce: Level, warn: Level, audit: Level) -> Levels {
@@ -101,11 +111,12 @@ fn mixed_spec() -> PodSpec {
         ..Default::default()
     };
     let migrate = container("migrate", vec![literal("ADMIN_PASSWORD", VALUE)], vec![]);
-    PodSpec {
+    viewed(k8s_openapi::api::core::v1::PodSpec {
+        containers: vec![container("app", env, env_from)],
         init_containers: Some(vec![migrate]),
         ephemeral_containers: Some(vec![debugger]),
-        ..pod(vec![container("app", env, env_from)])
-    }
+        ..Default::default()
+    })
 }
 
 #[track_caller]

@@ -414,6 +414,38 @@ fn the_ephemeral_debug_container_literal_is_found() {
     );
 }
 
+/// The apiserver writes `kind` and `operation` before `object`, and the review reads the object
+/// in that one pass; a body in any other order (here: keys sorted, so `object` comes before
+/// `operation`) is read in two and must get the very same answer, byte for byte.
+#[test]
+fn the_answer_does_not_depend_on_the_order_of_the_request_fields() {
+    let endpoints = [
+        Endpoint::Mutate,
+        ENFORCE_BASELINE,
+        Endpoint::Validate(Levels::only(Mode::Warn, Level::Strict)),
+    ];
+    for (name, body) in review_fixtures() {
+        let request: Value = serde_json::from_slice(&body).expect("json");
+        let text = std::str::from_utf8(&body).expect("utf-8");
+        let sent_first = |field: &str| text.find(&format!("\"{field}\":"));
+        assert!(
+            sent_first("operation") < sent_first("object"),
+            "{name}: the capture is in the apiserver's order"
+        );
+        let sorted = serde_json::to_vec(&request).expect("json");
+        for endpoint in endpoints {
+            let (as_sent, reordered) = (review(endpoint, &body), review(endpoint, &sorted));
+            let (as_sent, reordered) = (as_sent.expect("answered"), reordered.expect("answered"));
+            assert_eq!(
+                String::from_utf8_lossy(&as_sent.body),
+                String::from_utf8_lossy(&reordered.body),
+                "{name} {endpoint:?}"
+            );
+            assert_eq!(as_sent.decision, reordered.decision, "{name} {endpoint:?}");
+        }
+    }
+}
+
 fn deployment_update(change: impl Fn(&mut Value)) -> Vec<u8> {
     let mut request = fixture("deployment-env-literal.json");
     request["request"]["operation"] = "UPDATE".into();

@@ -310,7 +310,7 @@ fn tls_proxy_pod_gets_compose_paths_owners_and_modes() {
     );
 
     // The webhook's patch for this pod applies and gives a valid Pod with the mounts.
-    let spec = pod.spec.clone().expect("spec");
+    let spec = serde_json::from_value(pod_json["spec"].clone()).expect("spec");
     let patch = match runsecrets::admission::mutate(Some(&annotations), &spec, &[]) {
         Ok(runsecrets::admission::Mutation::Patch(p)) => p,
         other => panic!(
