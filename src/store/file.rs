@@ -257,12 +257,19 @@ impl Store for FileStore {
         })
     }
 
-    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError> {
-        if self.read(&record.namespace, &record.name)?.is_none() {
-            return Err(StoreError::NotFound(record.name.clone()));
+    fn replace(&self, old: &SecretRecord, new: &SecretRecord) -> Result<(), StoreError> {
+        let current = self
+            .read(&new.namespace, &new.name)?
+            .ok_or_else(|| StoreError::NotFound(new.name.clone()))?;
+        // Still the record whose envelope was resealed, not one created again meanwhile.
+        if current.spec != old.spec {
+            return Err(StoreError::Changed {
+                namespace: new.namespace.clone(),
+                name: new.name.clone(),
+            });
         }
         // A rename over the old record: readers see the old or the new one, never neither.
-        self.write(record, |tmp, path| {
+        self.write(new, |tmp, path| {
             fs::rename(tmp, path).map_err(io_error("replacing", path))
         })
     }

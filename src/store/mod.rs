@@ -64,6 +64,9 @@ pub enum StoreError {
     NoStore,
     #[error("No such secret: {0}")]
     NotFound(String),
+    /// Another writer changed the secret between our read and our write; nothing was written.
+    #[error("secret {namespace}/{name} changed while it was being rewritten; nothing was overwritten: run the command again")]
+    Changed { namespace: String, name: String },
     #[error("sealing")]
     Seal(#[from] seal::SealError),
     #[error("{step} {path}")]
@@ -237,10 +240,13 @@ pub trait Store {
     fn list(&self, namespace: Option<&str>) -> Result<Vec<SecretRecord>, StoreError>;
     /// Removes a secret; false when it did not exist.
     fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
-    /// Replaces an existing secret by its resealed record (`secret reseal`: the same value,
-    /// sealed to a newer key): one rename in the file store; in Kubernetes, where the spec is
-    /// immutable, a delete of exactly the object read followed by a create of the same name.
-    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError>;
+    /// Replaces `old`, as it was read, by its resealed record `new` (`secret reseal`: the same
+    /// value sealed to a newer key), in one step that readers see whole: a rename under the
+    /// namespace's lock in the file store, one update at the object's resourceVersion in
+    /// Kubernetes. A secret removed meanwhile is [`StoreError::NotFound`] and stays removed; one
+    /// changed meanwhile (recreated with another value, resealed by someone else) is
+    /// [`StoreError::Changed`] and stays as the other writer left it.
+    fn replace(&self, old: &SecretRecord, new: &SecretRecord) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]
