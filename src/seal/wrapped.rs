@@ -156,8 +156,8 @@ impl WrappedKeyring {
             nonce: random::<NONCE_LEN>()?.to_vec(),
             ciphertext: Vec::new(),
         };
-        let plain = ring.to_json();
-        let aad = wrapped.aad();
+        let plain = ring.to_json()?;
+        let aad = wrapped.aad()?;
         wrapped.ciphertext = cipher(payload_key)?
             .encrypt(
                 wrapped
@@ -187,7 +187,7 @@ impl WrappedKeyring {
                     nonce,
                     Payload {
                         msg: &self.ciphertext,
-                        aad: &self.aad(),
+                        aad: &self.aad()?,
                     },
                 )
                 .map_err(|_| self.does_not_open())?,
@@ -201,8 +201,11 @@ impl WrappedKeyring {
     }
 
     /// Text to store: the JSON of this wrapped keyring (no secret in it).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, ProtectError> {
+        serde_json::to_string_pretty(self).map_err(|source| ProtectError::Serialize {
+            what: "wrapped keyring",
+            source,
+        })
     }
 
     /// Checks what can be checked without the key: a 32-hex id, a 12-byte nonce, key ids
@@ -229,9 +232,12 @@ impl WrappedKeyring {
     }
 
     /// Binds the version, the keyring, the protector's kind and the public keys.
-    fn aad(&self) -> Vec<u8> {
+    fn aad(&self) -> Result<Vec<u8>, ProtectError> {
         let keys: Vec<BoundKey<'_>> = self.keys.iter().map(BoundKey::from).collect();
-        let keys = serde_json::to_vec(&keys).unwrap_or_default();
+        let keys = serde_json::to_vec(&keys).map_err(|source| ProtectError::Serialize {
+            what: "public keys the wrapping binds",
+            source,
+        })?;
         let mut aad = Vec::with_capacity(128);
         aad.extend_from_slice(WRAPPED_FORMAT.as_bytes());
         aad.push(0);
@@ -240,7 +246,7 @@ impl WrappedKeyring {
         aad.extend_from_slice(self.protector.kind().as_bytes());
         aad.push(0);
         aad.extend_from_slice(hex(&Sha256::digest(&keys)).as_bytes());
-        aad
+        Ok(aad)
     }
 
     fn tampered(&self) -> ProtectError {

@@ -274,8 +274,9 @@ impl FileStore {
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let bytes = serde_json::to_vec_pretty(record).map_err(|_| StoreError::Corrupt {
-            path: path.display().to_string(),
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Serialize {
+            what: "the secret record",
+            source,
         })?;
         let write = || -> Result<(), StoreError> {
             let mut file = OpenOptions::new()

@@ -223,7 +223,10 @@ pub async fn publish_public_keys(
     configmap: &str,
     keys: &PublicKeys,
 ) -> Result<(), StoreError> {
-    let json = serde_json::to_string_pretty(keys).unwrap_or_default();
+    let json = serde_json::to_string_pretty(keys).map_err(|source| StoreError::Serialize {
+        what: "the public keys",
+        source,
+    })?;
     ensure_configmap(client, namespace, configmap, PUBLIC_KEYS_KEY, &json)
         .await
         .map(|_| ())

@@ -77,6 +77,13 @@ pub enum StoreError {
     },
     #[error("{path} is not a readable secret record")]
     Corrupt { path: String },
+    /// Turning something into the text that is written failed: nothing was written.
+    #[error("serializing {what}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     /// A file in the store that is not what it claims to be: refused, never followed.
     #[error("refusing the secret record {path}: {why}")]
     Refused { path: String, why: &'static str },

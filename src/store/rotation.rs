@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use zeroize::Zeroizing;
-
 use super::keyring::KeyringPlace;
 use super::StoreError;
 use crate::seal::protector::{missing_protector, ProtectError, Protector};
@@ -82,15 +80,17 @@ impl KeyringPlace {
                     written: false,
                 });
             }
-            let (text, wrapping) = match wrapping {
-                None => (ring.to_json(), None),
+            let wrapping = match wrapping {
+                None => None,
                 Some((old, key)) => {
                     let wrapped =
                         WrappedKeyring::seal(&ring, &old.keyring_id, old.protector.clone(), &key)
                             .map_err(self.error("wrapping"))?;
-                    (Zeroizing::new(wrapped.to_json()), Some((wrapped, key)))
+                    Some((wrapped, key))
                 }
             };
+            let text = super::keyring::stored_text(&ring, wrapping.as_ref().map(|(w, _)| w))
+                .map_err(self.error("changing"))?;
             match self.replace(&text, stored.version.as_deref()).await {
                 Ok(()) => {
                     return Ok(Changed {

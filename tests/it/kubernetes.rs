@@ -715,7 +715,8 @@ fn replicas_renewing_at_once_make_one_key() {
     let (rt, server) = stub();
     // A keyring whose only key is from 2020: renewal is due everywhere.
     let ring = Keyring::generate();
-    let mut value: serde_json::Value = serde_json::from_str(&ring.to_json()).expect("json");
+    let mut value: serde_json::Value =
+        serde_json::from_str(&ring.to_json().expect("json")).expect("json");
     value["keys"][0]["created"] = "2020-01-01T00:00:00Z".into();
     let text = base64::engine::general_purpose::STANDARD.encode(value.to_string());
     server.put(
