@@ -132,6 +132,45 @@ impl StoredKeyring {
     }
 }
 
+/// A key as both stored forms list it: what renewal decides from, read without touching a
+/// private key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ListedKey {
+    pub id: String,
+    pub created: String,
+    #[serde(default)]
+    pub suite: Suite,
+}
+
+impl ListedKey {
+    pub fn of(key: &PublicKey) -> Self {
+        Self {
+            id: key.id.clone(),
+            created: key.created.clone(),
+            suite: key.suite,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    keys: Vec<ListedKey>,
+}
+
+impl StoredKeyring {
+    /// The keys' ids, creation times and suites from either form's text, oldest first. A plain
+    /// keyring's private keys are skipped, not parsed: parsing one derives its public key (for
+    /// X-Wing an ML-KEM-768 key expansion), which a check every few seconds should not repeat.
+    pub fn listing(text: &str) -> Result<Vec<ListedKey>, ProtectError> {
+        let listing: Listing = serde_json::from_str(text).map_err(|e| {
+            ProtectError::Seal(super::SealError::NotAKeyring(
+                crate::admission::workload::describe_json_error(&e),
+            ))
+        })?;
+        Ok(listing.keys)
+    }
+}
+
 /// A fresh random key, nonce or id.
 pub(crate) fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, ProtectError> {
     let mut bytes = Zeroizing::new([0u8; N]);

@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::{io_error, StoreError};
 use crate::atomic_file::{self, NewFile};
 use crate::seal::protector::{missing_protector, ProtectError, Protector};
-use crate::seal::wrapped::{PayloadKey, ProtectorRecord, StoredKeyring, WrappedKeyring};
+use crate::seal::wrapped::{ListedKey, PayloadKey, ProtectorRecord, StoredKeyring, WrappedKeyring};
 use crate::seal::{Keyring, LiveKeyring, PublicKeys};
 
 /// The key of the keyring in its Secret.
@@ -122,7 +122,7 @@ impl KeyringPlace {
         }
     }
 
-    pub(super) fn error(&self, step: &'static str) -> impl FnOnce(ProtectError) -> StoreError + '_ {
+    pub fn error(&self, step: &'static str) -> impl FnOnce(ProtectError) -> StoreError + '_ {
         move |source| StoreError::Keyring {
             step,
             place: self.describe(),
@@ -179,6 +179,14 @@ impl KeyringPlace {
                 }))
             }
         }
+    }
+
+    /// The stored keys' ids, creation times and suites, without opening any private key.
+    pub async fn listing(&self) -> Result<Vec<ListedKey>, StoreError> {
+        let stored = self.read().await?.ok_or_else(|| {
+            self.error("reading")(ProtectError::Seal(crate::seal::SealError::NoKey))
+        })?;
+        StoredKeyring::listing(&stored.text).map_err(self.error("reading"))
     }
 
     /// Creates the keyring; false when another writer created one first.
