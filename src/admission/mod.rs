@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use kube::core::admission::Operation;
 
 use crate::policy::{self, Levels, Report};
-use crate::seal::PublicKeys;
+use crate::seal::{Keyring, PublicKeys};
 use crate::spec;
 use crate::store::catalogue::{Catalogue, Presence};
 use workload::describe_json_error;
@@ -183,6 +183,9 @@ pub struct Context<'a> {
     pub catalogue: Option<&'a dyn Catalogue>,
     /// The cluster's public keys; `RunSecret`s sealed with another key are refused.
     pub keys: Option<&'a PublicKeys>,
+    /// The open keyring: a reseal (an update of a `RunSecret`'s envelope) is allowed only when
+    /// both envelopes open to the same value, so without it (locked) a reseal is refused.
+    pub keyring: Option<&'a Keyring>,
 }
 
 /// Answers one AdmissionReview body with the default [`Options`] and no catalogue.
@@ -204,7 +207,7 @@ pub fn review_with(
     let outcome = match endpoint {
         Endpoint::Mutate => answer_mutate(&mut request, context),
         Endpoint::Validate(_) if runsecret::applies(&request) => {
-            match runsecret::check(&request, context.keys) {
+            match runsecret::check(&request, context.keys, context.keyring) {
                 Some(denial) => Outcome::deny(denial),
                 None => Outcome::allow("allowed"),
             }

@@ -7,7 +7,9 @@ use base64::Engine;
 use kube::core::admission::Operation;
 
 use super::{wire, workload::describe_json_error, Denial, DenyReason};
-use crate::seal::{self, PublicKeys};
+use subtle::ConstantTimeEq;
+
+use crate::seal::{self, Keyring, PublicKeys};
 use crate::spec;
 use crate::store::{envelope_digest, object_name, RunSecret, MAX_SECRET_BYTES};
 
@@ -20,21 +22,92 @@ fn invalid(message: String) -> Denial {
     Denial::new(DenyReason::InvalidObject, message)
 }
 
-/// Checks a `RunSecret` on CREATE (its spec cannot change afterwards); `None` allows it.
-pub fn check(request: &wire::Request<'_>, keys: Option<&PublicKeys>) -> Option<Denial> {
-    if !matches!(request.operation, Operation::Create) {
-        return None;
-    }
-    let raw = request.object.raw()?;
-    let object: RunSecret = match serde_json::from_str(raw) {
-        Ok(o) => o,
-        Err(e) => {
-            return Some(invalid(format!(
-                "cannot read the RunSecret: {}",
-                describe_json_error(&e)
-            )))
+fn read(raw: &str) -> Result<RunSecret, Denial> {
+    serde_json::from_str(raw).map_err(|e| {
+        invalid(format!(
+            "cannot read the RunSecret: {}",
+            describe_json_error(&e)
+        ))
+    })
+}
+
+/// Checks a `RunSecret` on CREATE, and on an UPDATE that changes its spec: a reseal. The CRD's
+/// CEL rule lets only the sealing fields change, but it can neither hash nor open an envelope,
+/// so here the new envelope is checked as at creation and must hold the very value the stored
+/// one holds: that is what keeps the value immutable. `None` allows it.
+pub fn check(
+    request: &wire::Request<'_>,
+    keys: Option<&PublicKeys>,
+    keyring: Option<&Keyring>,
+) -> Option<Denial> {
+    match request.operation {
+        Operation::Create => match read(request.object.raw()?) {
+            Ok(object) => check_object(&object, keys),
+            Err(denial) => Some(denial),
+        },
+        Operation::Update => {
+            let (object, old) = match (read(request.object.raw()?), read(request.old_object.raw()?)) {
+                (Ok(object), Ok(old)) => (object, old),
+                (Err(denial), _) | (_, Err(denial)) => return Some(denial),
+            };
+            // A label change: the spec is as it was admitted.
+            if object.spec == old.spec {
+                return None;
+            }
+            check_object(&object, keys).or_else(|| same_value(request, &old, &object, keyring))
         }
+        _ => None,
+    }
+}
+
+/// Whether the resealed envelope opens, as the same secret, to the value the stored one holds.
+/// Refused when it cannot be told (a locked keyring): an unchecked update could swap the value.
+fn same_value(
+    request: &wire::Request<'_>,
+    old: &RunSecret,
+    new: &RunSecret,
+    keyring: Option<&Keyring>,
+) -> Option<Denial> {
+    let Some(keyring) = keyring else {
+        return Some(invalid(
+            "spec.ciphertext: only a reseal may change it, and this server cannot check one \
+             while its keyring is locked: unlock the server, then reseal"
+                .into(),
+        ));
     };
+    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let open = |object: &RunSecret| {
+        let envelope = base64::engine::general_purpose::STANDARD
+            .decode(&object.spec.ciphertext)
+            .ok()?;
+        seal::open(keyring, namespace, &object.spec.name, &envelope).ok()
+    };
+    let Some(stored) = open(old) else {
+        return Some(invalid(
+            "the stored spec.ciphertext does not open with this cluster's keys, so no reseal \
+             of it can be checked: store the value as a new secret"
+                .into(),
+        ));
+    };
+    let Some(resealed) = open(new) else {
+        return Some(invalid(format!(
+            "spec.ciphertext does not open as secret {namespace}/{} with this cluster's keys",
+            new.spec.name
+        )));
+    };
+    if bool::from(stored.as_slice().ct_eq(resealed.as_slice())) {
+        None
+    } else {
+        Some(invalid(format!(
+            "spec.ciphertext holds another value: {}",
+            crate::store::resource::SPEC_RULE_MESSAGE
+        )))
+    }
+}
+
+/// The checks of a `RunSecret` as stored: name, size, an envelope that matches the spec, and
+/// a key of this cluster.
+fn check_object(object: &RunSecret, keys: Option<&PublicKeys>) -> Option<Denial> {
     let spec = &object.spec;
     if spec::check_name(&spec.name).is_err() {
         return Some(invalid(

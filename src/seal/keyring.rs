@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use super::protector::ProtectError;
 use super::{hex, now_rfc3339, SealError, Suite, KEY_ID_LEN};
 
 /// One key pair of the keyring.
@@ -253,8 +254,13 @@ impl Keyring {
     }
 
     /// Serialised with the private keys: store it like a private key (mode 0600, a Secret).
-    pub fn to_json(&self) -> Zeroizing<String> {
-        Zeroizing::new(serde_json::to_string_pretty(self).unwrap_or_default())
+    pub fn to_json(&self) -> Result<Zeroizing<String>, ProtectError> {
+        serde_json::to_string_pretty(self)
+            .map(Zeroizing::new)
+            .map_err(|source| ProtectError::Serialize {
+                what: "keyring",
+                source,
+            })
     }
 
     /// Reads a keyring; the error never quotes the input.

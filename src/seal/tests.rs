@@ -142,7 +142,7 @@ fn a_mixed_keyring_opens_both_suites_and_seals_with_the_newest() {
         header(&new).map(|h| (h.suite, h.key_id.to_string())),
         Ok((Suite::XWing, id))
     );
-    let ring = Keyring::from_json(&ring.to_json()).expect("round trip");
+    let ring = Keyring::from_json(&ring.to_json().expect("json")).expect("round trip");
     let suites: Vec<Suite> = ring.keys().iter().map(|k| k.suite()).collect();
     assert_eq!(suites, [Suite::X25519, Suite::XWing]);
     for envelope in [&old, &new] {
@@ -288,7 +288,7 @@ fn public_keys_seal_offline_and_survive_json() {
     assert_eq!(value["keys"][1]["suite"], "xwing");
     let public: PublicKeys = serde_json::from_str(&json).expect("parses");
     assert_eq!(public.keys[1].bytes.len(), 1216);
-    let restored = Keyring::from_json(&ring.to_json()).expect("keyring round trip");
+    let restored = Keyring::from_json(&ring.to_json().expect("json")).expect("keyring round trip");
     for key in &public.keys {
         let envelope = seal(key, "shop", "tls_key", PLAINTEXT).expect("seals");
         assert_eq!(
@@ -309,7 +309,7 @@ fn public_keys_seal_offline_and_survive_json() {
 fn private_keys_stay_out_of_debug_and_errors() {
     let mut ring = Keyring::generate();
     ring.add_key(Suite::XWing);
-    let json = ring.to_json();
+    let json = ring.to_json().expect("json");
     let value: serde_json::Value = serde_json::from_str(&json).expect("json");
     for i in 0..2 {
         let private = value["keys"][i]["private"]

@@ -132,6 +132,45 @@ impl StoredKeyring {
     }
 }
 
+/// A key as both stored forms list it: what renewal decides from, read without touching a
+/// private key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ListedKey {
+    pub id: String,
+    pub created: String,
+    #[serde(default)]
+    pub suite: Suite,
+}
+
+impl ListedKey {
+    pub fn of(key: &PublicKey) -> Self {
+        Self {
+            id: key.id.clone(),
+            created: key.created.clone(),
+            suite: key.suite,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    keys: Vec<ListedKey>,
+}
+
+impl StoredKeyring {
+    /// The keys' ids, creation times and suites from either form's text, oldest first. A plain
+    /// keyring's private keys are skipped, not parsed: parsing one derives its public key (for
+    /// X-Wing an ML-KEM-768 key expansion), which a check every few seconds should not repeat.
+    pub fn listing(text: &str) -> Result<Vec<ListedKey>, ProtectError> {
+        let listing: Listing = serde_json::from_str(text).map_err(|e| {
+            ProtectError::Seal(super::SealError::NotAKeyring(
+                crate::admission::workload::describe_json_error(&e),
+            ))
+        })?;
+        Ok(listing.keys)
+    }
+}
+
 /// A fresh random key, nonce or id.
 pub(crate) fn random<const N: usize>() -> Result<Zeroizing<[u8; N]>, ProtectError> {
     let mut bytes = Zeroizing::new([0u8; N]);
@@ -156,8 +195,8 @@ impl WrappedKeyring {
             nonce: random::<NONCE_LEN>()?.to_vec(),
             ciphertext: Vec::new(),
         };
-        let plain = ring.to_json();
-        let aad = wrapped.aad();
+        let plain = ring.to_json()?;
+        let aad = wrapped.aad()?;
         wrapped.ciphertext = cipher(payload_key)?
             .encrypt(
                 wrapped
@@ -187,7 +226,7 @@ impl WrappedKeyring {
                     nonce,
                     Payload {
                         msg: &self.ciphertext,
-                        aad: &self.aad(),
+                        aad: &self.aad()?,
                     },
                 )
                 .map_err(|_| self.does_not_open())?,
@@ -201,8 +240,11 @@ impl WrappedKeyring {
     }
 
     /// Text to store: the JSON of this wrapped keyring (no secret in it).
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default()
+    pub fn to_json(&self) -> Result<String, ProtectError> {
+        serde_json::to_string_pretty(self).map_err(|source| ProtectError::Serialize {
+            what: "wrapped keyring",
+            source,
+        })
     }
 
     /// Checks what can be checked without the key: a 32-hex id, a 12-byte nonce, key ids
@@ -229,9 +271,12 @@ impl WrappedKeyring {
     }
 
     /// Binds the version, the keyring, the protector's kind and the public keys.
-    fn aad(&self) -> Vec<u8> {
+    fn aad(&self) -> Result<Vec<u8>, ProtectError> {
         let keys: Vec<BoundKey<'_>> = self.keys.iter().map(BoundKey::from).collect();
-        let keys = serde_json::to_vec(&keys).unwrap_or_default();
+        let keys = serde_json::to_vec(&keys).map_err(|source| ProtectError::Serialize {
+            what: "public keys the wrapping binds",
+            source,
+        })?;
         let mut aad = Vec::with_capacity(128);
         aad.extend_from_slice(WRAPPED_FORMAT.as_bytes());
         aad.push(0);
@@ -240,7 +285,7 @@ impl WrappedKeyring {
         aad.extend_from_slice(self.protector.kind().as_bytes());
         aad.push(0);
         aad.extend_from_slice(hex(&Sha256::digest(&keys)).as_bytes());
-        aad
+        Ok(aad)
     }
 
     fn tampered(&self) -> ProtectError {

@@ -246,7 +246,7 @@ fn reseal(
             })?;
         let new = reseal::resealed(&record, answer)?;
         store
-            .replace(&new)
+            .replace(&record, &new)
             .map_err(|source| CommandError::StoreResealed {
                 name: name(),
                 source,

@@ -177,11 +177,13 @@ async fn answer(
     let options = state.options;
     let catalogue = state.catalogue.clone();
     let keys = state.keyring.as_ref().map(|k| k.public_keys());
+    let keyring = state.keyring.as_ref().and_then(|k| k.keyring());
     let run = move |body: &[u8]| {
         let context = admission::Context {
             options,
             catalogue: catalogue.as_deref(),
             keys: keys.as_deref(),
+            keyring: keyring.as_deref(),
         };
         admission::review_with(endpoint, context, body)
     };

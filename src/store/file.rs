@@ -3,6 +3,9 @@
 //! then hard-linked to its name (which fails if the name exists, atomically, across processes:
 //! the CLI and the server may write at once), and the directory is fsynced. A crash leaves at
 //! most a temporary file, which readers ignore and the next write (or server start) removes.
+//! A replace (`secret reseal`) and a remove of the same namespace hold its lock file
+//! (`.lock`, an advisory `flock` shared by every process), so a replace that checked its record
+//! cannot rename over a name removed in the meantime and bring the secret back.
 //!
 //! Anyone who can write this directory can plant files in it, and sealing needs only public
 //! keys. So a record is trusted for nothing: it is read only from its own name in its own
@@ -22,6 +25,8 @@ use crate::spec;
 
 /// Temporary files are `.tmp-<name>-<pid>-<counter>`.
 const TMP_PREFIX: &str = ".tmp-";
+/// The namespace's lock file; like temporary files it starts with '.', so it is no record.
+const LOCK_FILE: &str = ".lock";
 /// A record holds at most 500 KiB of ciphertext as base64 plus a little JSON; anything larger
 /// is not a record, and is not read into memory.
 const MAX_RECORD_BYTES: u64 = (MAX_SECRET_BYTES as u64) * 2 + 64 * 1024;
@@ -70,6 +75,56 @@ impl FileStore {
     fn path(&self, namespace: &str, name: &str) -> Result<PathBuf, StoreError> {
         spec::check_name(name).map_err(|_| StoreError::Name)?;
         Ok(self.namespace_dir(namespace)?.join(format!("{name}.json")))
+    }
+
+    /// Holds the namespace's lock until the returned file is dropped; `None` when the
+    /// namespace has no directory (and so no record). The file is opened without following a
+    /// symlink: one planted under its name is refused, not locked through.
+    fn lock(&self, namespace: &str) -> Result<Option<File>, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.namespace_dir(namespace)?.join(LOCK_FILE);
+        let opened = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags((OFlags::NOFOLLOW | OFlags::CLOEXEC).bits() as i32)
+            .open(&path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("opening the lock file", &path)(e)),
+        };
+        file.lock().map_err(io_error("locking", &path))?;
+        Ok(Some(file))
+    }
+
+    /// [`Store::replace`], with `between` run after the check and before the rename (tests
+    /// put a concurrent remove there).
+    pub(super) fn replace_then(
+        &self,
+        old: &SecretRecord,
+        new: &SecretRecord,
+        between: impl FnOnce(),
+    ) -> Result<(), StoreError> {
+        let not_found = || StoreError::NotFound(new.name.clone());
+        let _lock = self.lock(&new.namespace)?.ok_or_else(not_found)?;
+        let current = self
+            .read(&new.namespace, &new.name)?
+            .ok_or_else(not_found)?;
+        // Still the record whose envelope was resealed, not one created again meanwhile.
+        if current.spec != old.spec {
+            return Err(StoreError::Changed {
+                namespace: new.namespace.clone(),
+                name: new.name.clone(),
+            });
+        }
+        between();
+        // A rename over the old record: readers see the old or the new one, never neither.
+        self.write(new, |tmp, path| {
+            fs::rename(tmp, path).map_err(io_error("replacing", path))
+        })
     }
 
     /// Whether a record exists, without reading it.
@@ -219,8 +274,9 @@ impl FileStore {
             std::process::id(),
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let bytes = serde_json::to_vec_pretty(record).map_err(|_| StoreError::Corrupt {
-            path: path.display().to_string(),
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| StoreError::Serialize {
+            what: "the secret record",
+            source,
         })?;
         let write = || -> Result<(), StoreError> {
             let mut file = OpenOptions::new()
@@ -257,14 +313,8 @@ impl Store for FileStore {
         })
     }
 
-    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError> {
-        if self.read(&record.namespace, &record.name)?.is_none() {
-            return Err(StoreError::NotFound(record.name.clone()));
-        }
-        // A rename over the old record: readers see the old or the new one, never neither.
-        self.write(record, |tmp, path| {
-            fs::rename(tmp, path).map_err(io_error("replacing", path))
-        })
+    fn replace(&self, old: &SecretRecord, new: &SecretRecord) -> Result<(), StoreError> {
+        self.replace_then(old, new, || {})
     }
 
     fn get(&self, namespace: &str, name: &str) -> Result<Option<SecretRecord>, StoreError> {
@@ -292,6 +342,9 @@ impl Store for FileStore {
 
     fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
         let path = self.path(namespace, name)?;
+        let Some(_lock) = self.lock(namespace)? else {
+            return Ok(false);
+        };
         match fs::remove_file(&path) {
             Ok(()) => {
                 sync_dir(&self.namespace_dir(namespace)?)?;

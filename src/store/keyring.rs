@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use super::{io_error, StoreError};
 use crate::atomic_file::{self, NewFile};
 use crate::seal::protector::{missing_protector, ProtectError, Protector};
-use crate::seal::wrapped::{PayloadKey, ProtectorRecord, StoredKeyring, WrappedKeyring};
+use crate::seal::wrapped::{ListedKey, PayloadKey, ProtectorRecord, StoredKeyring, WrappedKeyring};
 use crate::seal::{Keyring, LiveKeyring, PublicKeys};
 
 /// The key of the keyring in its Secret.
@@ -122,7 +122,7 @@ impl KeyringPlace {
         }
     }
 
-    pub(super) fn error(&self, step: &'static str) -> impl FnOnce(ProtectError) -> StoreError + '_ {
+    pub fn error(&self, step: &'static str) -> impl FnOnce(ProtectError) -> StoreError + '_ {
         move |source| StoreError::Keyring {
             step,
             place: self.describe(),
@@ -179,6 +179,14 @@ impl KeyringPlace {
                 }))
             }
         }
+    }
+
+    /// The stored keys' ids, creation times and suites, without opening any private key.
+    pub async fn listing(&self) -> Result<Vec<ListedKey>, StoreError> {
+        let stored = self.read().await?.ok_or_else(|| {
+            self.error("reading")(ProtectError::Seal(crate::seal::SealError::NoKey))
+        })?;
+        StoredKeyring::listing(&stored.text).map_err(self.error("reading"))
     }
 
     /// Creates the keyring; false when another writer created one first.
@@ -259,10 +267,8 @@ impl KeyringPlace {
             Some(protector) => Some(protector.wrap(&ring).map_err(self.error("protecting"))?),
             None => None,
         };
-        let text = match &wrapping {
-            Some(w) => Zeroizing::new(w.wrapped.to_json()),
-            None => ring.to_json(),
-        };
+        let text = stored_text(&ring, wrapping.as_ref().map(|w| &w.wrapped))
+            .map_err(self.error("creating"))?;
         if self.create(&text).await? {
             return Ok(Found::Created(Loaded::Open {
                 ring,
@@ -359,7 +365,10 @@ impl KeyringPlace {
             }
         };
         let wrapping = protector.wrap(&ring).map_err(self.error("protecting"))?;
-        let text = wrapping.wrapped.to_json();
+        let text = wrapping
+            .wrapped
+            .to_json()
+            .map_err(self.error("protecting"))?;
         // Verify from the text that will be stored, with the protector itself (the token, or
         // the unlock key through Argon2id again), before the plain copy goes.
         let reread = match StoredKeyring::parse(&text).map_err(self.error("verifying"))? {
@@ -371,7 +380,9 @@ impl KeyringPlace {
             }
         };
         let (reopened, _) = protector.unwrap(&reread).map_err(self.error("verifying"))?;
-        if *reopened.to_json() != *ring.to_json() {
+        let same = *reopened.to_json().map_err(self.error("verifying"))?
+            == *ring.to_json().map_err(self.error("verifying"))?;
+        if !same {
             return Err(self.error("verifying")(ProtectError::Tampered(
                 reread.keyring_id.clone(),
             )));
@@ -381,6 +392,18 @@ impl KeyringPlace {
             keyring_id: reread.keyring_id,
             created: false,
         })
+    }
+}
+
+/// The text stored for `ring`: its wrapped form when it is kept wrapped, else the plain
+/// keyring.
+pub(super) fn stored_text(
+    ring: &Keyring,
+    wrapped: Option<&WrappedKeyring>,
+) -> Result<Zeroizing<String>, ProtectError> {
+    match wrapped {
+        Some(w) => w.to_json().map(Zeroizing::new),
+        None => ring.to_json(),
     }
 }
 

@@ -152,43 +152,35 @@ impl Store for KubeStore {
         Ok(records)
     }
 
-    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError> {
-        let api = self.api(&record.namespace);
-        let object_name = object_name(&record.name);
-        let old = self
+    fn replace(&self, old: &SecretRecord, new: &SecretRecord) -> Result<(), StoreError> {
+        let api = self.api(&new.namespace);
+        let object_name = object_name(&new.name);
+        let changed = || StoreError::Changed {
+            namespace: new.namespace.clone(),
+            name: new.name.clone(),
+        };
+        let mut object = self
             .block_on(api.get_opt(&object_name))
             .map_err(api_error("reading the RunSecret"))?
-            .filter(|o| o.spec.name == record.name)
-            .ok_or_else(|| StoreError::NotFound(record.name.clone()))?;
-        // Only the object read: one created meanwhile (another reseal) is not deleted.
-        let params = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                uid: old.metadata.uid.clone(),
-                resource_version: old.metadata.resource_version.clone(),
-            }),
-            ..DeleteParams::default()
-        };
-        self.block_on(api.delete(&object_name, &params))
-            .map_err(api_error("deleting the RunSecret to replace it"))?;
-        let created = self.block_on(api.create(&PostParams::default(), &resource_of(record)));
-        if let Err(e) = created {
-            // Put the old object back rather than lose the secret.
-            let mut restore = old.clone();
-            restore.metadata.resource_version = None;
-            restore.metadata.uid = None;
-            restore.metadata.creation_timestamp = None;
-            restore.metadata.managed_fields = None;
-            let restored = self.block_on(api.create(&PostParams::default(), &restore));
-            return Err(StoreError::Api {
-                step: if restored.is_ok() {
-                    "creating the resealed RunSecret (the old one was restored)"
-                } else {
-                    "creating the resealed RunSecret (restoring the old one failed too)"
-                },
-                message: crate::delivery::tokenreview::describe_kube_error(&e),
-            });
+            .filter(|o| o.spec.name == new.name)
+            .ok_or_else(|| StoreError::NotFound(new.name.clone()))?;
+        // The object must still be the one whose envelope was resealed: a secret removed and
+        // created again with another value meanwhile is not overwritten with the old value.
+        if object.spec != old.spec {
+            return Err(changed());
         }
-        Ok(())
+        // One update at the resourceVersion just read (kept in `object.metadata`): deliveries
+        // see the old envelope or the new one, never no object, and a change between the read
+        // and this write is a 409 that leaves the other writer's object as it is.
+        object.spec = new.spec.clone();
+        match self.block_on(api.replace(&object_name, &PostParams::default(), &object)) {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 409) => Err(changed()),
+            Err(e) if is_status(&e, 404) => Err(StoreError::NotFound(new.name.clone())),
+            Err(e) => Err(api_error(
+                "updating the RunSecret with its resealed envelope",
+            )(e)),
+        }
     }
 
     fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError> {
@@ -231,7 +223,10 @@ pub async fn publish_public_keys(
     configmap: &str,
     keys: &PublicKeys,
 ) -> Result<(), StoreError> {
-    let json = serde_json::to_string_pretty(keys).unwrap_or_default();
+    let json = serde_json::to_string_pretty(keys).map_err(|source| StoreError::Serialize {
+        what: "the public keys",
+        source,
+    })?;
     ensure_configmap(client, namespace, configmap, PUBLIC_KEYS_KEY, &json)
         .await
         .map(|_| ())

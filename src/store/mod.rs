@@ -64,6 +64,9 @@ pub enum StoreError {
     NoStore,
     #[error("No such secret: {0}")]
     NotFound(String),
+    /// Another writer changed the secret between our read and our write; nothing was written.
+    #[error("secret {namespace}/{name} changed while it was being rewritten; nothing was overwritten: run the command again")]
+    Changed { namespace: String, name: String },
     #[error("sealing")]
     Seal(#[from] seal::SealError),
     #[error("{step} {path}")]
@@ -74,6 +77,13 @@ pub enum StoreError {
     },
     #[error("{path} is not a readable secret record")]
     Corrupt { path: String },
+    /// Turning something into the text that is written failed: nothing was written.
+    #[error("serializing {what}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     /// A file in the store that is not what it claims to be: refused, never followed.
     #[error("refusing the secret record {path}: {why}")]
     Refused { path: String, why: &'static str },
@@ -237,10 +247,13 @@ pub trait Store {
     fn list(&self, namespace: Option<&str>) -> Result<Vec<SecretRecord>, StoreError>;
     /// Removes a secret; false when it did not exist.
     fn delete(&self, namespace: &str, name: &str) -> Result<bool, StoreError>;
-    /// Replaces an existing secret by its resealed record (`secret reseal`: the same value,
-    /// sealed to a newer key): one rename in the file store; in Kubernetes, where the spec is
-    /// immutable, a delete of exactly the object read followed by a create of the same name.
-    fn replace(&self, record: &SecretRecord) -> Result<(), StoreError>;
+    /// Replaces `old`, as it was read, by its resealed record `new` (`secret reseal`: the same
+    /// value sealed to a newer key), in one step that readers see whole: a rename under the
+    /// namespace's lock in the file store, one update at the object's resourceVersion in
+    /// Kubernetes. A secret removed meanwhile is [`StoreError::NotFound`] and stays removed; one
+    /// changed meanwhile (recreated with another value, resealed by someone else) is
+    /// [`StoreError::Changed`] and stays as the other writer left it.
+    fn replace(&self, old: &SecretRecord, new: &SecretRecord) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

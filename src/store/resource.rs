@@ -1,13 +1,32 @@
 //! The `RunSecret` custom resource (group `runsecrets.io`, v1, namespaced): what the
 //! Kubernetes backend stores in etcd and what `runsecrets seal` prints. Only ciphertext, its
-//! key id, size and digest; the spec is immutable (CEL `self == oldSelf`), as a Swarm secret
-//! is: only labels change.
+//! key id, size and digest; the value is immutable, as a Swarm secret's is: only labels change,
+//! and `secret reseal` may seal the same value to a newer key (see [`SPEC_RULE`]).
 
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// The immutable part of a secret.
+/// The CEL rule on updates of the spec. A reseal seals the same plaintext to another key, which
+/// changes exactly the sealing fields, together: `ciphertext`, `keyId`, and `digest` (a hash of
+/// the envelope, never of the plaintext: a hash of a low-entropy password could be brute-forced).
+/// Everything else stays equal: `name`, `serviceAccounts`, and `size`, the plaintext's length.
+/// The apiserver can neither hash nor open an envelope, so this rule alone cannot prove the
+/// value unchanged (a same-size value sealed under the name would pass it); it refuses every
+/// change that is not a reseal's shape. The validating webhook does the rest on such an update
+/// (`admission::runsecret`): the new envelope is checked as at creation (digest of that
+/// ciphertext, key id and size as its header says, a key of the cluster) and must open to the
+/// same value as the stored one.
+pub const SPEC_RULE: &str = "self.name == oldSelf.name && self.size == oldSelf.size \
+    && has(self.serviceAccounts) == has(oldSelf.serviceAccounts) \
+    && (!has(self.serviceAccounts) || self.serviceAccounts == oldSelf.serviceAccounts)";
+
+/// The message for any other change: a new value is a new secret, as in Swarm.
+pub const SPEC_RULE_MESSAGE: &str =
+    "a RunSecret's spec is immutable: store the new value as a new secret";
+
+/// A sealed secret. Its value never changes (a new value is a new secret); `runsecrets secret
+/// reseal` may seal the same value to a newer key.
 // Several `printcolumn(type_ = ...)` entries are several columns, not a repeated attribute.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +46,7 @@ use sha2::{Digest, Sha256};
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("self == oldSelf").message("a RunSecret's spec is immutable: store the new value as a new secret"))]
+#[x_kube(validation = Rule::new(SPEC_RULE).message(SPEC_RULE_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct RunSecretSpec {
     /// The secret's name as users write it (Swarm's rule: 1-64 of [a-zA-Z0-9-_.]); the

@@ -6,13 +6,20 @@
 
 use std::time::Duration;
 
-use zeroize::Zeroizing;
-
 use super::keyring::KeyringPlace;
 use super::StoreError;
 use crate::seal::protector::{missing_protector, ProtectError, Protector};
 use crate::seal::wrapped::{PayloadKey, StoredKeyring, WrappedKeyring};
 use crate::seal::{Keyring, Suite};
+
+/// Whether a key created at `created` is at least `period` old; a creation time that does not
+/// parse counts as old, so a keyring with one is renewed rather than never.
+pub fn older_than(created: Option<time::OffsetDateTime>, period: Duration) -> bool {
+    created.is_none_or(|created| {
+        let age = time::OffsetDateTime::now_utc() - created;
+        age >= time::Duration::try_from(period).unwrap_or(time::Duration::MAX)
+    })
+}
 
 /// How many times a change is retried after losing a race.
 const ATTEMPTS: usize = 5;
@@ -82,15 +89,17 @@ impl KeyringPlace {
                     written: false,
                 });
             }
-            let (text, wrapping) = match wrapping {
-                None => (ring.to_json(), None),
+            let wrapping = match wrapping {
+                None => None,
                 Some((old, key)) => {
                     let wrapped =
                         WrappedKeyring::seal(&ring, &old.keyring_id, old.protector.clone(), &key)
                             .map_err(self.error("wrapping"))?;
-                    (Zeroizing::new(wrapped.to_json()), Some((wrapped, key)))
+                    Some((wrapped, key))
                 }
             };
+            let text = super::keyring::stored_text(&ring, wrapping.as_ref().map(|(w, _)| w))
+                .map_err(self.error("changing"))?;
             match self.replace(&text, stored.version.as_deref()).await {
                 Ok(()) => {
                     return Ok(Changed {
@@ -115,11 +124,7 @@ impl KeyringPlace {
         suite: Option<Suite>,
     ) -> Result<Changed, StoreError> {
         self.change(opener, |ring| {
-            let due = period.is_zero()
-                || ring.newest_created().is_none_or(|created| {
-                    let age = time::OffsetDateTime::now_utc() - created;
-                    age >= time::Duration::try_from(period).unwrap_or(time::Duration::MAX)
-                });
+            let due = period.is_zero() || older_than(ring.newest_created(), period);
             if due {
                 let suite = suite.or(ring.newest_suite()).unwrap_or_default();
                 ring.add_key(suite);

@@ -355,3 +355,43 @@ fn envelopes_sealed_before_suites_still_open() {
         );
     }
 }
+
+/// `secret rm` while `secret reseal` is between its check and its rename: the rm waits for the
+/// namespace's lock and takes effect after the rename, so the secret stays removed. (Before,
+/// the rename recreated the name the rm had just removed.)
+#[test]
+fn a_reseal_does_not_bring_back_a_secret_removed_while_it_ran() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = FileStore::open(dir.path()).expect("opens");
+    let ring = Keyring::generate();
+    let old = record(&ring, "shop", "db_password");
+    store.create(&old).expect("created");
+    // The same value sealed again: what a reseal stores.
+    let new = record(&ring, "shop", "db_password");
+    let remover = store.clone();
+    let (removed_tx, removed_rx) = mpsc::channel();
+    let mut rm = None;
+    let replaced = store.replace_then(&old, &new, || {
+        rm = Some(std::thread::spawn(move || {
+            let removed = remover.delete("shop", "db_password");
+            let _ = removed_tx.send(());
+            removed
+        }));
+        // Time for the rm to run now if nothing stops it; waiting longer cannot make this test
+        // pass wrongly, only slower.
+        let _ = removed_rx.recv_timeout(Duration::from_millis(300));
+    });
+    let removed = rm.expect("rm started").join().expect("rm thread");
+    replaced.expect("replaced before the rm");
+    assert!(removed.expect("rm"), "the rm found the secret");
+    assert!(
+        store.get("shop", "db_password").expect("reads").is_none(),
+        "the removed secret came back"
+    );
+    // A reseal after the rm: nothing to replace, and nothing is created.
+    let e = store.replace(&old, &new).expect_err("removed");
+    assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
+    assert!(store.list(Some("shop")).expect("lists").is_empty());
+}

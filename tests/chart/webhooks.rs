@@ -177,7 +177,13 @@ fn validating_webhooks_follow_the_namespace_labels() {
                 assert_eq!(rules.len(), 1);
                 assert_eq!(rules[0].api_groups, Some(strings(&["runsecrets.io"])));
                 assert_eq!(rules[0].resources, Some(strings(&["runsecrets"])));
-                assert_eq!(rules[0].operations, Some(strings(&["CREATE"])));
+                assert_eq!(rules[0].operations, Some(strings(&["CREATE", "UPDATE"])));
+                // An update reaches the server only when it changes the envelope (a reseal).
+                let conditions = hook.match_conditions.clone().expect("matchConditions");
+                assert_eq!(
+                    conditions[0].expression,
+                    "request.operation == 'CREATE' || object.spec != oldObject.spec"
+                );
                 continue;
             }
             let (mode_level, _) = hook.name.split_once('.').expect("qualified");

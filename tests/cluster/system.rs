@@ -230,11 +230,20 @@ impl System {
 
     /// `runsecrets secret ARGS --store kubernetes -n shop` as the namespace editor.
     pub fn secret(&self, args: &[&str], stdin: Option<&[u8]>) -> Out {
+        self.as_editor(&["secret"], args, stdin)
+    }
+
+    /// `runsecrets seal ARGS --store kubernetes -n shop` as the namespace editor.
+    pub fn seal(&self, args: &[&str], stdin: Option<&[u8]>) -> Out {
+        self.as_editor(&["seal"], args, stdin)
+    }
+
+    fn as_editor(&self, verb: &[&str], args: &[&str], stdin: Option<&[u8]>) -> Out {
         api::run(
             Command::new(exe())
                 .env_clear()
                 .env("KUBECONFIG", &self.editor_kubeconfig)
-                .arg("secret")
+                .args(verb)
                 .args(["--store", "kubernetes", "-n", SHOP])
                 .args(args),
             stdin,

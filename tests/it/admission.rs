@@ -729,13 +729,18 @@ fn an_unreadable_store_fails_closed_unless_told_otherwise() {
 
 /// An AdmissionReview of a RunSecret as `kubectl apply` of `runsecrets seal`'s output sends it.
 fn run_secret_review(object: Value, operation: &str) -> Vec<u8> {
+    run_secret_update(object, operation, Value::Null)
+}
+
+/// The same with the stored object (`oldObject`) an UPDATE carries.
+fn run_secret_update(object: Value, operation: &str, old: Value) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
             "uid": "rs-1", "kind": {"group": "runsecrets.io", "version": "v1", "kind": "RunSecret"},
             "resource": {"group": "runsecrets.io", "version": "v1", "resource": "runsecrets"},
             "name": object["metadata"]["name"], "namespace": "shop", "operation": operation,
-            "userInfo": {"username": "dev"}, "object": object, "oldObject": null, "dryRun": false,
+            "userInfo": {"username": "dev"}, "object": object, "oldObject": old, "dryRun": false,
         }
     }))
     .expect("json")
@@ -800,18 +805,113 @@ fn run_secrets_that_break_the_rules_are_refused_at_creation() {
     bad_name["spec"]["name"] = "-x".into();
     assert!(verdict(bad_name, &keys).1.contains("invalid name"));
 
-    // Label changes (UPDATE) are the apiserver's CEL rule's business, not ours.
+    // A label change (UPDATE, same spec) is allowed whatever the keys: the spec was checked
+    // when it was created.
     let ctx = Context {
         keys: Some(&other_cluster),
         ..Context::default()
     };
+    let mut labelled = good.clone();
+    labelled["metadata"]["labels"] = serde_json::json!({"reviewed": "yes"});
     let update = review_with(
         Endpoint::Validate(Levels::default()),
         ctx,
-        &run_secret_review(good, "UPDATE"),
+        &run_secret_update(labelled, "UPDATE", good),
     )
     .unwrap();
     assert!(update.decision.allowed);
+}
+
+/// An update that changes the envelope (what `secret reseal` sends) is checked as a create
+/// is, and must hold the same value: the CRD's CEL rule keeps name, size and grants, but can
+/// neither hash nor open an envelope, so a same-size value swapped in under the name would
+/// pass it.
+#[test]
+fn a_resealed_run_secret_is_checked_as_at_creation() {
+    use runsecrets::admission::{review_with, Context};
+    use runsecrets::seal::{Keyring, Suite};
+    use runsecrets::store::envelope_digest;
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+    let mut ring = Keyring::generate();
+    let first = ring.public_keys().unwrap();
+    let yaml = runsecrets::secrets::seal_manifest(
+        &first,
+        "shop",
+        "db_password",
+        zeroize::Zeroizing::new(b"v4lue".to_vec()),
+        Default::default(),
+        vec![],
+    )
+    .unwrap();
+    let old: Value = serde_norway::from_str(&yaml).unwrap();
+    ring.add_key(Suite::X25519);
+    let keys = ring.public_keys().unwrap();
+    let newest = ring.newest().unwrap();
+    let envelope =
+        base64::Engine::decode(&B64, old["spec"]["ciphertext"].as_str().unwrap()).unwrap();
+    let resealed =
+        runsecrets::seal::reseal(&ring, &newest, "shop", "db_password", &envelope).unwrap();
+    let mut good = old.clone();
+    good["spec"]["ciphertext"] = base64::Engine::encode(&B64, &resealed).into();
+    good["spec"]["digest"] = envelope_digest(&resealed).into();
+    good["spec"]["keyId"] = newest.id.clone().into();
+    let verdict_with = |object: &Value, keyring: Option<&Keyring>| -> (bool, String) {
+        let ctx = Context {
+            keys: Some(&keys),
+            keyring,
+            ..Context::default()
+        };
+        let body = run_secret_update(object.clone(), "UPDATE", old.clone());
+        let answer = review_with(Endpoint::Validate(Levels::default()), ctx, &body).unwrap();
+        let r: Value = serde_json::from_slice(&answer.body).unwrap();
+        let message = r["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (r["response"]["allowed"] == true, message)
+    };
+    let verdict = |object: &Value| verdict_with(object, Some(&ring));
+    assert_eq!(verdict(&good), (true, String::new()));
+
+    // Another value of the same size, sealed properly to the newest key: refused.
+    let swapped = runsecrets::seal::seal(&newest, "shop", "db_password", b"v4LUE").unwrap();
+    let mut other_value = good.clone();
+    other_value["spec"]["ciphertext"] = base64::Engine::encode(&B64, &swapped).into();
+    other_value["spec"]["digest"] = envelope_digest(&swapped).into();
+    let (ok, message) = verdict(&other_value);
+    assert!(
+        !ok && message == "spec.ciphertext holds another value: a RunSecret's spec is immutable: store the new value as a new secret",
+        "{message}"
+    );
+    // The same value sealed as another secret does not open as this one.
+    let moved = runsecrets::seal::seal(&newest, "shop", "api_token", b"v4lue").unwrap();
+    let mut other_name = good.clone();
+    other_name["spec"]["ciphertext"] = base64::Engine::encode(&B64, &moved).into();
+    other_name["spec"]["digest"] = envelope_digest(&moved).into();
+    let (ok, message) = verdict(&other_name);
+    assert!(
+        !ok && message.contains("does not open as secret shop/db_password"),
+        "{message}"
+    );
+    // A locked server cannot tell, so it refuses.
+    let (ok, message) = verdict_with(&good, None);
+    assert!(!ok && message.contains("keyring is locked"), "{message}");
+
+    let mut tampered = good.clone();
+    tampered["spec"]["digest"] = old["spec"]["digest"].clone();
+    let (ok, message) = verdict(&tampered);
+    assert!(
+        !ok && message.contains("digest does not match"),
+        "{message}"
+    );
+
+    let mut relabelled = good.clone();
+    relabelled["spec"]["keyId"] = old["spec"]["keyId"].clone();
+    let (ok, message) = verdict(&relabelled);
+    assert!(
+        !ok && message.contains("does not match the sealed envelope"),
+        "{message}"
+    );
 }
 
 /// A RunSecret sealed to an X-Wing key is admitted up to Swarm's size limit (its envelope

@@ -12,7 +12,7 @@ use common::binary::{run_in, ServerProcess};
 use runsecrets::delivery::auth::{AuthError, Authenticator};
 use runsecrets::delivery::tokenreview::TokenReviewer;
 use runsecrets::delivery::SecretLookup;
-use runsecrets::seal::{Keyring, Suite};
+use runsecrets::seal::Keyring;
 use runsecrets::secrets::{self, Cluster, WorkloadRef};
 use runsecrets::store::catalogue::{Catalogue, Presence};
 use runsecrets::store::kubernetes::{self, KubeCatalogue, KubeStore};
@@ -715,7 +715,8 @@ fn replicas_renewing_at_once_make_one_key() {
     let (rt, server) = stub();
     // A keyring whose only key is from 2020: renewal is due everywhere.
     let ring = Keyring::generate();
-    let mut value: serde_json::Value = serde_json::from_str(&ring.to_json()).expect("json");
+    let mut value: serde_json::Value =
+        serde_json::from_str(&ring.to_json().expect("json")).expect("json");
     value["keys"][0]["created"] = "2020-01-01T00:00:00Z".into();
     let text = base64::engine::general_purpose::STANDARD.encode(value.to_string());
     server.put(
@@ -773,85 +774,4 @@ fn replicas_renewing_at_once_make_one_key() {
         .expect("rotate");
     assert!(!again.written);
     assert_eq!(server.puts(), 1);
-}
-
-/// `replace` (what `secret reseal` stores with) deletes the object read and creates the
-/// resealed one under the same name: the spec stays immutable, the value the same.
-#[test]
-fn a_runsecret_is_replaced_by_its_resealed_record() {
-    let (rt, server) = stub();
-    let store = store(&server);
-    let mut ring = Keyring::generate();
-    let keys = ring.public_keys().expect("keys");
-    let record = SecretRecord::seal(
-        &keys,
-        "shop",
-        "db_password",
-        b"same-value",
-        BTreeMap::new(),
-        vec![],
-    )
-    .expect("sealed");
-    store.create(&record).expect("created");
-    let before = server
-        .get(
-            "/apis/runsecrets.io/v1/runsecrets",
-            "shop",
-            "db-password-2b1f0b3b",
-        )
-        .or_else(|| {
-            server
-                .all("/apis/runsecrets.io/v1/runsecrets")
-                .into_iter()
-                .next()
-        })
-        .expect("object");
-    ring.add_key(Suite::X25519);
-    let newest = ring.newest().expect("newest");
-    let envelope = runsecrets::seal::reseal(
-        &ring,
-        &newest,
-        "shop",
-        "db_password",
-        &record.envelope().expect("envelope"),
-    )
-    .expect("resealed");
-    let answer = runsecrets::server::reseal::ResealResponse {
-        digest: runsecrets::store::envelope_digest(&envelope),
-        ciphertext: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &envelope),
-        key_id: newest.id.clone(),
-    };
-    let new = runsecrets::secrets::reseal::resealed(&record, answer).expect("checked");
-    store.replace(&new).expect("replaced");
-    let objects = server.all("/apis/runsecrets.io/v1/runsecrets");
-    assert_eq!(objects.len(), 1);
-    assert_eq!(objects[0]["metadata"]["name"], before["metadata"]["name"]);
-    assert_ne!(objects[0]["metadata"]["uid"], before["metadata"]["uid"]);
-    assert_eq!(objects[0]["spec"]["keyId"], newest.id.as_str());
-    let stored = store
-        .get("shop", "db_password")
-        .expect("read")
-        .expect("exists");
-    assert_eq!(
-        stored
-            .unseal(&ring, "shop", "db_password")
-            .expect("opens")
-            .as_slice(),
-        b"same-value"
-    );
-    // A record that does not match its envelope is never stored.
-    let mut forged = runsecrets::server::reseal::ResealResponse {
-        digest: "sha256:00".into(),
-        ciphertext: new.spec.ciphertext.clone(),
-        key_id: newest.id.clone(),
-    };
-    assert!(runsecrets::secrets::reseal::resealed(&record, forged).is_err());
-    forged = runsecrets::server::reseal::ResealResponse {
-        digest: new.spec.digest.clone(),
-        ciphertext: new.spec.ciphertext.clone(),
-        key_id: ring.keys()[0].id.clone(),
-    };
-    let e = runsecrets::secrets::reseal::resealed(&record, forged).expect_err("wrong key id");
-    assert!(e.to_string().contains("keyId does not match"), "{e}");
-    drop(rt);
 }

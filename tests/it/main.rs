@@ -23,6 +23,7 @@ mod dockerfile;
 mod generated;
 mod keyring;
 mod kubernetes;
+mod kubernetes_reseal;
 mod post_quantum;
 mod secret_cli;
 mod server;

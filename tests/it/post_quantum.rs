@@ -385,7 +385,7 @@ async fn an_autolocked_keyring_rotates_to_xwing() {
     let (ring, _) = Protector::Autolock(unlock_key.parse().expect("unlock key"))
         .unwrap(&stored)
         .expect("opens");
-    let opened: Value = serde_json::from_str(&ring.to_json()).expect("json");
+    let opened: Value = serde_json::from_str(&ring.to_json().expect("json")).expect("json");
     let mut secrets: Vec<String> = opened["keys"]
         .as_array()
         .expect("keys")
@@ -427,7 +427,7 @@ fn the_public_key_configmap_names_the_suite() {
         "/api/v1/secrets",
         json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                "metadata": {"name": "runsecrets-keyring", "namespace": "runsecrets"},
-               "data": {"keyring.json": STANDARD.encode(ring.to_json().as_bytes())}}),
+               "data": {"keyring.json": STANDARD.encode(ring.to_json().expect("json").as_bytes())}}),
     );
     let kube = [("KUBECONFIG", kubeconfig.to_str().expect("utf-8"))];
     let store = ["--store", "kubernetes"];

@@ -24,7 +24,11 @@ fn crash_child_writer() {
     };
     let dir = Path::new(&dir);
     let ring = Keyring::generate();
-    std::fs::write(dir.join("keyring.json"), ring.to_json().as_bytes()).expect("keyring");
+    std::fs::write(
+        dir.join("keyring.json"),
+        ring.to_json().expect("json").as_bytes(),
+    )
+    .expect("keyring");
     let keys = ring.public_keys().expect("keys");
     let store = FileStore::open(dir).expect("store");
     let started = Instant::now();

@@ -18,6 +18,14 @@ use super::{Keyring, SealError};
 pub enum ProtectError {
     #[error(transparent)]
     Seal(#[from] SealError),
+    /// Turning a keyring into the text that is stored failed: nothing is written (an empty
+    /// text written instead would replace every key). The cause is the source; it holds no key.
+    #[error("serializing the {what}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error(
         "the keyring's format {0:?} is not one this runsecrets reads (it reads \
          runsecrets.io/wrapped-keyring/v1 and plain keyrings): upgrade runsecrets"

@@ -3,7 +3,8 @@ use crate::seal::wrapped::{StoredKeyring, WrappedKeyring};
 use crate::seal::{open, seal, Keyring, Suite};
 
 fn private_of(ring: &Keyring) -> Vec<String> {
-    let value: serde_json::Value = serde_json::from_str(&ring.to_json()).expect("json");
+    let value: serde_json::Value =
+        serde_json::from_str(&ring.to_json().expect("json")).expect("json");
     value["keys"]
         .as_array()
         .expect("keys")
@@ -18,7 +19,7 @@ fn an_autolocked_keyring_opens_with_its_unlock_key_only() {
     ring.add_key(Suite::X25519);
     let key = UnlockKey::generate().expect("key");
     let wrapping = Protector::Autolock(key.clone()).wrap(&ring).expect("wraps");
-    let text = wrapping.wrapped.to_json();
+    let text = wrapping.wrapped.to_json().expect("json");
     for private in private_of(&ring) {
         assert!(
             !text.contains(&private),
@@ -79,9 +80,11 @@ fn a_tampered_or_spliced_wrapped_keyring_does_not_open() {
     let key = UnlockKey::generate().expect("key");
     let protector = Protector::Autolock(key.clone());
     let wrapped = protector.wrap(&ring).expect("wraps").wrapped;
-    let value: serde_json::Value = serde_json::from_str(&wrapped.to_json()).expect("json");
+    let value: serde_json::Value =
+        serde_json::from_str(&wrapped.to_json().expect("json")).expect("json");
     let other = protector.wrap(&Keyring::generate()).expect("wraps").wrapped;
-    let other: serde_json::Value = serde_json::from_str(&other.to_json()).expect("json");
+    let other: serde_json::Value =
+        serde_json::from_str(&other.to_json().expect("json")).expect("json");
     let edits: Vec<(&str, serde_json::Value)> = vec![
         ("keyringId", other["keyringId"].clone()),
         ("keys", other["keys"].clone()),
@@ -206,7 +209,12 @@ fn a_wrapped_keyring_round_trips_xwing_keys() {
     ring.add_key(Suite::XWing);
     let key = UnlockKey::generate().expect("key");
     let protector = Protector::Autolock(key);
-    let text = protector.wrap(&ring).expect("wraps").wrapped.to_json();
+    let text = protector
+        .wrap(&ring)
+        .expect("wraps")
+        .wrapped
+        .to_json()
+        .expect("json");
     for private in private_of(&ring) {
         assert!(
             !text.contains(&private),

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::api;
 use crate::system::values::{API, DB};
 use crate::system::{System, SHOP};
 
@@ -14,12 +15,18 @@ fn runsecret(system: &System, secret: &str) -> Value {
         .unwrap_or_else(|| panic!("RunSecret for {secret} missing"))
 }
 
-/// Swarm: a secret's value never changes, only its labels. A merge patch that widens the grant
-/// is refused by the CRD's CEL rule in the apiserver itself; a label change goes through.
-pub fn spec_is_immutable(system: &mut System) {
-    let name = runsecrets::store::object_name(DB);
-    let before = runsecret(system, DB);
-    let out = system.k.run(
+/// The same value sealed again to the cluster's key, as `runsecrets seal` prints it: what a
+/// reseal stores (new ciphertext and digest, same name, size and grants).
+fn sealed_again(system: &System, secret: &str, value: &str) -> Value {
+    let out = system.seal(&[secret, "-"], Some(value.as_bytes()));
+    assert!(out.ok, "runsecrets seal: {}", out.stderr);
+    let manifest: Value = serde_norway::from_str(&out.stdout).expect("a RunSecret manifest");
+    manifest["spec"].clone()
+}
+
+fn patch(system: &System, secret: &str, spec: Value) -> api::Out {
+    let name = runsecrets::store::object_name(secret);
+    system.k.run(
         &[
             "patch",
             "-n",
@@ -27,17 +34,69 @@ pub fn spec_is_immutable(system: &mut System) {
             &format!("runsecrets.runsecrets.io/{name}"),
             "--type=merge",
             "-p",
-            r#"{"spec":{"serviceAccounts":["someone-else"]}}"#,
+            &json!({ "spec": spec }).to_string(),
         ],
         None,
+    )
+}
+
+/// Swarm: a secret's value never changes, only its labels. The CRD's CEL rule, in the apiserver
+/// itself, refuses a wider grant and another size; the sealing fields may change together (a
+/// reseal), and the webhook then checks the new envelope as at creation. A label change goes
+/// through without the webhook.
+pub fn spec_is_immutable(system: &mut System) {
+    let name = runsecrets::store::object_name(DB);
+    let before = runsecret(system, DB);
+    let message = "a RunSecret's spec is immutable: store the new value as a new secret";
+    let size = before["spec"]["size"].as_i64().expect("size");
+    for (what, change) in [
+        (
+            "a wider grant",
+            json!({"serviceAccounts": ["someone-else"]}),
+        ),
+        ("another size", json!({"size": size + 1})),
+    ] {
+        let out = patch(system, DB, change);
+        assert!(!out.ok, "{what} was accepted");
+        assert!(
+            out.stderr.contains(message),
+            "{what}: the user sees the CEL rule's message: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(runsecret(system, DB)["spec"], before["spec"]);
+
+    // A reseal's shape, but a digest that is not of the ciphertext: the webhook refuses it.
+    let resealed = sealed_again(system, DB, &system.values.db);
+    let mut forged = resealed.clone();
+    forged["digest"] = before["spec"]["digest"].clone();
+    let out = patch(
+        system,
+        DB,
+        json!({"ciphertext": forged["ciphertext"], "digest": forged["digest"]}),
     );
-    assert!(!out.ok, "a spec change was accepted");
     assert!(
-        out.stderr
-            .contains("a RunSecret's spec is immutable: store the new value as a new secret"),
-        "the user sees the CEL rule's message: {}",
+        !out.ok
+            && out
+                .stderr
+                .contains("spec.digest does not match spec.ciphertext"),
+        "a forged envelope was stored: {}",
         out.stderr
     );
+
+    // The sealing fields, changed together: accepted, and the value is the same one.
+    let sealing = json!({
+        "ciphertext": resealed["ciphertext"],
+        "digest": resealed["digest"],
+        "keyId": resealed["keyId"],
+    });
+    let out = patch(system, DB, sealing);
+    assert!(out.ok, "a reseal was refused: {}", out.stderr);
+    let after = runsecret(system, DB);
+    assert_eq!(after["spec"], resealed, "the resealed envelope is stored");
+    assert_eq!(after["spec"]["size"], before["spec"]["size"]);
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+
     system.k.ok(
         &[
             "label",
@@ -48,9 +107,9 @@ pub fn spec_is_immutable(system: &mut System) {
         ],
         None,
     );
-    let after = runsecret(system, DB);
-    assert_eq!(after["spec"], before["spec"], "the spec is unchanged");
-    assert_eq!(after["metadata"]["labels"]["reviewed"], "yes");
+    let labelled = runsecret(system, DB);
+    assert_eq!(labelled["spec"], after["spec"], "the spec is unchanged");
+    assert_eq!(labelled["metadata"]["labels"]["reviewed"], "yes");
 }
 
 /// A RunSecret that passes the CRD's schema but not the server's envelope checks, as

@@ -19,7 +19,7 @@ pub type Scenario = fn(&mut System);
 
 pub const ALL: [(&str, Scenario); 16] = [
     (
-        "crd: the apiserver enforces the RunSecret CEL immutability rule",
+        "crd: the apiserver keeps a RunSecret's value immutable (CEL), letting only a reseal change its sealing",
         crd::spec_is_immutable,
     ),
     (
