@@ -110,7 +110,7 @@ pub fn environment(
         })?;
         let mut lookup = env.clone();
         lookup.overlay(os);
-        let entries = dotenv::parse(&text, &lookup)
+        let entries = dotenv::parse(&text, dotenv::Lookup::Vars(&lookup))
             .map_err(|e| ComposeError::at(&file_pos(&name, e.line), e.problem))?;
         for e in entries {
             env.insert(e.name, e.value);
