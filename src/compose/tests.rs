@@ -1,5 +1,8 @@
 //! Unit tests of the Compose loader: interpolation, `.env`, YAML positions/anchors/tags, the
-//! merge rules, `mode`, and a property test that no input panics the loader.
+//! merge rules, `mode`, and a property test that no input panics the loader; `once`: each
+//! file a conversion needs is read once.
+
+mod once;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
