@@ -28,7 +28,7 @@ fn file(path: &str, data: &[u8], mode: u32) -> FileSpec {
     let (uid, gid) = me();
     FileSpec {
         path: path.into(),
-        data: Zeroizing::new(data.to_vec()),
+        data: std::sync::Arc::new(Zeroizing::new(data.to_vec())),
         uid,
         gid,
         mode,
@@ -111,7 +111,7 @@ fn write_once_lays_out_regular_files_and_real_directories() {
     let dir = tempfile::tempdir().expect("dir");
     let root = dir.path();
     let l = layout(the_files(), &[SA, "conf.d"]);
-    assert!(!l.is_current(root));
+    assert!(!l.check(root).is_current());
     let written = l.write(root).expect("write");
     assert_eq!(
         written,
@@ -132,7 +132,7 @@ fn write_once_lays_out_regular_files_and_real_directories() {
     );
     let meta = fs::symlink_metadata(root.join("db_password")).expect("lstat");
     assert_eq!((meta.uid(), meta.gid()), me());
-    assert!(l.is_current(root));
+    assert!(l.check(root).is_current());
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn an_unchanged_republish_keeps_every_inode() {
             (m.ino(), m.ctime_nsec() + m.ctime() * 1_000_000_000)
         })
         .collect();
-    assert!(l.is_current(root));
+    assert!(l.check(root).is_current());
     let written = l.write(root).expect("write again");
     assert_eq!(written, Written::default(), "nothing written or removed");
     let after: Vec<(u64, i64)> = paths
@@ -177,7 +177,7 @@ fn an_update_replaces_only_the_changed_file() {
     let mut files = the_files();
     files[1] = file("tls/key.pem", b"-----BEGIN NEW KEY-----", 0o400);
     let l = layout(files, &[SA]);
-    assert!(!l.is_current(root));
+    assert!(!l.check(root).is_current());
     assert_eq!(l.write(root).expect("update").files, 1);
     assert_eq!(
         fs::read(root.join("tls/key.pem")).expect("read"),
@@ -192,7 +192,7 @@ fn an_update_replaces_only_the_changed_file() {
         old, "-----BEGIN KEY-----",
         "an open reader keeps the old file"
     );
-    assert!(l.is_current(root));
+    assert!(l.check(root).is_current());
     assert!(
         !listing(root).keys().any(|p| p.contains("..")),
         "no temporary file left"
@@ -250,7 +250,7 @@ fn a_target_that_disappears_is_removed_with_the_directories_it_needed() {
         vec![file("db_password", b"hunter2", 0o444)],
         &[SA, "conf.d"],
     );
-    assert!(!l.is_current(root));
+    assert!(!l.check(root).is_current());
     let written = l.write(root).expect("write");
     assert_eq!(written.files, 0, "db_password is unchanged");
     let want: BTreeMap<String, (char, u32)> = [
@@ -264,7 +264,7 @@ fn a_target_that_disappears_is_removed_with_the_directories_it_needed() {
     .collect();
     assert_eq!(listing(root), want);
     assert_eq!(ino(&root.join(SA)), sa, "mount points are never replaced");
-    assert!(l.is_current(root));
+    assert!(l.check(root).is_current());
 }
 
 #[test]
@@ -276,7 +276,7 @@ fn leftover_temporary_files_are_removed() {
     fs::write(root.join("..tmp-crash1"), b"half").expect("leftover");
     fs::write(root.join("tls/..tmp-crash2"), b"half").expect("leftover");
     fs::create_dir(root.join("..tmp-crash3")).expect("leftover dir");
-    assert!(!l.is_current(root));
+    assert!(!l.check(root).is_current());
     l.write(root).expect("write");
     assert!(!listing(root).keys().any(|p| p.contains("..")));
 }
@@ -307,7 +307,7 @@ fn hostile_paths_are_refused_before_anything_is_written() {
             0,
             "{bad:?}: nothing written"
         );
-        assert!(!l.is_current(dir.path()));
+        assert!(!l.check(dir.path()).is_current());
     }
     // A file that would also have to be a directory, or declared twice.
     for (a, b) in [("tls", "tls/key.pem"), ("tls/key.pem", "tls"), ("x", "x")] {
@@ -342,7 +342,10 @@ fn an_old_layout_volume_is_converted_under_open_files() {
     let mut through_link = fs::File::open(root.join("tls/key.pem")).expect("open");
     let mut top = fs::File::open(root.join("db_password")).expect("open");
 
-    assert!(!l.is_current(root), "same content, but the old layout");
+    assert!(
+        !l.check(root).is_current(),
+        "same content, but the old layout"
+    );
     let written = l.write(root).expect("convert");
     assert!(written.converted);
     assert_eq!(written.files, 4);
@@ -356,7 +359,7 @@ fn an_old_layout_volume_is_converted_under_open_files() {
 
     // And from then on like any volume: nothing to do.
     let key = ino(&root.join("tls/key.pem"));
-    assert!(l.is_current(root));
+    assert!(l.check(root).is_current());
     assert_eq!(l.write(root).expect("again"), Written::default());
     assert_eq!(ino(&root.join("tls/key.pem")), key);
 }
@@ -381,7 +384,7 @@ fn an_old_layout_volume_with_changed_data_is_converted_to_the_new_data() {
         "the undeclared target went too"
     );
     assert!(!listing(root).values().any(|(kind, _)| *kind == 'l'));
-    assert!(l.is_current(root));
+    assert!(l.check(root).is_current());
 }
 
 #[test]
