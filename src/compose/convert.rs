@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 pub use super::envcreds::EnvCredentials;
 use super::error::ComposeError;
 use super::load::{self, display, Loader};
 use super::model::{self, Definition, Project, Source};
 use super::report::Report;
-use super::secrets::{self, SealItem, ToSeal};
+use super::secrets::{self, ToSeal};
 use super::service::Service;
 use super::workload;
 use super::{envcreds, Environment};
@@ -192,6 +193,7 @@ pub fn convert(
     }
     let mut objects: Vec<(u8, Object)> = Vec::new();
     let mut to_seal = ToSeal::default();
+    let mut values = secrets::Values::default();
     let mut configmaps: BTreeMap<(String, String), Object> = BTreeMap::new();
     let mut claims: BTreeMap<(String, String), Object> = BTreeMap::new();
     one_object_per_name(&project)?;
@@ -224,15 +226,9 @@ pub fn convert(
                         Source::Environment(v) => format!("environment variable {v}"),
                         _ => "inline content".into(),
                     };
-                    to_seal.add(
-                        &namespace,
-                        &def.name,
-                        SealItem {
-                            data: secrets::value(def, &env, cwd)?,
-                            origin,
-                            pos: def.pos.clone(),
-                        },
-                    )?;
+                    to_seal.add(&namespace, &def.name, origin, &def.pos, || {
+                        values.get(def, &env, cwd)
+                    })?;
                 }
             }
         }
@@ -253,15 +249,8 @@ pub fn convert(
             };
             secrets::push(&mut refs, entry, &g.pos)?;
             let origin = format!("environment {} of service {}", g.variable, svc.name);
-            to_seal.add(
-                &namespace,
-                &g.secret,
-                SealItem {
-                    data: g.value,
-                    origin,
-                    pos: g.pos,
-                },
-            )?;
+            let value = g.value;
+            to_seal.add(&namespace, &g.secret, origin, &g.pos, || Ok(Rc::new(value)))?;
         }
         let plan = super::plan::plan(
             &project,

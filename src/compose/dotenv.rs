@@ -8,9 +8,23 @@
 //! comments and expansion.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
+use super::error::ComposeError;
 use super::interpolate::{expand, TemplateError};
+use super::load::file_pos;
+use super::yaml::Pos;
 use super::Environment;
+
+/// Where a value's `${VAR}` gets its value.
+#[derive(Debug, Clone, Copy)]
+pub enum Lookup<'a> {
+    /// The lines above, then these variables (the shell wins): what the container gets.
+    Vars(&'a Environment),
+    /// Nowhere: values stay as written, `from_vars` set where one holds a `$`. `scan` reads
+    /// a project without its shell, so `${VAR:?message}` must not stop it.
+    AsWritten,
+}
 
 /// One variable of the file, with the line it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +43,37 @@ pub struct DotenvError {
     pub problem: String,
 }
 
+/// Reads one `env_file:` entry (`convert` and `scan` both read them here): `None` when the
+/// file is missing and not required. `name` is the file as messages show it, `pos` the entry
+/// that names it.
+pub fn read_file(
+    path: &Path,
+    required: bool,
+    name: &str,
+    pos: &Pos,
+    lookup: Lookup<'_>,
+) -> Result<Option<Vec<Entry>>, ComposeError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(source) => {
+            return Err(ComposeError::ReadAt {
+                pos: pos.clone(),
+                what: format!(
+                    "env_file {name} cannot be read (create it, or mark it required: false)"
+                ),
+                source,
+            })
+        }
+    };
+    parse(&text, lookup)
+        .map(Some)
+        .map_err(|e| ComposeError::at(&file_pos(name, e.line), e.problem))
+}
+
 /// Parses `text`; `lookup` supplies `${VAR}` values not defined earlier in the file and the
 /// values of bare `KEY` lines.
-pub fn parse(text: &str, lookup: &Environment) -> Result<Vec<Entry>, DotenvError> {
+pub fn parse(text: &str, lookup: Lookup<'_>) -> Result<Vec<Entry>, DotenvError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut entries: Vec<Entry> = Vec::new();
     let mut line = 1usize;
@@ -77,14 +119,12 @@ pub fn parse(text: &str, lookup: &Environment) -> Result<Vec<Entry>, DotenvError
         if sep != Some('=') && sep != Some(':') {
             // A bare KEY: inherited from the environment, if set there.
             rest = &rest[key_end..];
-            if let Some(value) = lookup.get(&key) {
+            if let Some(value) = vars(lookup).and_then(|vars| vars.get(&key)) {
                 set(&mut entries, key, value.to_string(), start, true);
             }
             continue;
         }
         rest = rest[key_end + 1..].trim_start_matches([' ', '\t']);
-        let scope = scoped(&entries, lookup);
-        let mut unset = BTreeSet::new();
         let (value, from_vars, after) = match rest.chars().next() {
             Some(q @ ('\'' | '"')) => {
                 let (raw, after, lines) = quoted(&rest[1..], q).ok_or_else(|| DotenvError {
@@ -95,9 +135,8 @@ pub fn parse(text: &str, lookup: &Environment) -> Result<Vec<Entry>, DotenvError
                 if q == '\'' {
                     (raw, false, after)
                 } else {
-                    let e = expand(&unescape(&raw), &scope, &mut unset)
-                        .map_err(|e| template_error(start, e))?;
-                    (e.text, e.from_vars, after)
+                    let (value, from_vars) = value(&unescape(&raw), &entries, lookup, start)?;
+                    (value, from_vars, after)
                 }
             }
             _ => {
@@ -106,15 +145,37 @@ pub fn parse(text: &str, lookup: &Environment) -> Result<Vec<Entry>, DotenvError
                 if let Some(i) = raw.find(" #") {
                     raw = &raw[..i];
                 }
-                let e = expand(raw.trim_end(), &scope, &mut unset)
-                    .map_err(|e| template_error(start, e))?;
-                (e.text, e.from_vars, &rest[end..])
+                let (value, from_vars) = value(raw.trim_end(), &entries, lookup, start)?;
+                (value, from_vars, &rest[end..])
             }
         };
         set(&mut entries, key, value, start, from_vars);
         rest = after;
     }
     Ok(entries)
+}
+
+fn vars(lookup: Lookup<'_>) -> Option<&Environment> {
+    match lookup {
+        Lookup::Vars(env) => Some(env),
+        Lookup::AsWritten => None,
+    }
+}
+
+/// An unquoted or double-quoted value (escapes already resolved), expanded per `lookup`, and
+/// whether a variable contributed to it.
+fn value(
+    raw: &str,
+    entries: &[Entry],
+    lookup: Lookup<'_>,
+    line: usize,
+) -> Result<(String, bool), DotenvError> {
+    let Some(env) = vars(lookup) else {
+        return Ok((raw.to_string(), raw.contains('$')));
+    };
+    let e = expand(raw, &scoped(entries, env), &mut BTreeSet::new())
+        .map_err(|e| template_error(line, e))?;
+    Ok((e.text, e.from_vars))
 }
 
 fn template_error(line: usize, e: TemplateError) -> DotenvError {

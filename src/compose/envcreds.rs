@@ -7,7 +7,7 @@
 
 use zeroize::Zeroizing;
 
-use super::dotenv;
+use super::dotenv::{self, Lookup};
 use super::error::ComposeError;
 use super::load::{display, file_pos};
 use super::model::EnvVar;
@@ -53,21 +53,10 @@ pub fn env_file_vars(
     let mut out: Vec<EnvVar> = Vec::new();
     for (path, required, pos) in &svc.env_files {
         let name = display(path, cwd);
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
-            Err(source) => {
-                return Err(ComposeError::ReadAt {
-                    pos: pos.clone(),
-                    what: format!(
-                        "env_file {name} cannot be read (create it, or mark it required: false)"
-                    ),
-                    source,
-                })
-            }
+        let Some(entries) = dotenv::read_file(path, *required, &name, pos, Lookup::Vars(env))?
+        else {
+            continue;
         };
-        let entries = dotenv::parse(&text, env)
-            .map_err(|e| ComposeError::at(&file_pos(&name, e.line), e.problem))?;
         for e in entries {
             out.retain(|v| v.name != e.name);
             out.push(EnvVar {

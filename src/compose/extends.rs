@@ -232,10 +232,7 @@ fn resolve(
             let dir = file.parent().unwrap_or(Path::new("."));
             // Normalised, so a cycle through `../` is the same path again, not a new one.
             let path = paths::normalise(&dir.join(&other));
-            let mut docs = loader.parse_file(&path, Some(&ext.pos))?;
-            let mut other_doc = docs
-                .pop()
-                .ok_or_else(|| ComposeError::at(&ext.pos, format!("{other} holds no document")))?;
+            let mut other_doc = loader.base_file(&path, &ext.pos, &other)?;
             loader.interpolate(&mut other_doc, env)?;
             defined(
                 &other_doc,

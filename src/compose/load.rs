@@ -2,7 +2,7 @@
 //! each file's documents through interpolation, `include`, `extends` and the merge, in
 //! compose-go's order (per document: interpolate, include, extends, merge into the result).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,12 +33,16 @@ pub struct Notes {
     pub unset: BTreeSet<String>,
 }
 
-/// Shared state of one load: the working directory (for display names) and the files on
-/// the `include`/`extends` path (cycle detection).
+/// Shared state of one load: the working directory (for display names), the files on the
+/// `include`/`extends` path (cycle detection), and the `extends: file:` bases already parsed.
 pub struct Loader<'a> {
     pub cwd: &'a Path,
     pub notes: Notes,
     pub including: Vec<PathBuf>,
+    /// Each base file's last document, by canonical path, as parsed (before interpolation,
+    /// which depends on the project that extends it): ten services extending one file read
+    /// and parse it once, and all see the same text.
+    bases: BTreeMap<PathBuf, Node>,
 }
 
 /// The default files: the first Compose file in the working directory or its parents, plus
@@ -110,7 +114,7 @@ pub fn environment(
         })?;
         let mut lookup = env.clone();
         lookup.overlay(os);
-        let entries = dotenv::parse(&text, &lookup)
+        let entries = dotenv::parse(&text, dotenv::Lookup::Vars(&lookup))
             .map_err(|e| ComposeError::at(&file_pos(&name, e.line), e.problem))?;
         for e in entries {
             env.insert(e.name, e.value);
@@ -134,7 +138,30 @@ impl<'a> Loader<'a> {
             cwd,
             notes: Notes::default(),
             including: Vec::new(),
+            bases: BTreeMap::new(),
         }
+    }
+
+    /// The document an `extends: file:` at `at` names (its last one), read and parsed on
+    /// first use; `written` is the path as the entry writes it.
+    pub fn base_file(
+        &mut self,
+        path: &Path,
+        at: &Pos,
+        written: &str,
+    ) -> Result<Node, ComposeError> {
+        // A path that cannot be resolved is read under its own name, which then fails
+        // with the reason.
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if let Some(doc) = self.bases.get(&key) {
+            return Ok(doc.clone());
+        }
+        let doc = self
+            .parse_file(path, Some(at))?
+            .pop()
+            .ok_or_else(|| ComposeError::at(at, format!("{written} holds no document")))?;
+        self.bases.insert(key, doc.clone());
+        Ok(doc)
     }
 
     /// Reads and parses one file; every document must be a mapping.

@@ -1,17 +1,20 @@
 //! `runsecrets scan` on Compose files: literal credentials in `environment:` (list and
 //! mapping forms), in the files `env_file:` names, and in `build.args`, judged by the
-//! webhook's detector. The file is read as written (no interpolation): a `${VAR}` value under
+//! webhook's detector. The files are read as written (no interpolation): a `${VAR}` value under
 //! a credential's name still puts that credential into the container's env. Findings carry
 //! the line and a fix, never the value.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use super::dotenv;
+use super::dotenv::{self, Lookup};
+use super::error::ComposeError;
 use super::merge::key_value_map;
+use super::paths;
+use super::service::env_file_refs;
 use super::yaml::{self, Kind, Node};
-use super::Environment;
-use crate::policy::detect::literal_credential;
+use crate::error::Chain;
+use crate::policy::detect::{literal_credential, Reason};
 
 /// One credential found in a Compose project's files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,66 +69,105 @@ fn fix_build(variable: &str) -> String {
     format!("pass it as a build secret (build: secrets: [{id}]) and read it with RUN --mount=type=secret,id={id}")
 }
 
-/// Scans one Compose file; `Err` holds a message with the file and line.
-pub fn scan_file(path: &Path, text: &str) -> Result<Vec<ComposeFinding>, String> {
+/// What scanning one Compose file found, and what it could not read: a bad env file or a bad
+/// `environment:` is an error for that part alone, the rest is still judged.
+#[derive(Debug, Default)]
+pub struct FileScan {
+    pub findings: Vec<ComposeFinding>,
+    /// Messages naming the file and line.
+    pub errors: Vec<String>,
+}
+
+/// Scans one Compose file. Env files are read as written (no shell, no `.env`), like the
+/// Compose file itself.
+pub fn scan_file(path: &Path, text: &str) -> FileScan {
+    let mut out = FileScan::default();
     let name = path.display().to_string();
-    let docs = yaml::parse(&Arc::from(name.as_str()), text).map_err(|e| e.to_string())?;
+    let mut docs = match yaml::parse(&Arc::from(name.as_str()), text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            out.errors.push(Chain(&e).to_string());
+            return out;
+        }
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut out = Vec::new();
-    for doc in &docs {
+    for doc in &mut docs {
+        // env_file paths are relative to the Compose file's directory, as in convert.
+        paths::resolve(doc, dir);
         let Some(services) = doc.get("services").and_then(Node::as_map) else {
             continue;
         };
         for (key, svc) in services {
             let service = key.name.as_str();
-            if let Some(env) = svc.get("environment") {
-                judge(&name, service, "environment", env, &mut out)?;
+            for (place, node) in [
+                ("environment", svc.get("environment")),
+                ("build.args", svc.get("build").and_then(|b| b.get("args"))),
+            ] {
+                let Some(node) = node else { continue };
+                if let Err(e) = judge(&name, service, place, node, &mut out.findings) {
+                    out.errors.push(Chain(&e).to_string());
+                }
             }
-            if let Some(args) = svc.get("build").and_then(|b| b.get("args")) {
-                judge(&name, service, "build.args", args, &mut out)?;
-            }
-            if let Some(files) = svc.get("env_file") {
-                let items: Vec<&Node> = match &files.kind {
-                    Kind::Seq(items) => items.iter().collect(),
-                    _ => vec![files],
-                };
-                for item in items {
-                    let (Some(p), required) = (
-                        item.as_str()
-                            .or_else(|| item.get("path").and_then(Node::as_str)),
-                        item.get("required").and_then(Node::as_str) != Some("false"),
-                    ) else {
-                        continue;
-                    };
-                    let file = dir.join(p);
-                    let text = match std::fs::read_to_string(&file) {
-                        Ok(t) => t,
-                        Err(_) if !required => continue,
-                        Err(e) => {
-                            return Err(format!("{}: env_file {}: {e}", item.pos, file.display()))
-                        }
-                    };
-                    let entries = dotenv::parse(&text, &Environment::default())
-                        .map_err(|e| format!("{}:{}: {}", file.display(), e.line, e.problem))?;
-                    for e in entries {
-                        if let Some(reason) = literal_credential(&e.name, &e.value) {
-                            out.push(ComposeFinding {
-                                file: file.display().to_string(),
-                                line: e.line,
-                                service: service.to_string(),
-                                place: "env_file",
-                                fix: fix_env(service, &e.name),
-                                variable: e.name,
-                                rule: reason.rule(),
-                                reason: reason.describe(),
-                            });
-                        }
-                    }
+            let Some(files) = svc.get("env_file") else {
+                continue;
+            };
+            let refs = match env_file_refs(files) {
+                Ok(refs) => refs,
+                Err(e) => {
+                    out.errors.push(Chain(&e).to_string());
+                    continue;
+                }
+            };
+            for (file, required, pos) in refs {
+                let file_name = file.display().to_string();
+                match dotenv::read_file(&file, required, &file_name, &pos, Lookup::AsWritten) {
+                    Ok(entries) => env_file_findings(
+                        &file_name,
+                        service,
+                        entries.unwrap_or_default(),
+                        &mut out.findings,
+                    ),
+                    Err(e) => out.errors.push(Chain(&e).to_string()),
                 }
             }
         }
     }
-    Ok(out)
+    out
+}
+
+fn env_file_findings(
+    file: &str,
+    service: &str,
+    entries: Vec<dotenv::Entry>,
+    out: &mut Vec<ComposeFinding>,
+) {
+    for e in entries {
+        if let Some(reason) = literal_credential(&e.name, &e.value) {
+            out.push(ComposeFinding {
+                file: file.to_string(),
+                line: e.line,
+                service: service.to_string(),
+                place: "env_file",
+                fix: fix_env(service, &e.name),
+                reason: described(&reason, e.from_vars),
+                variable: e.name,
+                rule: reason.rule(),
+            });
+        }
+    }
+}
+
+/// The detector's reason, saying so when the value is a variable's (a credential all the
+/// same: it lands in the container's env).
+fn described(reason: &Reason, interpolated: bool) -> String {
+    if interpolated {
+        format!(
+            "{} (value interpolated when Compose runs)",
+            reason.describe()
+        )
+    } else {
+        reason.describe()
+    }
 }
 
 fn judge(
@@ -134,8 +176,8 @@ fn judge(
     place: &'static str,
     node: &Node,
     out: &mut Vec<ComposeFinding>,
-) -> Result<(), String> {
-    let map = key_value_map(node.clone()).map_err(|e| e.to_string())?;
+) -> Result<(), ComposeError> {
+    let map = key_value_map(node.clone())?;
     for (k, v) in map.as_map().unwrap_or_default() {
         let Some(value) = v.as_str() else { continue };
         if let Some(reason) = literal_credential(&k.name, value) {
@@ -146,14 +188,7 @@ fn judge(
                 place,
                 variable: k.name.clone(),
                 rule: reason.rule(),
-                reason: if value.contains('$') {
-                    format!(
-                        "{} (value interpolated when Compose runs)",
-                        reason.describe()
-                    )
-                } else {
-                    reason.describe()
-                },
+                reason: described(&reason, value.contains('$')),
                 fix: if place == "build.args" {
                     fix_build(&k.name)
                 } else {

@@ -5,6 +5,8 @@
 //! so). Values are read into zeroizing buffers and never shown.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use zeroize::Zeroizing;
 
@@ -175,51 +177,75 @@ pub fn annotation(refs: &[Reference], at: &Pos) -> Result<String, ComposeError> 
     }
 }
 
-/// Reads a definition's value for sealing.
-pub fn value(
-    def: &Definition,
-    env: &Environment,
-    cwd: &std::path::Path,
-) -> Result<Zeroizing<Vec<u8>>, ComposeError> {
-    let data = match &def.source {
-        Source::File(path) => {
-            let bytes = std::fs::read(path).map_err(|source| ComposeError::ReadAt {
-                pos: def.pos.clone(),
-                what: format!(
-                    "secret {}: cannot read file {} (create it, or fix file:)",
+/// A value to seal: shared, since one file can be sealed for several namespaces.
+pub type Value = Rc<Zeroizing<Vec<u8>>>;
+
+/// The secret values of one conversion. A file is read once, by canonical path, however many
+/// definitions, services and namespaces use it, so every sealed copy holds the same bytes even
+/// when the file changes during the conversion or is a pipe that can be read only once.
+#[derive(Default)]
+pub struct Values {
+    files: BTreeMap<PathBuf, Value>,
+}
+
+impl Values {
+    /// A definition's value for sealing.
+    pub fn get(
+        &mut self,
+        def: &Definition,
+        env: &Environment,
+        cwd: &Path,
+    ) -> Result<Value, ComposeError> {
+        let data = match &def.source {
+            Source::File(path) => self.file(def, path, cwd)?,
+            Source::Environment(var) => match env.get(var) {
+                Some(v) => Rc::new(Zeroizing::new(v.as_bytes().to_vec())),
+                None => {
+                    return Err(ComposeError::at(
+                        &def.pos,
+                        format!(
+                            "secret {}: environment variable {var} is not set: export it or set it in .env",
+                            shorten(&def.key)
+                        ),
+                    ))
+                }
+            },
+            Source::Content(text) => Rc::new(Zeroizing::new(text.as_bytes().to_vec())),
+            Source::External(_) => Rc::default(),
+        };
+        if data.is_empty() || data.len() >= MAX_SECRET_BYTES {
+            return Err(ComposeError::at(
+                &def.pos,
+                format!(
+                    "secret {} is {} bytes: a secret must be larger than 0 and less than {MAX_SECRET_BYTES} bytes",
                     shorten(&def.key),
-                    super::load::display(path, cwd)
+                    data.len()
                 ),
-                source,
-            })?;
-            Zeroizing::new(bytes)
+            ));
         }
-        Source::Environment(var) => match env.get(var) {
-            Some(v) => Zeroizing::new(v.as_bytes().to_vec()),
-            None => {
-                return Err(ComposeError::at(
-                    &def.pos,
-                    format!(
-                    "secret {}: environment variable {var} is not set: export it or set it in .env",
-                    shorten(&def.key)
-                ),
-                ))
-            }
-        },
-        Source::Content(text) => Zeroizing::new(text.as_bytes().to_vec()),
-        Source::External(_) => Zeroizing::new(Vec::new()),
-    };
-    if data.is_empty() || data.len() >= MAX_SECRET_BYTES {
-        return Err(ComposeError::at(
-            &def.pos,
-            format!(
-                "secret {} is {} bytes: a secret must be larger than 0 and less than {MAX_SECRET_BYTES} bytes",
-                shorten(&def.key),
-                data.len()
-            ),
-        ));
+        Ok(data)
     }
-    Ok(data)
+
+    fn file(&mut self, def: &Definition, path: &Path, cwd: &Path) -> Result<Value, ComposeError> {
+        // A path that cannot be resolved is read under its own name, which then fails with
+        // the reason.
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if let Some(data) = self.files.get(&key) {
+            return Ok(Rc::clone(data));
+        }
+        let bytes = std::fs::read(path).map_err(|source| ComposeError::ReadAt {
+            pos: def.pos.clone(),
+            what: format!(
+                "secret {}: cannot read file {} (create it, or fix file:)",
+                shorten(&def.key),
+                super::load::display(path, cwd)
+            ),
+            source,
+        })?;
+        let data = Rc::new(Zeroizing::new(bytes));
+        self.files.insert(key, Rc::clone(&data));
+        Ok(data)
+    }
 }
 
 /// Values to seal, by namespace and secret name; the first definition seen for a name wins
@@ -230,19 +256,29 @@ pub struct ToSeal {
 }
 
 pub struct SealItem {
-    pub data: Zeroizing<Vec<u8>>,
+    pub data: Value,
     /// Where the value came from, for the report: never the value.
     pub origin: String,
     pub pos: Pos,
 }
 
 impl ToSeal {
-    pub fn add(&mut self, namespace: &str, name: &str, item: SealItem) -> Result<(), ComposeError> {
+    /// Adds the value of `namespace/name` unless it is already there from the same origin;
+    /// `data` is only asked for a name not seen yet (a secret that ten services use is read
+    /// once).
+    pub fn add(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        origin: String,
+        pos: &Pos,
+        data: impl FnOnce() -> Result<Value, ComposeError>,
+    ) -> Result<(), ComposeError> {
         let key = (namespace.to_string(), name.to_string());
         if let Some(existing) = self.items.get(&key) {
-            if existing.origin != item.origin {
+            if existing.origin != origin {
                 return Err(ComposeError::at(
-                    &item.pos,
+                    pos,
                     format!(
                         "two different values would be sealed as {namespace}/{name} (also at {}): give them different names",
                         existing.pos
@@ -251,6 +287,11 @@ impl ToSeal {
             }
             return Ok(());
         }
+        let item = SealItem {
+            data: data()?,
+            origin,
+            pos: pos.clone(),
+        };
         self.items.insert(key, item);
         Ok(())
     }

@@ -171,6 +171,34 @@ fn file_refs(node: &Node, what: &str) -> Result<Vec<FileRef>, ComposeError> {
     Ok(out)
 }
 
+/// The files of a service's `env_file:` (a path, a list of paths, or of `{path, required}`),
+/// with whether each must exist; `convert` and `scan` both read them from here.
+pub fn env_file_refs(v: &Node) -> Result<Vec<(PathBuf, bool, Pos)>, ComposeError> {
+    let items: Vec<&Node> = match &v.kind {
+        Kind::Seq(items) => items.iter().collect(),
+        _ => vec![v],
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let (path, required) = match item.as_str() {
+            Some(p) => (p.to_string(), true),
+            None => (
+                item.get("path")
+                    .map(|p| scalar_str(p, "env_file.path"))
+                    .transpose()?
+                    .ok_or_else(|| ComposeError::at(&item.pos, "env_file entry needs path:"))?
+                    .to_string(),
+                item.get("required")
+                    .map(boolean)
+                    .transpose()?
+                    .unwrap_or(true),
+            ),
+        };
+        out.push((PathBuf::from(path), required, item.pos.clone()));
+    }
+    Ok(out)
+}
+
 pub fn service(
     name: &str,
     pos: Pos,
@@ -218,32 +246,7 @@ pub fn service(
             "working_dir" => s.working_dir = Some(scalar_str(v, "working_dir")?.to_string()),
             "user" => s.user = Some((scalar_str(v, "user")?.to_string(), v.pos.clone())),
             "environment" => s.environment = env_vars(v)?,
-            "env_file" => {
-                let items: Vec<&Node> = match &v.kind {
-                    Kind::Seq(items) => items.iter().collect(),
-                    _ => vec![v],
-                };
-                for item in items {
-                    let (path, required) = match item.as_str() {
-                        Some(p) => (p.to_string(), true),
-                        None => (
-                            item.get("path")
-                                .map(|p| scalar_str(p, "env_file.path"))
-                                .transpose()?
-                                .ok_or_else(|| {
-                                    ComposeError::at(&item.pos, "env_file entry needs path:")
-                                })?
-                                .to_string(),
-                            item.get("required")
-                                .map(boolean)
-                                .transpose()?
-                                .unwrap_or(true),
-                        ),
-                    };
-                    s.env_files
-                        .push((PathBuf::from(path), required, item.pos.clone()));
-                }
-            }
+            "env_file" => s.env_files = env_file_refs(v)?,
             "tmpfs" => {
                 let items: Vec<&Node> = match &v.kind {
                     Kind::Seq(items) => items.iter().collect(),

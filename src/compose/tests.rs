@@ -1,16 +1,20 @@
 //! Unit tests of the Compose loader: interpolation, `.env`, YAML positions/anchors/tags, the
-//! merge rules, `mode`, and a property test that no input panics the loader.
+//! merge rules, `mode`, and a property test that no input panics the loader; `once`: each
+//! file a conversion needs is read once.
+
+mod once;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use proptest::prelude::*;
 
+use super::dotenv::{self, Lookup};
 use super::interpolate::{expand, TemplateError};
 use super::merge::merge;
 use super::mode::{self, Mode, ModeError};
 use super::yaml::{self, Kind, Node, Tag};
-use super::{dotenv, Environment};
+use super::Environment;
 
 fn env(vars: &[(&str, &str)]) -> Environment {
     Environment::from_map(
@@ -112,7 +116,7 @@ fn dotenv_format() {
     let text = "\u{feff}# comment\nA=1\nexport B = two words # trailing\nC: colon\nD='single $A'\nE=\"dq \\\"q\\\" ${A}\\n$$x\"\nF=\"multi\nline\"\nINHERITED\nG=${A}-${SHELL_ONLY}\n";
     let entries = dotenv::parse(
         text,
-        &env(&[("INHERITED", "from-shell"), ("SHELL_ONLY", "s")]),
+        Lookup::Vars(&env(&[("INHERITED", "from-shell"), ("SHELL_ONLY", "s")])),
     )
     .expect("parses");
     let got: BTreeMap<&str, (&str, usize)> = entries
@@ -127,13 +131,36 @@ fn dotenv_format() {
     assert_eq!(got["F"], ("multi\nline", 7));
     assert_eq!(got["INHERITED"], ("from-shell", 9));
     assert_eq!(got["G"], ("1-s", 10));
-    let bad = dotenv::parse("OK=1\nBAD KEY=x\n", &env(&[])).expect_err("refused");
+    let bad = dotenv::parse("OK=1\nBAD KEY=x\n", Lookup::AsWritten).expect_err("refused");
     assert_eq!(bad.line, 2);
-    let open = dotenv::parse("A=1\nB=\"never closed\n", &env(&[])).expect_err("refused");
+    let open = dotenv::parse("A=1\nB=\"never closed\n", Lookup::AsWritten).expect_err("refused");
     assert_eq!(
         (open.line, open.problem.as_str()),
         (2, "unterminated quoted value")
     );
+}
+
+/// `scan` reads env files without the shell: a required variable that is not set is kept as
+/// written instead of stopping the file, and marked as coming from a variable.
+#[test]
+fn dotenv_as_written_keeps_templates_and_marks_them() {
+    let text = "HOST=${DB_HOST:?set DB_HOST}\nQ=\"a ${B?b}\"\nLIT=plain\nS='${x}'\nBARE\n";
+    let entries = dotenv::parse(text, Lookup::AsWritten).expect("parses");
+    let got: Vec<(&str, &str, bool)> = entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_str(), e.from_vars))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("HOST", "${DB_HOST:?set DB_HOST}", true),
+            ("Q", "a ${B?b}", true),
+            ("LIT", "plain", false),
+            ("S", "${x}", false),
+        ]
+    );
+    let required = dotenv::parse(text, Lookup::Vars(&env(&[]))).expect_err("required");
+    assert_eq!(required.line, 1);
 }
 
 fn parse(text: &str) -> Node {
@@ -355,7 +382,7 @@ proptest! {
     #[test]
     fn loader_never_panics_on_text(input in "\\PC{0,300}") {
         let _ = yaml::parse(&Arc::from("p.yaml"), &input);
-        let _ = dotenv::parse(&input, &Environment::default());
+        let _ = dotenv::parse(&input, Lookup::Vars(&Environment::default()));
         let _ = expand(&input, &env(&[("A", "1")]), &mut BTreeSet::new());
         let _ = super::scan::looks_like_compose(&input);
     }

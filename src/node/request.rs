@@ -2,6 +2,7 @@
 //! anything touches the node: a request that fails here leaves no trace.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::Engine;
 use serde::Deserialize;
@@ -50,10 +51,12 @@ impl Publish {
     /// secret give two files.
     pub fn layout(&self, response: PublishResponse) -> Result<Layout, Failure> {
         let step = "reading the server's answer";
-        let mut values: HashMap<String, Zeroizing<Vec<u8>>> = HashMap::new();
+        // Each value decoded once and shared by the files of its references.
+        let mut values: HashMap<String, Arc<Zeroizing<Vec<u8>>>> = HashMap::new();
         for secret in response.secrets {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(secret.data.as_bytes())
+                .map(Zeroizing::new)
                 .map_err(|_| {
                     Failure::new(
                         Code::Unavailable,
@@ -61,7 +64,7 @@ impl Publish {
                         format!("secret {:?} is not valid base64", truncate(&secret.name)),
                     )
                 })?;
-            values.insert(secret.name, Zeroizing::new(bytes));
+            values.insert(secret.name, Arc::new(bytes));
         }
         let mut files = Vec::with_capacity(self.refs.len());
         for r in &self.refs {
@@ -74,7 +77,7 @@ impl Publish {
             };
             files.push(FileSpec {
                 path: r.target.volume_path(),
-                data: Zeroizing::new(data.to_vec()),
+                data: Arc::clone(data),
                 uid: r.uid,
                 gid: r.gid,
                 mode: r.mode,
@@ -200,4 +203,61 @@ fn take_token(ctx: &mut HashMap<String, String>) -> Result<Zeroizing<String>, Fa
 /// Shortens a caller-supplied string for an error message.
 pub fn truncate(s: &str) -> String {
     crate::error::printable(s, 64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use base64::Engine;
+    use zeroize::Zeroizing;
+
+    use super::Publish;
+    use crate::delivery::wire::{DeliveredSecret, PublishResponse};
+
+    /// Two references to one secret give two files that share one decoded value: the
+    /// plaintext is held once (and wiped once, when the layout goes), not copied per file.
+    #[test]
+    fn the_files_of_one_secret_share_its_single_decoded_value() {
+        let plan = Publish {
+            target_path: "/var/lib/kubelet/pods/u/volumes/kubernetes.io~csi/v/mount".into(),
+            refs: crate::spec::parse_secrets("db\nsource=db,target=copy/db\ntls").expect("refs"),
+            dirs: Vec::new(),
+            pod_namespace: "shop".into(),
+            pod_name: "web".into(),
+            pod_uid: "u".into(),
+            token: Zeroizing::new(String::new()),
+        };
+        let encode = |v: &[u8]| Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(v));
+        let response = PublishResponse {
+            secrets: vec![
+                DeliveredSecret {
+                    name: "db".into(),
+                    data: encode(b"hunter2"),
+                },
+                DeliveredSecret {
+                    name: "tls".into(),
+                    data: encode(b"-----BEGIN KEY-----"),
+                },
+            ],
+        };
+        let layout = plan.layout(response).expect("layout");
+        let files: Vec<(&str, &[u8])> = layout
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.data.as_slice()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("db", &b"hunter2"[..]),
+                ("copy/db", &b"hunter2"[..]),
+                ("tls", &b"-----BEGIN KEY-----"[..])
+            ]
+        );
+        assert!(Arc::ptr_eq(&layout.files[0].data, &layout.files[1].data));
+        // Nothing else holds a copy: the layout's files are the only owners.
+        assert_eq!(Arc::strong_count(&layout.files[0].data), 2);
+        assert_eq!(Arc::strong_count(&layout.files[2].data), 1);
+    }
 }

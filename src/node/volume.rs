@@ -67,7 +67,8 @@ pub fn update(
     size: u64,
     sealed: bool,
 ) -> Result<&'static str, Failure> {
-    if layout.is_current(path) {
+    let check = layout.check(path);
+    if check.is_current() {
         // An earlier update may have sealed only the mount (a replaced file was still held).
         if !sealed {
             seal(m, path)?;
@@ -78,7 +79,8 @@ pub fn update(
     m.remount_writable(path, Some(size))
         .or_else(|_| m.remount_writable(path, None))
         .map_err(internal("remounting writable"))?;
-    let written = layout.write(path).map_err(write_failed);
+    // Each file was read once by the check; only the stale ones are touched now.
+    let written = layout.write_after(path, &check).map_err(write_failed);
     let sealed = seal(m, path);
     let written = written?;
     sealed?;

@@ -26,6 +26,7 @@ use std::fs::{self, DirBuilder, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -44,10 +45,11 @@ const RESERVED: &str = "..";
 const PAGE: u64 = 4096;
 const MAX_COMPONENT: usize = 255;
 
-/// One file of the payload, by its path relative to the volume.
+/// One file of the payload, by its path relative to the volume. Files of one secret share its
+/// value: the plaintext is held once, and wiped when the last of them goes.
 pub struct FileSpec {
     pub path: String,
-    pub data: Zeroizing<Vec<u8>>,
+    pub data: Arc<Zeroizing<Vec<u8>>>,
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
@@ -58,6 +60,23 @@ pub struct Layout {
     pub files: Vec<FileSpec>,
     /// Real directories other mounts land on, relative paths.
     pub dirs: Vec<String>,
+}
+
+/// What a volume held against a layout, each file read once: whether it is current, and which
+/// declared files already have their content, owner and mode, so that a write after the check
+/// (the volume made writable in between, nothing else writing it) replaces only the others
+/// without reading them all again.
+#[derive(Debug, Default)]
+pub struct Check<'a> {
+    current: bool,
+    fresh: BTreeSet<&'a str>,
+}
+
+impl Check<'_> {
+    /// The volume holds exactly the layout: nothing to write.
+    pub fn is_current(&self) -> bool {
+        self.current
+    }
 }
 
 /// What a write changed.
@@ -179,10 +198,12 @@ impl Layout {
         Ok(root)
     }
 
-    /// True when the volume holds exactly this layout, so a republish with unchanged data
-    /// leaves the mount read-only and every file untouched. Reads only.
-    pub fn is_current(&self, root: &Path) -> bool {
-        let check = || -> Result<bool, WriteError> {
+    /// Compares the volume at `root` with this layout, reading each file once; current when
+    /// a republish with unchanged data can leave the mount read-only and every file
+    /// untouched. Reads only.
+    pub fn check(&self, root: &Path) -> Check<'_> {
+        let mut fresh = BTreeSet::new();
+        let mut run = || -> Result<bool, WriteError> {
             let protected = self.protected()?;
             let tree = self.tree(&protected)?;
             let dirs_ok = self.dirs.iter().all(|d| {
@@ -192,14 +213,22 @@ impl Layout {
                     is_real_dir(&path)
                 })
             });
-            Ok(dirs_ok && current(root, &tree, &protected).unwrap_or(false))
+            let files_ok = current(root, &tree, &protected, &mut fresh).unwrap_or(false);
+            Ok(dirs_ok && files_ok)
         };
-        check().unwrap_or(false)
+        let current = run().unwrap_or(false);
+        Check { current, fresh }
     }
 
     /// Brings the volume at `root` (mounted writable) to this layout, touching only what
     /// differs. Paths are checked before anything is written.
     pub fn write(&self, root: &Path) -> Result<Written, WriteError> {
+        self.write_after(root, &Check::default())
+    }
+
+    /// [`Layout::write`] after `check` of this layout on this volume: the files it found
+    /// fresh are kept without being read again.
+    pub fn write_after(&self, root: &Path, check: &Check<'_>) -> Result<Written, WriteError> {
         let protected = self.protected()?;
         let tree = self.tree(&protected)?;
         let mut written = Written {
@@ -207,7 +236,7 @@ impl Layout {
             ..Written::default()
         };
         ensure_dirs(root, &self.dirs)?;
-        sync(root, "", &tree, &protected, &mut written)?;
+        sync(root, "", &tree, &protected, &check.fresh, &mut written)?;
         Ok(written)
     }
 }
@@ -224,18 +253,34 @@ fn lstat(path: &Path) -> io::Result<Option<fs::Metadata>> {
     }
 }
 
-/// Whether `dir` holds exactly `tree` (besides the protected names).
-fn current(dir: &Path, tree: &Tree, protected: &BTreeSet<&str>) -> io::Result<bool> {
+/// Whether `dir` holds exactly `tree` (besides the protected names). Every declared file is
+/// looked at, past a difference, and the unchanged ones are added to `fresh`.
+fn current<'a>(
+    dir: &Path,
+    tree: &Tree<'a>,
+    protected: &BTreeSet<&str>,
+    fresh: &mut BTreeSet<&'a str>,
+) -> io::Result<bool> {
+    let mut all = true;
     for (name, entry) in tree {
         let path = dir.join(name);
         let same = match (entry, lstat(&path)?) {
-            (Entry::File(f), Some(m)) if m.is_file() => unchanged(&path, f)?,
-            (Entry::Dir(sub), Some(m)) if m.is_dir() => current(&path, sub, &BTreeSet::new())?,
+            (Entry::File(f), Some(m)) if m.is_file() => {
+                let same = unchanged(&path, f)?;
+                if same {
+                    fresh.insert(f.path.as_str());
+                }
+                same
+            }
+            (Entry::Dir(sub), Some(m)) if m.is_dir() => {
+                current(&path, sub, &BTreeSet::new(), fresh)?
+            }
             _ => false,
         };
-        if !same {
-            return Ok(false);
-        }
+        all &= same;
+    }
+    if !all {
+        return Ok(false);
     }
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
@@ -281,11 +326,13 @@ fn unchanged(path: &Path, f: &FileSpec) -> io::Result<bool> {
 /// Brings `dir` (a real directory, `rel` inside the volume) to `tree`: first every declared
 /// entry, then the removal of what is not declared, so an old-layout link is replaced before
 /// the data it points at goes.
+/// `fresh`: files a check found unchanged.
 fn sync(
     dir: &Path,
     rel: &str,
     tree: &Tree,
     protected: &BTreeSet<&str>,
+    fresh: &BTreeSet<&str>,
     written: &mut Written,
 ) -> Result<(), WriteError> {
     for (name, entry) in tree {
@@ -294,7 +341,8 @@ fn sync(
         let existing = lstat(&path).map_err(at("inspecting", &rel))?;
         match (entry, existing) {
             (Entry::File(f), Some(m)) if m.is_file() => {
-                if !unchanged(&path, f).map_err(at("reading", &rel))? {
+                let known = fresh.contains(f.path.as_str());
+                if !known && !unchanged(&path, f).map_err(at("reading", &rel))? {
                     put_file(&path, f)?;
                     written.files += 1;
                 }
@@ -313,7 +361,7 @@ fn sync(
                 written.files += 1;
             }
             (Entry::Dir(sub), Some(m)) if m.is_dir() => {
-                sync(&path, &rel, sub, &BTreeSet::new(), written)?
+                sync(&path, &rel, sub, &BTreeSet::new(), fresh, written)?
             }
             (Entry::Dir(sub), existing) => {
                 new_dir(dir, &path, &rel, sub, existing.is_some(), written)?

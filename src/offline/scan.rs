@@ -251,8 +251,9 @@ fn scan_compose(file: &Path, text: &str, level: Level, out: &mut ScanOutput) {
     if level < Level::Baseline {
         return;
     }
-    match compose::scan::scan_file(file, text) {
-        Ok(found) => out.findings.extend(found.into_iter().map(|f| ScanFinding {
+    let found = compose::scan::scan_file(file, text);
+    out.findings
+        .extend(found.findings.into_iter().map(|f| ScanFinding {
             file: f.file,
             place: Place::Compose {
                 line: f.line,
@@ -263,9 +264,8 @@ fn scan_compose(file: &Path, text: &str, level: Level, out: &mut ScanOutput) {
             rule: f.rule,
             reason: f.reason,
             fix: Some(f.fix),
-        })),
-        Err(e) => out.errors.push(e),
-    }
+        }));
+    out.errors.extend(found.errors);
 }
 
 fn scan_document(

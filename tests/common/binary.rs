@@ -49,7 +49,11 @@ pub fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&st
         .expect("runsecrets starts");
     if let Some(text) = stdin {
         let mut input = child.stdin.take().expect("stdin");
-        input.write_all(text.as_bytes()).expect("stdin written");
+        // A command that refuses before reading its input exits with the pipe unread.
+        match input.write_all(text.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("writing stdin: {e}"),
+            _ => {}
+        }
     }
     let out = child.wait_with_output().expect("runsecrets finishes");
     Run {

@@ -1,5 +1,5 @@
-//! `compose convert` on bad input (file:line, what to do, exit 2, nothing written), the output
-//! directory (atomic, replaceable only when ours), and `scan` on Compose files.
+//! `compose convert` on bad input (file:line, what to do, exit 2, nothing written) and the
+//! output directory (atomic, replaceable only when ours).
 
 use crate::compose_common;
 
@@ -160,72 +160,6 @@ fn default_discovery_reads_the_override_file() {
 }
 
 #[test]
-fn scan_finds_literal_credentials_in_compose_files_with_lines() {
-    let dir = corpus().join("literal-creds");
-    let out = run_in(&dir, &["scan", "compose.yaml"], &[], None);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{}", out.stdout);
-    assert!(lines[0].starts_with("compose.yaml:5: Compose service \"db\": environment MARIADB_ROOT_PASSWORD: name contains \"PASSWORD\" [name]; fix: "), "{}", lines[0]);
-    assert!(lines[0].contains("MARIADB_ROOT_PASSWORD_FILE=/run/secrets/db_mariadb_root_password"));
-    assert!(lines[1].starts_with("compose.yaml:12: Compose service \"shop\": environment DATABASE_URL: value looks like a URL with a password [url-password]"), "{}", lines[1]);
-    // Interpolated at deploy time, but still a credential in the container's env.
-    assert!(lines[2].starts_with("compose.yaml:13: Compose service \"shop\": environment SESSION_SECRET: name contains \"SECRET\" (value interpolated when Compose runs) [name]"), "{}", lines[2]);
-    assert!(lines[3].starts_with("app.env:2: Compose service \"shop\": env_file STRIPE_KEY: value looks like a Stripe key [stripe-key]"), "{}", lines[2]);
-    out.assert_no_values();
-
-    let json = run_in(
-        &dir,
-        &["scan", "--format", "json", "compose.yaml"],
-        &[],
-        None,
-    );
-    let findings: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
-    assert_eq!(findings[0]["line"], 5);
-    assert_eq!(findings[3]["file"], "app.env");
-    json.assert_no_values();
-
-    // A project that uses secrets: and _FILE scans clean.
-    let clean = run_in(
-        &corpus().join("wordpress"),
-        &["scan", "compose.yaml"],
-        &[],
-        None,
-    );
-    assert_eq!(
-        (clean.code, clean.stdout.as_str()),
-        (0, ""),
-        "{}",
-        clean.stderr
-    );
-}
-
-#[test]
-fn scan_recognises_compose_by_content_and_walks_directories() {
-    let out = run_in(&corpus().join("scan"), &["scan", "."], &[], None);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stdout
-            .contains("stack.yml:6: Compose service \"api\": environment JWT_SECRET"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout
-            .contains("stack.yml:9: Compose service \"api\": build.args NPM_TOKEN"),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("RUN --mount=type=secret,id=npm_token"),
-        "{}",
-        out.stdout
-    );
-    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
-    out.assert_no_values();
-}
-
-#[test]
 fn output_directory_names_files_by_namespace_when_there_are_several() {
     let keys = Keys::new();
     let tmp = tempfile::tempdir().expect("temp dir");
@@ -315,24 +249,4 @@ fn profiles_and_env_files_come_from_flags_or_the_environment() {
         "{}",
         staged.stderr
     );
-}
-
-/// A variable already named `X_FILE` but holding a literal keeps its name in the fix (not
-/// `X_FILE_FILE`).
-#[test]
-fn scan_fix_for_a_file_variable_holding_a_literal_keeps_its_name() {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::write(
-        dir.path().join("compose.yaml"),
-        "services:\n  db:\n    image: example/db\n    environment:\n      DB_PASSWORD_FILE: \"Xk9#mQ2$$vL7pW4z\"\n",
-    )
-    .expect("write");
-    let out = run_in(dir.path(), &["scan", "compose.yaml"], &[], None);
-    assert_eq!(out.code, 1, "{}", out.stdout);
-    assert!(
-        out.stdout.contains("set DB_PASSWORD_FILE=/run/secrets/"),
-        "{}",
-        out.stdout
-    );
-    assert!(!out.stdout.contains("_FILE_FILE"), "{}", out.stdout);
 }

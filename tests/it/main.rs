@@ -17,6 +17,7 @@ mod compose;
 mod compose_cluster;
 mod compose_common;
 mod compose_input;
+mod compose_scan;
 mod crd;
 mod delivery;
 mod dockerfile;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use common::binary::ServerProcess;
 use common::server::Running;
 use common::tls::{connect, h2_post, peer_cert, plain_get, Client};
 use common::*;
@@ -446,6 +447,31 @@ fn issue(ca: &rcgen::Issuer<'_, rcgen::KeyPair>, cn: &str) -> (String, String) {
     )
 }
 
+/// Waits (up to 10 s) for a log line after the first `after` lines that holds every one of
+/// `needles`; returns it.
+async fn logged_after(server: &ServerProcess, after: usize, needles: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = server.lines();
+        if let Some(line) = lines
+            .iter()
+            .skip(after)
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+        {
+            return line.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {needles:?} after line {after} within 10 s; the log:\n{}",
+            lines.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server runs as its own process so its log can be read: a broken pair must be seen and
+/// refused by a reload tick (its warning), not merely survive a pause in which no tick need
+/// have run, and the reloads must go on after it (the next good pair is served).
 #[tokio::test]
 async fn certificate_rotation_by_symlink_swap_and_broken_pairs_keep_the_old_one() {
     let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -462,7 +488,7 @@ async fn certificate_rotation_by_symlink_swap_and_broken_pairs_keep_the_old_one(
     let (cert_a, key_a) = issue(&issuer, "first");
     kubelet_write(&secret, "..2026_11_26_a", &cert_a, &key_a);
     let (cert_path, key_path) = (secret.join("tls.crt"), secret.join("tls.key"));
-    let server = Running::start(
+    let server = ServerProcess::server(
         dir.path(),
         &[
             "--tls-cert",
@@ -472,8 +498,9 @@ async fn certificate_rotation_by_symlink_swap_and_broken_pairs_keep_the_old_one(
             "--tls-reload-interval",
             "100ms",
         ],
-    )
-    .await;
+        &[],
+    );
+    let webhook = server.serving().webhook;
     assert!(
         !dir.path().join("tls/ca.crt").exists(),
         "no CA generated when a cert is given"
@@ -485,30 +512,55 @@ async fn certificate_rotation_by_symlink_swap_and_broken_pairs_keep_the_old_one(
             .to_vec()
     };
     use rustls::pki_types::pem::PemObject;
-    let first = connect(server.webhook, ca_pem.as_bytes()).await;
+    let served = || async { peer_cert(&connect(webhook, ca_pem.as_bytes()).await) };
+    let wait_served = |pem: String, what: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while served().await != der_of(&pem) {
+            assert!(Instant::now() < deadline, "{what} not served");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let first = connect(webhook, ca_pem.as_bytes()).await;
     assert_eq!(peer_cert(&first), der_of(&cert_a));
     let mut kept = Client::new(first).await;
 
     let (cert_b, key_b) = issue(&issuer, "second");
     kubelet_write(&secret, "..2026_11_26_b", &cert_b, &key_b);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = connect(server.webhook, ca_pem.as_bytes()).await;
-        if peer_cert(&s) == der_of(&cert_b) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "new certificate not served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_served(cert_b.clone(), "the second certificate").await;
     // A connection made before the swap keeps working.
     assert_eq!(kept.send("GET", "/livez", vec![]).await.0, 200);
 
-    // A broken pair (key of another cert) is refused; the last good one stays.
+    // A broken pair (key of another cert): a reload tick reads it and refuses it, and the
+    // last good pair stays.
+    let before = server.lines().len();
     kubelet_write(&secret, "..2026_11_26_c", &cert_a, &key_b);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let s = connect(server.webhook, ca_pem.as_bytes()).await;
-    assert_eq!(peer_cert(&s), der_of(&cert_b));
-    server.stop().await.expect("clean stop");
+    let refused = logged_after(
+        &server,
+        before,
+        &[
+            "TLS certificate reload",
+            "failed; keeping the last good state",
+            "certificate and key do not form a usable pair",
+        ],
+    )
+    .await;
+    assert_eq!(served().await, der_of(&cert_b), "after: {refused}");
+
+    // Reloading goes on: the next good pair is served, and the log says it recovered.
+    let before = server.lines().len();
+    let (cert_d, key_d) = issue(&issuer, "fourth");
+    kubelet_write(&secret, "..2026_11_26_d", &cert_d, &key_d);
+    wait_served(cert_d, "the pair after the broken one").await;
+    logged_after(&server, before, &["TLS certificate reload", "recovered"]).await;
+
+    let log = server.stop();
+    for key in [&key_a, &key_b, &key_d] {
+        let body = key.lines().nth(1).expect("a PEM body line");
+        assert!(
+            !log.iter().any(|l| l.contains(body)),
+            "key material in the log"
+        );
+    }
 }
 
 #[tokio::test]

@@ -107,7 +107,7 @@ fn published(m: &FakeMounts, target: &Path) {
     let layout = Layout {
         files: vec![FileSpec {
             path: "db_password".into(),
-            data: Zeroizing::new(b"hunter2".to_vec()),
+            data: std::sync::Arc::new(Zeroizing::new(b"hunter2".to_vec())),
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
             mode: 0o444,

@@ -2,6 +2,7 @@
 //! what the pod sees (files, inodes, a read-only volume) and what the node is left with after a
 //! failure (no mount, no directory).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -20,7 +21,7 @@ const SIZE: u64 = 4 * 1024 * 1024;
 fn file(path: &str, data: &[u8], mode: u32) -> FileSpec {
     FileSpec {
         path: path.into(),
-        data: Zeroizing::new(data.to_vec()),
+        data: std::sync::Arc::new(Zeroizing::new(data.to_vec())),
         uid: rustix::process::geteuid().as_raw(),
         gid: rustix::process::getegid().as_raw(),
         mode,
@@ -131,6 +132,84 @@ fn a_republish_with_a_new_value_replaces_that_file_and_seals_again() {
     assert_eq!(fs::read(path.join("db_password")).expect("read"), b"again");
     assert_eq!(m.take_log(), [Call::Writable, Call::Writable, Call::Seal]);
     assert_eq!(m.volume(&path), sealed(2 * SIZE));
+}
+
+/// How many times each file directly in `dir` is opened while `f` runs (inotify, so the
+/// writer is observed from outside, as any process could).
+fn opens(dir: &Path, f: impl FnOnce()) -> BTreeMap<String, usize> {
+    use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+    let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).expect("inotify");
+    inotify::add_watch(&fd, dir, WatchFlags::OPEN).expect("watch");
+    f();
+    let mut buf = [std::mem::MaybeUninit::uninit(); 8192];
+    let mut events = inotify::Reader::new(&fd, &mut buf);
+    let mut count = BTreeMap::new();
+    loop {
+        match events.next() {
+            Ok(e) => {
+                assert!(
+                    !e.events().contains(ReadFlags::QUEUE_OVERFLOW),
+                    "events lost"
+                );
+                if let Some(name) = e.file_name() {
+                    *count
+                        .entry(name.to_string_lossy().into_owned())
+                        .or_insert(0) += 1;
+                }
+            }
+            Err(rustix::io::Errno::AGAIN) => break,
+            Err(e) => panic!("reading inotify events: {e}"),
+        }
+    }
+    count
+}
+
+/// A republish with one of ten values changed reads each file once (the comparison), then
+/// replaces only the changed one; the nine others are not read again after the remount.
+#[test]
+fn a_changed_republish_reads_each_file_once_and_replaces_only_the_changed_one() {
+    let ten = |last: &[u8]| Layout {
+        files: (0..10)
+            .map(|i| {
+                let data = if i == 9 {
+                    last.to_vec()
+                } else {
+                    format!("value {i}").into_bytes()
+                };
+                file(&format!("secret{i}"), &data, 0o444)
+            })
+            .collect(),
+        dirs: vec![SA.into()],
+    };
+    let (_dir, path) = target();
+    let m = FakeMounts::default();
+    first_mount(&m, &path, false, &ten(b"old"), SIZE).expect("published");
+    m.take_log();
+    let inodes: Vec<u64> = (0..10)
+        .map(|i| ino(&path.join(format!("secret{i}"))))
+        .collect();
+    let new = ten(b"new");
+    let mut outcome = "";
+    let count = opens(&path, || {
+        outcome = update(&m, &path, &new, SIZE, true).expect("republished");
+    });
+    assert_eq!(outcome, "updated");
+    assert_eq!(m.take_log(), [Call::Writable, Call::Seal]);
+    let declared: BTreeMap<String, usize> = count
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("secret"))
+        .collect();
+    let once: BTreeMap<String, usize> = (0..10).map(|i| (format!("secret{i}"), 1)).collect();
+    assert_eq!(declared, once, "opens of each file during the republish");
+    for (i, before) in inodes.iter().enumerate().take(9) {
+        assert_eq!(
+            ino(&path.join(format!("secret{i}"))),
+            *before,
+            "secret{i} kept"
+        );
+    }
+    assert_ne!(ino(&path.join("secret9")), inodes[9], "secret9 replaced");
+    assert_eq!(fs::read(path.join("secret9")).expect("read"), b"new");
 }
 
 #[test]

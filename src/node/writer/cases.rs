@@ -48,7 +48,7 @@ fn layout(payload: &[&str]) -> Layout {
         .into_iter()
         .map(|(path, data, mode)| FileSpec {
             path,
-            data: Zeroizing::new(data),
+            data: std::sync::Arc::new(Zeroizing::new(data)),
             uid,
             gid,
             mode,
@@ -153,13 +153,14 @@ fn write_once() {
             }
         }
         assert_eq!(contents(dir.path()), expected(payload), "{name}");
-        assert!(l.is_current(dir.path()), "{name}: current");
+        assert!(l.check(dir.path()).is_current(), "{name}: current");
     }
     // Bytes that are not text (NULs, invalid UTF-8, a newline), and a name longer than a
     // filesystem takes (kubelet's maxFileNameLength).
     let dir = tempfile::tempdir().expect("dir");
     let mut l = layout(&["binary.bin", "long"]);
-    l.files[0].data = Zeroizing::new(b"\x7fELF\x02\0\0\xff\xfe\n\x80\0".to_vec());
+    l.files[0].data =
+        std::sync::Arc::new(Zeroizing::new(b"\x7fELF\x02\0\0\xff\xfe\n\x80\0".to_vec()));
     l.write(dir.path()).expect("binary");
     assert_eq!(
         fs::read(dir.path().join("binary.bin")).expect("read"),
@@ -235,12 +236,16 @@ fn update() {
         let dir = tempfile::tempdir().expect("dir");
         layout(first).write(dir.path()).expect(name);
         let l = layout(next);
-        assert_eq!(l.is_current(dir.path()), !writes, "{name}: current before");
+        assert_eq!(
+            l.check(dir.path()).is_current(),
+            !writes,
+            "{name}: current before"
+        );
         let written = l.write(dir.path()).expect(name);
         let wrote = written.files + written.removed > 0;
         assert_eq!(wrote, *writes, "{name}: {written:?}");
         assert_eq!(contents(dir.path()), expected(next), "{name}");
-        assert!(l.is_current(dir.path()), "{name}: current after");
+        assert!(l.check(dir.path()).is_current(), "{name}: current after");
     }
 }
 
@@ -263,7 +268,7 @@ fn multiple_updates() {
         l.write(dir.path())
             .unwrap_or_else(|e| panic!("step {i}: {e}"));
         assert_eq!(contents(dir.path()), expected(payload), "step {i}");
-        assert!(l.is_current(dir.path()), "step {i}");
+        assert!(l.check(dir.path()).is_current(), "step {i}");
     }
 }
 

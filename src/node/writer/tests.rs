@@ -1,8 +1,9 @@
 //! The volume writer on a plain directory (no mount, no root): the files are owned by the
-//! user running the tests, so every owner the writer sets is one it may set.
+//! user running the tests, so every owner the writer sets is one it may set. Here: the first
+//! write, updates, and the paths refused; in `removal`: what a write removes (targets no
+//! longer declared, leftovers, kubelet's old layout) and the wipe before an unmount.
 
-#[path = "../../../tests/common/legacy_layout.rs"]
-mod legacy_layout;
+mod removal;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,7 +14,6 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use super::{FileSpec, Layout, Written};
-use crate::node::volume::wipe;
 
 const SA: &str = "kubernetes.io/serviceaccount";
 
@@ -28,7 +28,7 @@ fn file(path: &str, data: &[u8], mode: u32) -> FileSpec {
     let (uid, gid) = me();
     FileSpec {
         path: path.into(),
-        data: Zeroizing::new(data.to_vec()),
+        data: std::sync::Arc::new(Zeroizing::new(data.to_vec())),
         uid,
         gid,
         mode,
@@ -111,7 +111,7 @@ fn write_once_lays_out_regular_files_and_real_directories() {
     let dir = tempfile::tempdir().expect("dir");
     let root = dir.path();
     let l = layout(the_files(), &[SA, "conf.d"]);
-    assert!(!l.is_current(root));
+    assert!(!l.check(root).is_current());
     let written = l.write(root).expect("write");
     assert_eq!(
         written,
@@ -132,7 +132,7 @@ fn write_once_lays_out_regular_files_and_real_directories() {
     );
     let meta = fs::symlink_metadata(root.join("db_password")).expect("lstat");
     assert_eq!((meta.uid(), meta.gid()), me());
-    assert!(l.is_current(root));
+    assert!(l.check(root).is_current());
 }
 
 #[test]
@@ -149,7 +149,7 @@ fn an_unchanged_republish_keeps_every_inode() {
             (m.ino(), m.ctime_nsec() + m.ctime() * 1_000_000_000)
         })
         .collect();
-    assert!(l.is_current(root));
+    assert!(l.check(root).is_current());
     let written = l.write(root).expect("write again");
     assert_eq!(written, Written::default(), "nothing written or removed");
     let after: Vec<(u64, i64)> = paths
@@ -177,7 +177,7 @@ fn an_update_replaces_only_the_changed_file() {
     let mut files = the_files();
     files[1] = file("tls/key.pem", b"-----BEGIN NEW KEY-----", 0o400);
     let l = layout(files, &[SA]);
-    assert!(!l.is_current(root));
+    assert!(!l.check(root).is_current());
     assert_eq!(l.write(root).expect("update").files, 1);
     assert_eq!(
         fs::read(root.join("tls/key.pem")).expect("read"),
@@ -192,7 +192,7 @@ fn an_update_replaces_only_the_changed_file() {
         old, "-----BEGIN KEY-----",
         "an open reader keeps the old file"
     );
-    assert!(l.is_current(root));
+    assert!(l.check(root).is_current());
     assert!(
         !listing(root).keys().any(|p| p.contains("..")),
         "no temporary file left"
@@ -239,49 +239,6 @@ fn many_updates_never_show_a_reader_a_partial_file() {
 }
 
 #[test]
-fn a_target_that_disappears_is_removed_with_the_directories_it_needed() {
-    let dir = tempfile::tempdir().expect("dir");
-    let root = dir.path();
-    layout(the_files(), &[SA, "conf.d"])
-        .write(root)
-        .expect("write");
-    let sa = ino(&root.join(SA));
-    let l = layout(
-        vec![file("db_password", b"hunter2", 0o444)],
-        &[SA, "conf.d"],
-    );
-    assert!(!l.is_current(root));
-    let written = l.write(root).expect("write");
-    assert_eq!(written.files, 0, "db_password is unchanged");
-    let want: BTreeMap<String, (char, u32)> = [
-        ("db_password", ('f', 0o444)),
-        ("kubernetes.io", ('d', 0o755)),
-        (SA, ('d', 0o755)),
-        ("conf.d", ('d', 0o755)),
-    ]
-    .into_iter()
-    .map(|(p, k)| (p.to_string(), k))
-    .collect();
-    assert_eq!(listing(root), want);
-    assert_eq!(ino(&root.join(SA)), sa, "mount points are never replaced");
-    assert!(l.is_current(root));
-}
-
-#[test]
-fn leftover_temporary_files_are_removed() {
-    let dir = tempfile::tempdir().expect("dir");
-    let root = dir.path();
-    let l = layout(the_files(), &[SA]);
-    l.write(root).expect("write");
-    fs::write(root.join("..tmp-crash1"), b"half").expect("leftover");
-    fs::write(root.join("tls/..tmp-crash2"), b"half").expect("leftover");
-    fs::create_dir(root.join("..tmp-crash3")).expect("leftover dir");
-    assert!(!l.is_current(root));
-    l.write(root).expect("write");
-    assert!(!listing(root).keys().any(|p| p.contains("..")));
-}
-
-#[test]
 fn hostile_paths_are_refused_before_anything_is_written() {
     for bad in [
         "../escape",
@@ -307,7 +264,7 @@ fn hostile_paths_are_refused_before_anything_is_written() {
             0,
             "{bad:?}: nothing written"
         );
-        assert!(!l.is_current(dir.path()));
+        assert!(!l.check(dir.path()).is_current());
     }
     // A file that would also have to be a directory, or declared twice.
     for (a, b) in [("tls", "tls/key.pem"), ("tls/key.pem", "tls"), ("x", "x")] {
@@ -321,103 +278,4 @@ fn hostile_paths_are_refused_before_anything_is_written() {
     let l = layout(vec![file("ok", b"v", 0o444)], &["../up"]);
     assert!(l.write(dir.path()).is_err());
     assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 0);
-}
-
-#[test]
-fn an_old_layout_volume_is_converted_under_open_files() {
-    let dir = tempfile::tempdir().expect("dir");
-    let root = dir.path();
-    let l = layout(the_files(), &[SA, "conf.d"]);
-    l.write(root).expect("write");
-    let sa = ino(&root.join(SA));
-    let conf = ino(&root.join("conf.d"));
-    legacy_layout::to_legacy(root, &["kubernetes.io", "conf.d"]).expect("old layout");
-    assert_eq!(
-        listing(root)["db_password"].0,
-        'l',
-        "the fixture is the old layout"
-    );
-    assert_eq!(listing(root)["tls"].0, 'l');
-    // A container that opened its files through the old links.
-    let mut through_link = fs::File::open(root.join("tls/key.pem")).expect("open");
-    let mut top = fs::File::open(root.join("db_password")).expect("open");
-
-    assert!(!l.is_current(root), "same content, but the old layout");
-    let written = l.write(root).expect("convert");
-    assert!(written.converted);
-    assert_eq!(written.files, 4);
-    assert_eq!(listing(root), expected_listing(), "no link, no ..data left");
-    assert_eq!(ino(&root.join(SA)), sa, "mount points are never replaced");
-    assert_eq!(ino(&root.join("conf.d")), conf);
-    let (mut a, mut b) = (String::new(), String::new());
-    through_link.read_to_string(&mut a).expect("read held");
-    top.read_to_string(&mut b).expect("read held");
-    assert_eq!((a.as_str(), b.as_str()), ("-----BEGIN KEY-----", "hunter2"));
-
-    // And from then on like any volume: nothing to do.
-    let key = ino(&root.join("tls/key.pem"));
-    assert!(l.is_current(root));
-    assert_eq!(l.write(root).expect("again"), Written::default());
-    assert_eq!(ino(&root.join("tls/key.pem")), key);
-}
-
-#[test]
-fn an_old_layout_volume_with_changed_data_is_converted_to_the_new_data() {
-    let dir = tempfile::tempdir().expect("dir");
-    let root = dir.path();
-    layout(the_files(), &[SA]).write(root).expect("write");
-    legacy_layout::to_legacy(root, &["kubernetes.io"]).expect("old layout");
-    let mut files = the_files();
-    files[0] = file("db_password", b"rotated", 0o444);
-    files.pop();
-    let l = layout(files, &[SA]);
-    l.write(root).expect("convert");
-    assert_eq!(
-        fs::read(root.join("db_password")).expect("read"),
-        b"rotated"
-    );
-    assert!(
-        !root.join(".external").exists(),
-        "the undeclared target went too"
-    );
-    assert!(!listing(root).values().any(|(kind, _)| *kind == 'l'));
-    assert!(l.is_current(root));
-}
-
-#[test]
-fn wipe_zeroes_every_file_of_either_layout() {
-    // Owner-writable modes, so a test run without root may open them for writing as the
-    // plugin (root) opens any file.
-    let files = || -> Vec<FileSpec> {
-        the_files()
-            .into_iter()
-            .map(|f| FileSpec {
-                mode: f.mode | 0o200,
-                ..f
-            })
-            .collect()
-    };
-    let dir = tempfile::tempdir().expect("dir");
-    let root = dir.path();
-    layout(files(), &[SA]).write(root).expect("write");
-    let mut held = fs::File::open(root.join("tls/key.pem")).expect("open");
-    assert_eq!(wipe(root).expect("wipe"), 4);
-    let mut data = Vec::new();
-    held.read_to_end(&mut data).expect("read");
-    assert!(
-        !data.is_empty() && data.iter().all(|b| *b == 0),
-        "zeroed in place"
-    );
-
-    let dir = tempfile::tempdir().expect("dir");
-    let root = dir.path();
-    layout(files(), &[SA]).write(root).expect("write");
-    legacy_layout::to_legacy(root, &["kubernetes.io"]).expect("old layout");
-    assert_eq!(
-        wipe(root).expect("wipe"),
-        4,
-        "through no link, each file once"
-    );
-    let token = fs::read(root.join(".external/etc/app/token")).expect("read");
-    assert_eq!(token, vec![0; 3]);
 }
