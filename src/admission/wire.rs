@@ -342,6 +342,17 @@ mod tests {
         };
         let template = object.template.as_ref().expect("a pod template");
         assert_eq!(template.spec.containers[0].name, "mysql");
+        // kubectl's last-applied-configuration (a copy of the manifest) is skipped unread.
+        assert!(std::str::from_utf8(CREATE)
+            .expect("utf-8")
+            .contains("kubectl.kubernetes.io/last-applied-configuration"));
+        let kept: Vec<&str> = template
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(kept, ["runsecrets.io/secrets"]);
         assert_eq!(r.uid, "40aac077-793b-487a-ad91-a3dbf7b99656");
     }
 

@@ -3,10 +3,13 @@
 //! read through lean views: only names, annotations and the pod spec.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use super::pod::PodSpec;
+use crate::spec::ANNOTATION_PREFIX;
 
 /// The metadata a decision uses.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -15,8 +18,79 @@ pub struct Meta {
     pub name: Option<String>,
     pub namespace: Option<String>,
     pub generate_name: Option<String>,
-    /// The object's own annotations; a Pod's are in its [`Template`], not repeated here.
+    /// The object's own `runsecrets.io/` annotations; a Pod's are in its [`Template`], not
+    /// repeated here.
+    #[serde(default, deserialize_with = "own_annotations")]
     pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Only runsecrets' own annotations are kept. The others are skipped unread: the usual one is
+/// kubectl's last-applied-configuration, a copy of the whole manifest escaped into a string,
+/// which would otherwise be unescaped and copied on every review.
+fn own_annotations<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    d.deserialize_option(OwnAnnotations)
+}
+
+struct OwnAnnotations;
+
+impl<'de> Visitor<'de> for OwnAnnotations {
+    type Value = Option<BTreeMap<String, String>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of annotations")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut own = BTreeMap::new();
+        while let Some(key) = map.next_key_seed(OwnKey)? {
+            match key {
+                Some(key) => {
+                    own.insert(key, map.next_value()?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(own))
+    }
+}
+
+/// An annotation's key, copied only when it is one of ours.
+struct OwnKey;
+
+impl<'de> DeserializeSeed<'de> for OwnKey {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for OwnKey {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an annotation key")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(key.starts_with(ANNOTATION_PREFIX).then(|| key.to_string()))
+    }
 }
 
 /// One pod template inside an object.

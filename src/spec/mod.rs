@@ -10,6 +10,9 @@ pub use target::{is_dir_prefix, Target, TargetError, EXTERNAL_DIR, SERVICE_ACCOU
 
 use std::fmt;
 
+/// What every annotation runsecrets reads begins with: a review keeps only these and skips the
+/// rest unread.
+pub const ANNOTATION_PREFIX: &str = "runsecrets.io/";
 /// Annotation on a pod (or pod template) declaring the secrets it wants, one reference per line
 /// or `;`.
 pub const SECRETS_ANNOTATION: &str = "runsecrets.io/secrets";

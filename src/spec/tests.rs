@@ -204,3 +204,15 @@ fn containers_annotation_splits_on_commas_and_space() {
     assert_eq!(parse_containers(" a, b\nc "), ["a", "b", "c"]);
     assert!(parse_containers("  ").is_empty());
 }
+
+#[test]
+fn every_annotation_runsecrets_reads_has_the_prefix_reviews_keep() {
+    for name in [
+        SECRETS_ANNOTATION,
+        CONTAINERS_ANNOTATION,
+        INJECTED_ANNOTATION,
+        ALLOW_ENV_ANNOTATION,
+    ] {
+        assert!(name.starts_with(ANNOTATION_PREFIX), "{name}");
+    }
+}
