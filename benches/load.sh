@@ -89,20 +89,25 @@ echo "{\"kind\": \"floor_rss_idle_kib\", \"value\": $(rss_kib "$FLOOR_PID" VmRSS
 URL="https://127.0.0.1:$PORT"
 FLOOR="https://127.0.0.1:$FLOOR_PORT"
 MUTATE=(-m POST -T application/json -D "$FIXTURE")
-run() { # name, extra oha args...
-  local name=$1; shift
-  taskset -c 1 "$OHA" --no-tui --insecure --output-format json -z "${SECONDS_PER_RUN}s" "$@" \
-    | python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps({'kind': '$name', 'rps': d['summary']['requestsPerSec'], 'success': d['summary']['successRate'], 'p50': d['latencyPercentiles']['p50'], 'p99': d['latencyPercentiles']['p99'], 'codes': d['statusCodeDistribution']}))" \
+# CPU time (user + system, clock ticks) the process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_HZ=$(getconf CLK_TCK)
+run() { # name, pid of the server measured, extra oha args...
+  local name=$1 pid=$2; shift 2
+  local before; before=$(cpu_ticks "$pid")
+  taskset -c 1 "$OHA" --no-tui --insecure --output-format json -z "${SECONDS_PER_RUN}s" "$@" > "$WORK/oha.json"
+  local ticks=$(( $(cpu_ticks "$pid") - before ))
+  python3 -c "import json,sys; d=json.load(open('$WORK/oha.json')); s=d['summary']; n=s['requestsPerSec']*s['total']; print(json.dumps({'kind': '$name', 'rps': s['requestsPerSec'], 'success': s['successRate'], 'p50': d['latencyPercentiles']['p50'], 'p99': d['latencyPercentiles']['p99'], 'codes': d['statusCodeDistribution'], 'cpu_us': $ticks / $TICK_HZ * 1e6 / n if n else None}))" \
     >> "$RESULTS"
 }
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round/$ROUNDS (load average $(loadavg))" >&2
-  run max_mutate -c 32 "${MUTATE[@]}" "$URL/mutate?timeout=5s"
-  run max_floor -c 32 "${MUTATE[@]}" "$FLOOR/mutate?timeout=5s"
-  run max_livez -c 32 "$URL/livez"
-  run fixed_floor -c 8 -q "$RATE" "${MUTATE[@]}" "$FLOOR/mutate?timeout=5s"
-  run fixed_mutate -c 8 -q "$RATE" "${MUTATE[@]}" "$URL/mutate?timeout=5s"
+  run max_mutate "$PID" -c 32 "${MUTATE[@]}" "$URL/mutate?timeout=5s"
+  run max_floor "$FLOOR_PID" -c 32 "${MUTATE[@]}" "$FLOOR/mutate?timeout=5s"
+  run max_livez "$PID" -c 32 "$URL/livez"
+  run fixed_floor "$FLOOR_PID" -c 8 -q "$RATE" "${MUTATE[@]}" "$FLOOR/mutate?timeout=5s"
+  run fixed_mutate "$PID" -c 8 -q "$RATE" "${MUTATE[@]}" "$URL/mutate?timeout=5s"
 done
 echo "{\"kind\": \"rss_peak_kib\", \"value\": $(rss_kib "$PID" VmHWM)}" >> "$RESULTS"
 echo "{\"kind\": \"floor_rss_peak_kib\", \"value\": $(rss_kib "$FLOOR_PID" VmHWM)}" >> "$RESULTS"
@@ -138,6 +143,8 @@ floor = med("max_floor", "rps")
 print(f"rounds: {sum(1 for r in rows if r['kind'] == 'max_mutate')} (medians below); load average {one('loadavg_start')} at the start, {one('loadavg_end')} at the end")
 print(f"max throughput, 32 connections: /mutate {med('max_mutate', 'rps'):8.0f} req/s   floor {floor:8.0f} req/s   ratio {med('max_mutate', 'rps') / floor:.2f}")
 print(f"                                /livez  {med('max_livez', 'rps'):8.0f} req/s   ratio to the floor {med('max_livez', 'rps') / floor:.2f}")
+cpu, floor_cpu = med("max_mutate", "cpu_us"), med("max_floor", "cpu_us")
+print(f"CPU per request at max throughput:  /mutate {cpu:.1f} us   floor {floor_cpu:.1f} us   ratio {cpu / floor_cpu:.2f}   (/livez {med('max_livez', 'cpu_us'):.1f} us)")
 for p in ("p50", "p99"):
     m, f = med("fixed_mutate", p), med("fixed_floor", p)
     print(f"{rate} req/s, 8 connections, {p}: /mutate {ms(m)}   floor {ms(f)}   ratio {m / f:.2f}")

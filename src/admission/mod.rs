@@ -9,7 +9,7 @@ mod wire;
 pub mod workload;
 
 pub use mutate::{declared, mutate, mutate_declared, Declared, Mutation};
-pub use patch::PatchBuilder;
+pub use patch::Patch;
 
 use std::collections::HashSet;
 
@@ -124,7 +124,7 @@ pub struct Answer {
 struct Outcome {
     decision: Decision,
     denial: Option<Denial>,
-    patch: Option<json_patch::Patch>,
+    patch: Option<Patch>,
     report: Report,
 }
 

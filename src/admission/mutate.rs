@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::pod::{Container, PodSpec, Volume};
-use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::patch::PatchBuilder;
+use super::patch::{Mount, Patch, PatchBuilder, Value, Volume as NewVolume};
 use super::{Denial, DenyReason};
 use crate::spec::{self, is_dir_prefix, MountpointError, Mountpoints, SecretRef, Target};
 
@@ -19,7 +18,7 @@ pub enum Mutation {
     /// The pod already carries the injection for exactly these references.
     AlreadyInjected,
     /// Apply this patch.
-    Patch(json_patch::Patch),
+    Patch(Patch),
 }
 
 /// A container the mount goes into, with its place in the spec.
@@ -127,14 +126,14 @@ pub fn mutate_declared(
     let mut patch = PatchBuilder::under(prefix);
     patch.add(
         &["metadata", "annotations", spec::INJECTED_ANNOTATION],
-        Value::String(digest),
+        Value::Text(digest),
     );
     patch.append(
         &["spec", "volumes"],
         spec.volumes.is_some(),
-        vec![volume(refs, &mountpoints)],
+        vec![Value::Volume(NewVolume::new(refs, mountpoints))],
     );
-    let mounts = mounts(refs);
+    let mounts = Mount::for_refs(refs);
     for s in &selected {
         let index = s.index.to_string();
         patch.append(
@@ -339,35 +338,6 @@ fn mountpoints(selected: &[Selected<'_>], refs: &[SecretRef]) -> Result<String, 
     Ok(points.attribute())
 }
 
-fn volume(refs: &[SecretRef], mountpoints: &str) -> Value {
-    let mut attributes = Map::new();
-    attributes.insert(
-        spec::SECRETS_ATTRIBUTE.into(),
-        spec::canonical_list(refs).into(),
-    );
-    if !mountpoints.is_empty() {
-        attributes.insert(spec::MOUNTPOINTS_ATTRIBUTE.into(), mountpoints.into());
-    }
-    json!({
-        "name": spec::VOLUME_NAME,
-        "csi": {"driver": spec::DRIVER_NAME, "readOnly": true, "volumeAttributes": attributes},
-    })
-}
-
-fn mounts(refs: &[SecretRef]) -> Vec<Value> {
-    let main = json!({"name": spec::VOLUME_NAME, "mountPath": spec::MOUNT_PATH, "readOnly": true});
-    let external = refs.iter().filter_map(|r| match &r.target {
-        Target::External(path) => Some(json!({
-            "name": spec::VOLUME_NAME,
-            "mountPath": path,
-            "subPath": r.target.volume_path(),
-            "readOnly": true,
-        })),
-        Target::InVolume(_) => None,
-    });
-    std::iter::once(main).chain(external).collect()
-}
-
 /// On reinvocation, a later webhook may have added a mount under `/run/secrets` (an identity
 /// token, say): the volume must then pre-create its mount point, or the container cannot start.
 fn refresh_mountpoints(volume: &Volume, index: usize, wanted: String, prefix: &[&str]) -> Mutation {
@@ -394,11 +364,11 @@ fn refresh_mountpoints(volume: &Volume, index: usize, wanted: String, prefix: &[
                 "volumeAttributes",
                 spec::MOUNTPOINTS_ATTRIBUTE,
             ],
-            Value::String(wanted),
+            Value::Text(wanted),
         ),
         None => patch.add(
             &["spec", "volumes", &index, "csi", "volumeAttributes"],
-            json!({ spec::MOUNTPOINTS_ATTRIBUTE: wanted }),
+            Value::Attributes(BTreeMap::from([(spec::MOUNTPOINTS_ATTRIBUTE, wanted)])),
         ),
     }
     Mutation::Patch(patch.build())

@@ -46,7 +46,8 @@ pub fn check(
             Err(denial) => Some(denial),
         },
         Operation::Update => {
-            let (object, old) = match (read(request.object.raw()?), read(request.old_object.raw()?)) {
+            let (object, old) = match (read(request.object.raw()?), read(request.old_object.raw()?))
+            {
                 (Ok(object), Ok(old)) => (object, old),
                 (Err(denial), _) | (_, Err(denial)) => return Some(denial),
             };

@@ -27,7 +27,8 @@ fn run(doc: &Value) -> Result<Option<Value>, Denial> {
     match mutate(Some(&annotations), &spec, &[])? {
         Mutation::Patch(patch) => {
             let mut out = doc.clone();
-            json_patch::patch(&mut out, &patch).expect("patch applies");
+            json_patch::patch(&mut out, &patch.to_json_patch().expect("a JSON patch"))
+                .expect("patch applies");
             serde_json::from_value::<Pod>(out.clone()).expect("still a Pod");
             Ok(Some(out))
         }
@@ -347,7 +348,11 @@ fn workload_templates_are_mutated_under_their_prefix() {
     else {
         panic!("expected a patch");
     };
-    json_patch::patch(&mut deployment, &patch).expect("applies");
+    json_patch::patch(
+        &mut deployment,
+        &patch.to_json_patch().expect("a JSON patch"),
+    )
+    .expect("applies");
     let template = &deployment["spec"]["template"];
     assert_eq!(
         template["spec"]["volumes"][0]["csi"]["driver"],

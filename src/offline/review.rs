@@ -35,7 +35,11 @@ pub fn review(path: &str, text: &str, level: Level) -> Result<ReviewOutput, supe
         {
             match mutate(t.annotations.as_ref(), &t.spec, t.prefix) {
                 Ok(Mutation::Patch(patch)) => {
-                    if let Err(e) = json_patch::patch(&mut value, &patch) {
+                    let applied = patch
+                        .to_json_patch()
+                        .map_err(|e| e.to_string())
+                        .and_then(|p| json_patch::patch(&mut value, &p).map_err(|e| e.to_string()));
+                    if let Err(e) = applied {
                         denied.push(format!("{at}: patch does not apply: {e}"));
                     }
                 }

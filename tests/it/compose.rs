@@ -318,7 +318,8 @@ fn tls_proxy_pod_gets_compose_paths_owners_and_modes() {
             other.map(|_| ()).map_err(|d| d.message)
         ),
     };
-    json_patch::patch(&mut pod_json, &patch).expect("patch applies");
+    json_patch::patch(&mut pod_json, &patch.to_json_patch().expect("a JSON patch"))
+        .expect("patch applies");
     let mutated: Pod = serde_json::from_value(pod_json).expect("still a Pod");
     let spec = mutated.spec.expect("spec");
     let volume = spec
