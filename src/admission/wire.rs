@@ -145,6 +145,22 @@ impl<'a> Sent<'a> {
 
 struct RequestVisitor<M>(PhantomData<M>);
 
+/// The request's fields a decision reads (an escaped key, `"ui\u0064"`, is still `uid`).
+#[derive(Deserialize, PartialEq)]
+#[serde(field_identifier, rename_all = "camelCase")]
+enum Field {
+    Uid,
+    Kind,
+    SubResource,
+    Name,
+    Namespace,
+    Operation,
+    Object,
+    OldObject,
+    #[serde(other)]
+    Other,
+}
+
 impl<'de, M: Mode> Visitor<'de> for RequestVisitor<M> {
     type Value = Option<Request<'de>>;
 
@@ -169,26 +185,21 @@ impl<'de, M: Mode> Visitor<'de> for RequestVisitor<M> {
         let mut operation: Option<Operation> = None;
         let mut object = None;
         let mut old_object = None;
-        while let Some(key) = map.next_key::<&str>()? {
+        while let Some(key) = map.next_key::<Field>()? {
             match key {
-                "uid" => set(&mut uid, "uid", map.next_value()?)?,
-                "kind" => set(&mut kind, "kind", map.next_value()?)?,
-                "subResource" => set(&mut sub_resource, "subResource", map.next_value()?)?,
-                "name" => set(&mut name, "name", map.next_value()?)?,
-                "namespace" => set(&mut namespace, "namespace", map.next_value()?)?,
-                "operation" => set(&mut operation, "operation", map.next_value()?)?,
-                "object" | "oldObject" => {
-                    let slot = if key == "object" {
-                        &mut object
+                Field::Uid => set(&mut uid, "uid", map.next_value()?)?,
+                Field::Kind => set(&mut kind, "kind", map.next_value()?)?,
+                Field::SubResource => set(&mut sub_resource, "subResource", map.next_value()?)?,
+                Field::Name => set(&mut name, "name", map.next_value()?)?,
+                Field::Namespace => set(&mut namespace, "namespace", map.next_value()?)?,
+                Field::Operation => set(&mut operation, "operation", map.next_value()?)?,
+                Field::Object | Field::OldObject => {
+                    let (slot, field) = if key == Field::Object {
+                        (&mut object, "object")
                     } else {
-                        &mut old_object
+                        (&mut old_object, "oldObject")
                     };
                     if slot.is_some() {
-                        let field = if key == "object" {
-                            "object"
-                        } else {
-                            "oldObject"
-                        };
                         return Err(de::Error::duplicate_field(field));
                     }
                     // Only creations: an update's decision also compares the objects as sent.
@@ -201,7 +212,7 @@ impl<'de, M: Mode> Visitor<'de> for RequestVisitor<M> {
                         None => Sent::from_raw(map.next_value()?),
                     });
                 }
-                _ => {
+                Field::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
@@ -410,6 +421,17 @@ mod tests {
         assert!(
             error.to_string().contains("missing field `operation`"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn escaped_field_names_are_the_fields_they_spell() {
+        let text = std::str::from_utf8(CREATE).expect("utf-8");
+        let escaped = text.replacen("\"uid\":", "\"ui\\u0064\":", 1);
+        assert_ne!(escaped, text);
+        assert_eq!(
+            request(escaped.as_bytes()).uid,
+            "40aac077-793b-487a-ad91-a3dbf7b99656"
         );
     }
 }
