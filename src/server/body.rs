@@ -45,7 +45,10 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
         return Err(BodyError::TooLarge { limit });
     }
     let mut chunks = body.into_data_stream();
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    // A body that arrives as one chunk (the usual review over HTTP/1.1) is kept as it is;
+    // only a second chunk starts a buffer the chunks are copied into.
+    let mut first: Option<Bytes> = None;
+    let mut buf = Vec::new();
     let mut over = 0usize;
     while let Some(chunk) = chunks.next().await {
         let Ok(data) = chunk else {
@@ -55,12 +58,22 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
                 BodyError::Unreadable
             });
         };
-        if over == 0 && buf.len() + data.len() <= limit {
-            buf.extend_from_slice(&data);
+        let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        if over == 0 && held + data.len() <= limit {
+            match first.take() {
+                None if buf.is_empty() => first = Some(data),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        buf.reserve(declared.unwrap_or(0).min(limit));
+                        buf.extend_from_slice(&earlier);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
             continue;
         }
         if over == 0 {
-            buf = Vec::new();
+            (first, buf) = (None, Vec::new());
         }
         over = over.saturating_add(data.len());
         if over > DRAIN_MAX {
@@ -70,6 +83,39 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
     if over > 0 {
         Err(BodyError::TooLarge { limit })
     } else {
-        Ok(Bytes::from(buf))
+        Ok(first.unwrap_or_else(|| Bytes::from(buf)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(parts: &[&'static [u8]]) -> Body {
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            parts.iter().map(|p| Ok(Bytes::from_static(p))).collect();
+        Body::from_stream(tokio_stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_chunk_is_kept_without_a_copy() {
+        let sent = Bytes::from(vec![b'x'; 4096]);
+        let read = read(&HeaderMap::new(), Body::from(sent.clone()), 8192)
+            .await
+            .expect("under the limit");
+        assert_eq!(read, sent);
+        assert_eq!(read.as_ptr(), sent.as_ptr(), "the chunk itself, not a copy");
+    }
+
+    #[tokio::test]
+    async fn chunks_are_joined_in_order_and_the_limit_counts_them_all() {
+        let parts: &[&'static [u8]] = &[b"{\"a\":", b"", b"1", b"}"];
+        let joined = read(&HeaderMap::new(), chunked(parts), 16).await;
+        assert_eq!(
+            joined.expect("under the limit"),
+            Bytes::from_static(b"{\"a\":1}")
+        );
+        let over = read(&HeaderMap::new(), chunked(&[b"12345678", b"9"]), 8).await;
+        assert_eq!(over, Err(BodyError::TooLarge { limit: 8 }));
     }
 }

@@ -179,7 +179,7 @@ impl Server {
             catalogue: backend.catalogue.clone(),
             keyring: backend.keyring.clone(),
             ready: Arc::new(AtomicBool::new(false)),
-            listeners,
+            listeners: listeners.into(),
             max_body: config.max_body_bytes,
         };
         Ok(Self {

@@ -32,7 +32,8 @@ pub struct AppState {
     pub keyring: Option<Arc<LiveKeyring>>,
     pub ready: Arc<AtomicBool>,
     /// The connection tables of the webhook and delivery listeners, for `/readyz`.
-    pub listeners: Vec<Arc<Connections>>,
+    /// A shared slice: the state is cloned for every request.
+    pub listeners: Arc<[Arc<Connections>]>,
     /// Largest review body read (`--max-body-bytes`); larger ones get 413.
     pub max_body: usize,
 }
