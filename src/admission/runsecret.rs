@@ -33,8 +33,10 @@ fn read(raw: &str) -> Result<RunSecret, Denial> {
 
 /// Checks a `RunSecret` on CREATE, and on an UPDATE that changes its spec: a reseal. The CRD's
 /// CEL rule lets only the sealing fields change, but it can neither hash nor open an envelope,
-/// so here the new envelope is checked as at creation and must hold the very value the stored
-/// one holds: that is what keeps the value immutable. `None` allows it.
+/// so here the new envelope is checked as at creation, must carry the server's reseal tag (so
+/// only `POST /v1/reseal` can produce an accepted change, and an update cannot test a guess of
+/// the value), and must hold the very value the stored one holds: that is what keeps the value
+/// immutable. `None` allows it.
 pub fn check(
     request: &wire::Request<'_>,
     keys: Option<&PublicKeys>,
@@ -55,27 +57,82 @@ pub fn check(
             if object.spec == old.spec {
                 return None;
             }
-            check_object(&object, keys).or_else(|| same_value(request, &old, &object, keyring))
+            if let Some(denial) = check_object(&object, keys) {
+                return Some(denial);
+            }
+            let keyring = match keyring {
+                Some(keyring) => keyring,
+                None => return Some(cannot_check(keys.is_some())),
+            };
+            if !tagged(request, &old, &object, keyring) {
+                return Some(invalid(UNTAGGED.into()));
+            }
+            same_value(request, &old, &object, keyring)
         }
         _ => None,
     }
 }
 
-/// Whether the resealed envelope opens, as the same secret, to the value the stored one holds.
-/// Refused when it cannot be told (a locked keyring): an unchecked update could swap the value.
+/// The one answer to a spec change without a valid reseal tag, whatever is wrong with it, so
+/// the answer tells nothing about the tag or the value.
+const UNTAGGED: &str = "spec.ciphertext: only `runsecrets secret reseal` may change it (the \
+     update must carry the server's runsecrets.io/reseal-tag for this envelope); store a new \
+     value as a new secret";
+
+/// Why a reseal cannot be checked without an open keyring: an unchecked update could swap the
+/// value, so it is refused.
+fn cannot_check(locked: bool) -> Denial {
+    invalid(if locked {
+        "spec.ciphertext: only a reseal may change it, and this server cannot check one while \
+         its keyring is locked: unlock the server, then reseal"
+            .into()
+    } else {
+        "spec.ciphertext: only a reseal may change it, and this server has no keyring \
+         (--store none) to check one with: run the server with the store that holds the keys"
+            .into()
+    })
+}
+
+/// Whether the update carries the tag `POST /v1/reseal` made for this secret, this stored
+/// envelope and this new one (checked before anything is opened, in constant time).
+fn tagged(
+    request: &wire::Request<'_>,
+    old: &RunSecret,
+    new: &RunSecret,
+    keyring: &Keyring,
+) -> bool {
+    let Some(tag) = new
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(spec::RESEAL_TAG_ANNOTATION))
+    else {
+        return false;
+    };
+    let Ok(stored) = base64::engine::general_purpose::STANDARD.decode(&old.spec.ciphertext) else {
+        return false;
+    };
+    let Ok(header) = seal::header(&stored) else {
+        return false;
+    };
+    let old_digest = envelope_digest(&stored);
+    let binding = seal::ResealBinding {
+        namespace: request.namespace.as_deref().unwrap_or_default(),
+        name: &new.spec.name,
+        old_digest: &old_digest,
+        new_digest: &new.spec.digest,
+    };
+    seal::verify_reseal_tag(keyring, header.key_id, &binding, tag)
+}
+
+/// Whether the resealed envelope opens, as the same secret, to the value the stored one holds:
+/// the second check behind the tag.
 fn same_value(
     request: &wire::Request<'_>,
     old: &RunSecret,
     new: &RunSecret,
-    keyring: Option<&Keyring>,
+    keyring: &Keyring,
 ) -> Option<Denial> {
-    let Some(keyring) = keyring else {
-        return Some(invalid(
-            "spec.ciphertext: only a reseal may change it, and this server cannot check one \
-             while its keyring is locked: unlock the server, then reseal"
-                .into(),
-        ));
-    };
     let namespace = request.namespace.as_deref().unwrap_or_default();
     let open = |object: &RunSecret| {
         let envelope = base64::engine::general_purpose::STANDARD

@@ -141,6 +141,13 @@ impl KeyEntry {
         Ok(self.parsed.get_or_init(|| parsed))
     }
 
+    /// The private key's bytes, for deriving the reseal tag key (see `reseal_tag`).
+    pub(super) fn private_bytes(&self) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        B64.decode(self.private.as_bytes())
+            .map(Zeroizing::new)
+            .map_err(|_| self.bad())
+    }
+
     fn parse<K: Kem>(&self) -> Result<K::PrivateKey, SealError> {
         let raw = Zeroizing::new(
             B64.decode(self.private.as_bytes())

@@ -8,11 +8,13 @@ mod envelope;
 mod keyring;
 pub mod live;
 pub mod protector;
+mod reseal_tag;
 mod suite;
 pub mod wrapped;
 
 pub use keyring::{KeyEntry, Keyring, PublicKey, PublicKeys};
 pub use live::LiveKeyring;
+pub use reseal_tag::{reseal_tag, verify_reseal_tag, ResealBinding};
 pub use suite::{Suite, SuiteIds};
 
 use envelope::{Parts, Version, TAG_LEN};

@@ -244,9 +244,9 @@ fn reseal(
                 name: name(),
                 source,
             })?;
-        let new = reseal::resealed(&record, answer)?;
+        let (new, tag) = reseal::resealed(&record, answer)?;
         store
-            .replace(&record, &new)
+            .replace(&record, &new, &tag)
             .map_err(|source| CommandError::StoreResealed {
                 name: name(),
                 source,

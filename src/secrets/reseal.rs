@@ -40,9 +40,13 @@ pub fn request(record: &SecretRecord) -> ResealRequest {
     }
 }
 
-/// The record with the server's envelope; its digest, key id and size are checked against
-/// the envelope as any stored record is, so a wrong answer is never stored.
-pub fn resealed(old: &SecretRecord, answer: ResealResponse) -> Result<SecretRecord, StoreError> {
+/// The record with the server's envelope, and the server's reseal tag to store with it; its
+/// digest, key id and size are checked against the envelope as any stored record is, so a
+/// wrong answer is never stored.
+pub fn resealed(
+    old: &SecretRecord,
+    answer: ResealResponse,
+) -> Result<(SecretRecord, String), StoreError> {
     let mut new = old.clone();
     new.spec.ciphertext = answer.ciphertext;
     new.spec.key_id = answer.key_id;
@@ -50,5 +54,5 @@ pub fn resealed(old: &SecretRecord, answer: ResealResponse) -> Result<SecretReco
     new.id = SecretRecord::derive_id(&new.namespace, &new.name, &new.spec.digest);
     new.updated = crate::seal::now_rfc3339();
     new.envelope()?;
-    Ok(new)
+    Ok((new, answer.tag))
 }

@@ -63,7 +63,10 @@ async fn read_listing(place: &KeyringPlace) -> Result<Vec<ListedKey>, StoreError
     match place {
         KeyringPlace::File(_) => {
             let place = place.clone();
-            blocking(&place.clone(), move || run_file(&place, place.listing())).await
+            blocking(&place.clone(), "reading", move || {
+                run_file(&place, place.listing())
+            })
+            .await
         }
         KeyringPlace::Secret { .. } => place.listing().await,
     }
@@ -90,7 +93,12 @@ async fn open_and_renew(
     match place {
         KeyringPlace::File(_) => {
             let place = place.clone();
-            blocking(&place.clone(), move || {
+            let step = if period.is_zero() {
+                "opening"
+            } else {
+                "renewing"
+            };
+            blocking(&place.clone(), step, move || {
                 run_file(&place, change(place.clone()))
             })
             .await
@@ -99,14 +107,16 @@ async fn open_and_renew(
     }
 }
 
+/// Runs file-store work off the runtime; a task that died is reported as the `step` it was.
 async fn blocking<T: Send + 'static>(
     place: &KeyringPlace,
+    step: &'static str,
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| StoreError::Keyring {
-            step: "reading",
+            step,
             place: place.describe(),
             source: Box::new(e),
         })?

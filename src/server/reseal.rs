@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use crate::seal::LiveKeyring;
 use crate::seal::SealError;
+use crate::seal::{header, reseal_tag, Keyring, LiveKeyring, PublicKey, ResealBinding};
 use crate::store::{check_namespace, envelope_digest, MAX_SECRET_BYTES};
 
 /// The reseal path on the delivery listener.
@@ -31,13 +31,15 @@ pub struct ResealRequest {
     pub ciphertext: String,
 }
 
-/// The new envelope, as the RunSecret's spec carries it.
+/// The new envelope, as the RunSecret's spec carries it, and the tag that proves this server
+/// made it from the stored one (`runsecrets.io/reseal-tag`, which the webhook checks).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResealResponse {
     pub ciphertext: String,
     pub key_id: String,
     pub digest: String,
+    pub tag: String,
 }
 
 fn refuse(status: StatusCode, text: impl Into<String>) -> Response {
@@ -75,19 +77,14 @@ pub async fn handle(
     let Ok(newest) = public.newest() else {
         return refuse(StatusCode::SERVICE_UNAVAILABLE, "the keyring holds no key");
     };
-    match crate::seal::reseal(
+    match answer(
         &keyring,
         newest,
         &request.namespace,
         &request.name,
         &envelope,
     ) {
-        Ok(resealed) => axum::Json(ResealResponse {
-            digest: envelope_digest(&resealed),
-            ciphertext: B64.encode(&resealed),
-            key_id: newest.id.clone(),
-        })
-        .into_response(),
+        Ok(answer) => axum::Json(answer).into_response(),
         Err(
             e @ (SealError::Open
             | SealError::UnknownKey(_)
@@ -101,4 +98,30 @@ pub async fn handle(
         ),
         Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// The same value sealed to `newest`, with the tag binding it to the stored `envelope` (the
+/// key of the tag is derived from the key `envelope` was sealed to).
+pub fn answer(
+    keyring: &Keyring,
+    newest: &PublicKey,
+    namespace: &str,
+    name: &str,
+    envelope: &[u8],
+) -> Result<ResealResponse, SealError> {
+    let resealed = crate::seal::reseal(keyring, newest, namespace, name, envelope)?;
+    let digest = envelope_digest(&resealed);
+    let binding = ResealBinding {
+        namespace,
+        name,
+        old_digest: &envelope_digest(envelope),
+        new_digest: &digest,
+    };
+    let tag = reseal_tag(keyring, header(envelope)?.key_id, &binding)?;
+    Ok(ResealResponse {
+        digest,
+        ciphertext: B64.encode(&resealed),
+        key_id: newest.id.clone(),
+        tag,
+    })
 }

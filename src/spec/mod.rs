@@ -23,6 +23,10 @@ pub const CONTAINERS_ANNOTATION: &str = "runsecrets.io/containers";
 pub const INJECTED_ANNOTATION: &str = "runsecrets.io/injected";
 /// Names of env vars a pod may carry as literals despite the policy (comma-separated).
 pub const ALLOW_ENV_ANNOTATION: &str = "runsecrets.io/allow-env";
+/// Annotation `secret reseal` writes on a `RunSecret` it updates: the server's proof
+/// (`POST /v1/reseal`) that it made the new envelope from the stored one. The webhook refuses a
+/// spec change without it, so an update cannot be used to test guesses of the value.
+pub const RESEAL_TAG_ANNOTATION: &str = "runsecrets.io/reseal-tag";
 /// CSI driver name, also the CSIDriver object's name and the token audience.
 pub const DRIVER_NAME: &str = "runsecrets.io";
 /// Name of the volume the webhook adds to a pod.

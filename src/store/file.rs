@@ -313,7 +313,13 @@ impl Store for FileStore {
         })
     }
 
-    fn replace(&self, old: &SecretRecord, new: &SecretRecord) -> Result<(), StoreError> {
+    /// The tag is not kept: no webhook guards this store.
+    fn replace(
+        &self,
+        old: &SecretRecord,
+        new: &SecretRecord,
+        _tag: &str,
+    ) -> Result<(), StoreError> {
         self.replace_then(old, new, || {})
     }
 

@@ -152,7 +152,7 @@ impl Store for KubeStore {
         Ok(records)
     }
 
-    fn replace(&self, old: &SecretRecord, new: &SecretRecord) -> Result<(), StoreError> {
+    fn replace(&self, old: &SecretRecord, new: &SecretRecord, tag: &str) -> Result<(), StoreError> {
         let api = self.api(&new.namespace);
         let object_name = object_name(&new.name);
         let changed = || StoreError::Changed {
@@ -173,6 +173,14 @@ impl Store for KubeStore {
         // see the old envelope or the new one, never no object, and a change between the read
         // and this write is a 409 that leaves the other writer's object as it is.
         object.spec = new.spec.clone();
+        object
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                crate::spec::RESEAL_TAG_ANNOTATION.to_string(),
+                tag.to_string(),
+            );
         match self.block_on(api.replace(&object_name, &PostParams::default(), &object)) {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 409) => Err(changed()),

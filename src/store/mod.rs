@@ -252,8 +252,11 @@ pub trait Store {
     /// namespace's lock in the file store, one update at the object's resourceVersion in
     /// Kubernetes. A secret removed meanwhile is [`StoreError::NotFound`] and stays removed; one
     /// changed meanwhile (recreated with another value, resealed by someone else) is
-    /// [`StoreError::Changed`] and stays as the other writer left it.
-    fn replace(&self, old: &SecretRecord, new: &SecretRecord) -> Result<(), StoreError>;
+    /// [`StoreError::Changed`] and stays as the other writer left it. `tag` is the server's
+    /// reseal tag: Kubernetes stores it as the `runsecrets.io/reseal-tag` annotation the
+    /// webhook checks; the file store, which no webhook guards (its files' permissions decide
+    /// who writes), has no place for it.
+    fn replace(&self, old: &SecretRecord, new: &SecretRecord, tag: &str) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

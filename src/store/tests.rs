@@ -391,7 +391,7 @@ fn a_reseal_does_not_bring_back_a_secret_removed_while_it_ran() {
         "the removed secret came back"
     );
     // A reseal after the rm: nothing to replace, and nothing is created.
-    let e = store.replace(&old, &new).expect_err("removed");
+    let e = store.replace(&old, &new, "").expect_err("removed");
     assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
     assert!(store.list(Some("shop")).expect("lists").is_empty());
 }

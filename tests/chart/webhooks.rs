@@ -94,7 +94,7 @@ fn mutating_webhook_sees_only_pods_that_declare_secrets() {
 
 #[test]
 #[ignore = "needs PyPI: Helm's SDK (helm-python-sdk), pip-installed into a virtualenv once"]
-fn webhooks_never_see_kube_system_or_the_release_namespace() {
+fn pod_webhooks_never_see_kube_system_or_the_release_namespace() {
     for set in [
         Set::Default,
         Set::Helm,
@@ -104,6 +104,9 @@ fn webhooks_never_see_kube_system_or_the_release_namespace() {
     ] {
         let r = rendered(set);
         for (name, _, exprs, _) in r.webhooks() {
+            if name == RUNSECRET_HOOK {
+                continue;
+            }
             let excluded = exprs
                 .iter()
                 .find(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
@@ -122,6 +125,33 @@ fn webhooks_never_see_kube_system_or_the_release_namespace() {
                 );
             }
         }
+    }
+}
+
+/// The RunSecret webhook.
+const RUNSECRET_HOOK: &str = "runsecrets.validate.runsecrets.io";
+
+/// The RunSecret check runs in every namespace, kube-system, the release's own and
+/// webhook.excludeNamespaces included: an excluded namespace would take any spec update
+/// unchecked (a value swapped under its name, a guess tested without the reseal tag).
+#[test]
+#[ignore = "needs PyPI: Helm's SDK (helm-python-sdk), pip-installed into a virtualenv once"]
+fn the_runsecret_webhook_sees_every_namespace() {
+    for set in [Set::Default, Set::Tuned] {
+        let r = rendered(set);
+        let hook = r
+            .validating()
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .find(|w| w.name == RUNSECRET_HOOK)
+            .unwrap_or_else(|| panic!("{set:?}: no {RUNSECRET_HOOK}"));
+        assert_eq!(
+            hook.namespace_selector, None,
+            "{set:?}: {RUNSECRET_HOOK} leaves namespaces out"
+        );
+        assert_eq!(hook.object_selector, None, "{set:?}");
+        assert_eq!(hook.failure_policy.as_deref(), Some("Fail"), "{set:?}");
     }
 }
 

@@ -822,10 +822,35 @@ fn run_secrets_that_break_the_rules_are_refused_at_creation() {
     assert!(update.decision.allowed);
 }
 
+/// The message for a spec change without the server's reseal tag, whatever is wrong with it.
+const UNTAGGED: &str = "spec.ciphertext: only `runsecrets secret reseal` may change it (the update must carry the server's runsecrets.io/reseal-tag for this envelope); store a new value as a new secret";
+
+/// `object` with the tag `POST /v1/reseal` computes for changing `old` into it, as secret
+/// `namespace/name` (the webhook's request is always for shop/db_password).
+fn tagged_as(
+    ring: &runsecrets::seal::Keyring,
+    old: &Value,
+    object: &Value,
+    namespace: &str,
+    name: &str,
+) -> Value {
+    let old_key = old["spec"]["keyId"].as_str().unwrap();
+    let binding = runsecrets::seal::ResealBinding {
+        namespace,
+        name,
+        old_digest: old["spec"]["digest"].as_str().unwrap(),
+        new_digest: object["spec"]["digest"].as_str().unwrap(),
+    };
+    let tag = runsecrets::seal::reseal_tag(ring, old_key, &binding).unwrap();
+    let mut object = object.clone();
+    object["metadata"]["annotations"] = serde_json::json!({ "runsecrets.io/reseal-tag": tag });
+    object
+}
+
 /// An update that changes the envelope (what `secret reseal` sends) is checked as a create
-/// is, and must hold the same value: the CRD's CEL rule keeps name, size and grants, but can
-/// neither hash nor open an envelope, so a same-size value swapped in under the name would
-/// pass it.
+/// is, must carry the server's reseal tag, and must hold the same value: the CRD's CEL rule
+/// keeps name, size and grants, but can neither hash nor open an envelope, so a same-size
+/// value swapped in under the name would pass it.
 #[test]
 fn a_resealed_run_secret_is_checked_as_at_creation() {
     use runsecrets::admission::{review_with, Context};
@@ -851,13 +876,18 @@ fn a_resealed_run_secret_is_checked_as_at_creation() {
         base64::Engine::decode(&B64, old["spec"]["ciphertext"].as_str().unwrap()).unwrap();
     let resealed =
         runsecrets::seal::reseal(&ring, &newest, "shop", "db_password", &envelope).unwrap();
-    let mut good = old.clone();
-    good["spec"]["ciphertext"] = base64::Engine::encode(&B64, &resealed).into();
-    good["spec"]["digest"] = envelope_digest(&resealed).into();
-    good["spec"]["keyId"] = newest.id.clone().into();
-    let verdict_with = |object: &Value, keyring: Option<&Keyring>| -> (bool, String) {
+    let mut untagged = old.clone();
+    untagged["spec"]["ciphertext"] = base64::Engine::encode(&B64, &resealed).into();
+    untagged["spec"]["digest"] = envelope_digest(&resealed).into();
+    untagged["spec"]["keyId"] = newest.id.clone().into();
+    let tag = |object: &Value| tagged_as(&ring, &old, object, "shop", "db_password");
+    let good = tag(&untagged);
+    let verdict_with = |object: &Value,
+                        keys: Option<&runsecrets::seal::PublicKeys>,
+                        keyring: Option<&Keyring>|
+     -> (bool, String) {
         let ctx = Context {
-            keys: Some(&keys),
+            keys,
             keyring,
             ..Context::default()
         };
@@ -870,15 +900,18 @@ fn a_resealed_run_secret_is_checked_as_at_creation() {
             .to_string();
         (r["response"]["allowed"] == true, message)
     };
-    let verdict = |object: &Value| verdict_with(object, Some(&ring));
+    let verdict = |object: &Value| verdict_with(object, Some(&keys), Some(&ring));
     assert_eq!(verdict(&good), (true, String::new()));
+    // The server's own envelope, without its tag: refused.
+    assert_eq!(verdict(&untagged), (false, UNTAGGED.to_string()));
 
-    // Another value of the same size, sealed properly to the newest key: refused.
+    // Another value of the same size, sealed properly to the newest key and (as only a broken
+    // server would) tagged: the same-value check behind the tag still refuses it.
     let swapped = runsecrets::seal::seal(&newest, "shop", "db_password", b"v4LUE").unwrap();
     let mut other_value = good.clone();
     other_value["spec"]["ciphertext"] = base64::Engine::encode(&B64, &swapped).into();
     other_value["spec"]["digest"] = envelope_digest(&swapped).into();
-    let (ok, message) = verdict(&other_value);
+    let (ok, message) = verdict(&tag(&other_value));
     assert!(
         !ok && message == "spec.ciphertext holds another value: a RunSecret's spec is immutable: store the new value as a new secret",
         "{message}"
@@ -888,14 +921,19 @@ fn a_resealed_run_secret_is_checked_as_at_creation() {
     let mut other_name = good.clone();
     other_name["spec"]["ciphertext"] = base64::Engine::encode(&B64, &moved).into();
     other_name["spec"]["digest"] = envelope_digest(&moved).into();
-    let (ok, message) = verdict(&other_name);
+    let (ok, message) = verdict(&tag(&other_name));
     assert!(
         !ok && message.contains("does not open as secret shop/db_password"),
         "{message}"
     );
-    // A locked server cannot tell, so it refuses.
-    let (ok, message) = verdict_with(&good, None);
+    // A locked server cannot tell, so it refuses; one without a keyring says so.
+    let (ok, message) = verdict_with(&good, Some(&keys), None);
     assert!(!ok && message.contains("keyring is locked"), "{message}");
+    let (ok, message) = verdict_with(&good, None, None);
+    assert!(
+        !ok && message.contains("this server has no keyring (--store none)"),
+        "{message}"
+    );
 
     let mut tampered = good.clone();
     tampered["spec"]["digest"] = old["spec"]["digest"].clone();
@@ -912,6 +950,89 @@ fn a_resealed_run_secret_is_checked_as_at_creation() {
         !ok && message.contains("does not match the sealed envelope"),
         "{message}"
     );
+}
+
+/// Anyone allowed to update RunSecrets can seal a guess of the (public) size with the (public)
+/// keys: without the server's tag the update is refused with one message whether the guess is
+/// right or wrong, so it tells nothing. A tag made for another secret, another namespace or
+/// another new envelope does not pass either.
+#[test]
+fn a_guessed_value_cannot_be_tested_by_an_update() {
+    use runsecrets::admission::{review_with, Context};
+    use runsecrets::seal::{Keyring, Suite};
+    use runsecrets::store::envelope_digest;
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+    let mut ring = Keyring::generate();
+    let yaml = runsecrets::secrets::seal_manifest(
+        &ring.public_keys().unwrap(),
+        "shop",
+        "db_password",
+        zeroize::Zeroizing::new(b"v4lue".to_vec()),
+        Default::default(),
+        vec![],
+    )
+    .unwrap();
+    let old: Value = serde_norway::from_str(&yaml).unwrap();
+    ring.add_key(Suite::X25519);
+    let keys = ring.public_keys().unwrap();
+    let newest = ring.newest().unwrap();
+    let guess = |value: &[u8]| -> Value {
+        let sealed = runsecrets::seal::seal(&newest, "shop", "db_password", value).unwrap();
+        let mut object = old.clone();
+        object["spec"]["ciphertext"] = base64::Engine::encode(&B64, &sealed).into();
+        object["spec"]["digest"] = envelope_digest(&sealed).into();
+        object["spec"]["keyId"] = newest.id.clone().into();
+        object
+    };
+    let verdict = |object: &Value| -> (bool, String) {
+        let ctx = Context {
+            keys: Some(&keys),
+            keyring: Some(&ring),
+            ..Context::default()
+        };
+        let body = run_secret_update(object.clone(), "UPDATE", old.clone());
+        let answer = review_with(Endpoint::Validate(Levels::default()), ctx, &body).unwrap();
+        let r: Value = serde_json::from_slice(&answer.body).unwrap();
+        let message = r["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        (r["response"]["allowed"] == true, message)
+    };
+    let right = guess(b"v4lue");
+    let wrong = guess(b"v4LUE");
+    assert_eq!(verdict(&right), (false, UNTAGGED.to_string()));
+    assert_eq!(verdict(&wrong), (false, UNTAGGED.to_string()));
+
+    let mut garbage = right.clone();
+    garbage["metadata"]["annotations"] =
+        serde_json::json!({ "runsecrets.io/reseal-tag": "not a tag" });
+    assert_eq!(verdict(&garbage), (false, UNTAGGED.to_string()));
+    // Tags the server made, but for another secret or namespace.
+    for (namespace, name) in [("shop", "api_token"), ("other", "db_password")] {
+        let elsewhere = tagged_as(&ring, &old, &right, namespace, name);
+        assert_eq!(
+            verdict(&elsewhere),
+            (false, UNTAGGED.to_string()),
+            "{namespace}/{name}"
+        );
+    }
+    // A real tag, for another new envelope, moved onto the guess.
+    let genuine = tagged_as(&ring, &old, &guess(b"v4lue"), "shop", "db_password");
+    let mut moved = right.clone();
+    moved["metadata"]["annotations"] = genuine["metadata"]["annotations"].clone();
+    assert_eq!(verdict(&moved), (false, UNTAGGED.to_string()));
+    // The same guess with the right tag passes: the tag is what decides, not the value.
+    assert_eq!(
+        verdict(&tagged_as(&ring, &old, &right, "shop", "db_password")),
+        (true, String::new())
+    );
+    // No message quotes a tag.
+    let (_, message) = verdict(&moved);
+    let tag = moved["metadata"]["annotations"]["runsecrets.io/reseal-tag"]
+        .as_str()
+        .unwrap();
+    assert!(!message.contains(tag));
 }
 
 /// A RunSecret sealed to an X-Wing key is admitted up to Swarm's size limit (its envelope

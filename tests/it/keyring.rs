@@ -909,7 +909,33 @@ async fn secret_reseal_moves_secrets_to_the_newest_key() {
         (status, String::from_utf8_lossy(&answer).as_ref()),
         (422, "secret shop/other: ciphertext does not open: it was altered, or it belongs to another secret or namespace\n")
     );
+    // Under its own name it is resealed, with the tag that binds the new envelope to this one
+    // and this secret (what the RunSecret webhook checks); the tag appears in no log.
+    let body = json!({"namespace": "shop", "name": "db_password", "ciphertext": record["spec"]["ciphertext"]});
+    let (status, answer) = client
+        .send("POST", "/v1/reseal", body.to_string().into_bytes())
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let answer: runsecrets::server::reseal::ResealResponse =
+        serde_json::from_slice(&answer).expect("answer");
+    let ring = runsecrets::seal::Keyring::from_json(
+        &std::fs::read_to_string(d.join("keyring.json")).expect("keyring"),
+    )
+    .expect("keyring");
+    let binding = runsecrets::seal::ResealBinding {
+        namespace: "shop",
+        name: "db_password",
+        old_digest: record["spec"]["digest"].as_str().expect("digest"),
+        new_digest: &answer.digest,
+    };
+    assert!(runsecrets::seal::verify_reseal_tag(
+        &ring,
+        &k2,
+        &binding,
+        &answer.tag
+    ));
     let lines = process.stop();
+    assert!(lines.iter().all(|l| !l.contains(&answer.tag)));
     assert_no_key_material(&lines, &[VALUE]);
     for run in [&one, &rest] {
         run.assert_no_values(&[VALUE]);

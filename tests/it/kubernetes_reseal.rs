@@ -47,23 +47,47 @@ fn stored_then_rotated(store: &KubeStore) -> (Keyring, SecretRecord) {
     (ring, record)
 }
 
-/// What `secret reseal` stores for `record`: the server's answer, checked.
-fn resealed(ring: &Keyring, record: &SecretRecord) -> SecretRecord {
-    let newest = ring.newest().expect("newest");
-    let envelope = runsecrets::seal::reseal(
+/// What `secret reseal` stores for `record`: the server's answer (what `POST /v1/reseal`
+/// sends), checked, and its tag.
+fn resealed(ring: &Keyring, record: &SecretRecord) -> (SecretRecord, String) {
+    let answer = runsecrets::server::reseal::answer(
         ring,
-        &newest,
+        &ring.newest().expect("newest"),
         &record.namespace,
         &record.name,
         &record.envelope().expect("envelope"),
     )
     .expect("resealed");
-    let answer = ResealResponse {
-        digest: runsecrets::store::envelope_digest(&envelope),
-        ciphertext: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &envelope),
-        key_id: newest.id.clone(),
-    };
     runsecrets::secrets::reseal::resealed(record, answer).expect("checked")
+}
+
+/// The webhook's verdict on the UPDATE of `old` into `new` (as the apiserver would ask it).
+fn admitted(ring: &Keyring, old: &Value, new: &Value) -> (bool, String) {
+    use runsecrets::admission::{review_with, Context, Endpoint};
+    let body = serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "rs-1", "kind": {"group": "runsecrets.io", "version": "v1", "kind": "RunSecret"},
+            "resource": {"group": "runsecrets.io", "version": "v1", "resource": "runsecrets"},
+            "name": new["metadata"]["name"], "namespace": "shop", "operation": "UPDATE",
+            "userInfo": {"username": "dev"}, "object": new, "oldObject": old, "dryRun": false,
+        }
+    }))
+    .expect("json");
+    let keys = ring.public_keys().expect("keys");
+    let context = Context {
+        keys: Some(&keys),
+        keyring: Some(ring),
+        ..Context::default()
+    };
+    let answer =
+        review_with(Endpoint::Validate(Default::default()), context, &body).expect("review");
+    let r: Value = serde_json::from_slice(&answer.body).expect("json");
+    let message = r["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (r["response"]["allowed"] == true, message)
 }
 
 fn object(server: &ApiServer) -> Value {
@@ -103,10 +127,10 @@ fn a_reseal_is_one_update_of_the_same_object() {
     let mut before = object(&server);
     before["metadata"]["labels"] = serde_json::json!({"reviewed": "yes"});
     let before = server.put(RUNSECRETS, before);
-    let new = resealed(&ring, &record);
+    let (new, tag) = resealed(&ring, &record);
     let writes_before = writes(&server).len();
 
-    store.replace(&record, &new).expect("replaced");
+    store.replace(&record, &new, &tag).expect("replaced");
 
     let path = format!(
         "PUT /apis/runsecrets.io/v1/namespaces/shop/runsecrets/{}",
@@ -123,6 +147,22 @@ fn a_reseal_is_one_update_of_the_same_object() {
     );
     assert_eq!(after["spec"]["size"], before["spec"]["size"]);
     assert_eq!(opens(&store, &ring), VALUE);
+    // The update carries the server's tag, which the webhook admits; without it, refused.
+    assert_eq!(
+        after["metadata"]["annotations"]["runsecrets.io/reseal-tag"],
+        tag.as_str()
+    );
+    assert_eq!(admitted(&ring, &before, &after), (true, String::new()));
+    let mut untagged = after.clone();
+    untagged["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("annotations")
+        .remove("runsecrets.io/reseal-tag");
+    let (ok, message) = admitted(&ring, &before, &untagged);
+    assert!(
+        !ok && message.contains("only `runsecrets secret reseal` may change it"),
+        "{message}"
+    );
     drop(rt);
 }
 
@@ -133,15 +173,15 @@ fn concurrent_reseals_conflict_and_lose_nothing() {
     let (rt, server) = stub();
     let first = store(&server);
     let (ring, record) = stored_then_rotated(&first);
-    let ours = resealed(&ring, &record);
-    let theirs = resealed(&ring, &record);
+    let (ours, our_tag) = resealed(&ring, &record);
+    let (theirs, their_tag) = resealed(&ring, &record);
     assert_ne!(ours.spec.ciphertext, theirs.spec.ciphertext);
     // Both GETs return the same resourceVersion before either PUT is sent.
     server.gate_reads(&object_name("db_password"), 2);
     let second = store(&server);
     let (old, new) = (record.clone(), theirs.clone());
-    let other = std::thread::spawn(move || second.replace(&old, &new));
-    let mine = first.replace(&record, &ours);
+    let other = std::thread::spawn(move || second.replace(&old, &new, &their_tag));
+    let mine = first.replace(&record, &ours, &our_tag);
     let theirs_result = other.join().expect("thread");
 
     let (won, lost) = match (&mine, &theirs_result) {
@@ -169,7 +209,7 @@ fn a_reseal_never_overwrites_a_new_value_nor_brings_back_a_removed_secret() {
     let (rt, server) = stub();
     let store = store(&server);
     let (ring, record) = stored_then_rotated(&store);
-    let new = resealed(&ring, &record);
+    let (new, tag) = resealed(&ring, &record);
 
     assert!(store.delete("shop", "db_password").expect("rm"));
     let other = SecretRecord::seal(
@@ -182,7 +222,7 @@ fn a_reseal_never_overwrites_a_new_value_nor_brings_back_a_removed_secret() {
     )
     .expect("sealed");
     store.create(&other).expect("created again");
-    let e = store.replace(&record, &new).expect_err("changed");
+    let e = store.replace(&record, &new, &tag).expect_err("changed");
     assert!(matches!(e, StoreError::Changed { .. }), "{e:?}");
     assert_eq!(
         object(&server)["spec"]["digest"],
@@ -191,7 +231,7 @@ fn a_reseal_never_overwrites_a_new_value_nor_brings_back_a_removed_secret() {
     assert_eq!(opens(&store, &ring), b"another-v");
 
     assert!(store.delete("shop", "db_password").expect("rm"));
-    let e = store.replace(&record, &new).expect_err("removed");
+    let e = store.replace(&record, &new, &tag).expect_err("removed");
     assert!(matches!(e, StoreError::NotFound(_)), "{e:?}");
     assert!(server.all(RUNSECRETS).is_empty(), "the secret came back");
     drop(rt);
@@ -203,18 +243,20 @@ fn a_resealed_record_is_checked_against_its_envelope() {
     let (rt, server) = stub();
     let store = store(&server);
     let (ring, record) = stored_then_rotated(&store);
-    let new = resealed(&ring, &record);
+    let (new, tag) = resealed(&ring, &record);
     let newest = ring.newest().expect("newest");
     let forged = ResealResponse {
         digest: "sha256:00".into(),
         ciphertext: new.spec.ciphertext.clone(),
         key_id: newest.id.clone(),
+        tag: tag.clone(),
     };
     assert!(runsecrets::secrets::reseal::resealed(&record, forged).is_err());
     let forged = ResealResponse {
         digest: new.spec.digest.clone(),
         ciphertext: new.spec.ciphertext.clone(),
         key_id: ring.keys()[0].id.clone(),
+        tag,
     };
     let e = runsecrets::secrets::reseal::resealed(&record, forged).expect_err("wrong key id");
     assert!(e.to_string().contains("keyId does not match"), "{e}");

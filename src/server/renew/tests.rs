@@ -112,3 +112,17 @@ async fn a_due_key_is_renewed_and_a_change_elsewhere_is_followed() {
     );
     assert_eq!(live.public_keys().keys.len(), 3);
 }
+
+/// A renewal whose task died says it was renewing, not reading.
+#[tokio::test]
+async fn a_failed_task_names_its_step() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let place = KeyringPlace::File(dir.path().to_path_buf());
+    let e = blocking::<()>(&place, "renewing", || panic!("the task died"))
+        .await
+        .expect_err("the task panicked");
+    assert_eq!(
+        e.to_string(),
+        format!("renewing the keyring {}", place.describe())
+    );
+}
