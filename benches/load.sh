@@ -123,7 +123,7 @@ if [ -n "${PROFILE:-}" ]; then
   taskset -c 1 "$OHA" --no-tui --insecure -z "${SECONDS_PER_RUN}s" -c 32 "${MUTATE[@]}" \
     "$URL/mutate?timeout=5s" >/dev/null
   wait "$PERF_PID"
-  perf report -q -i "$WORK/perf.data" --no-children --sort dso,symbol --percent-limit 0.3 \
+  perf report -q -i "$WORK/perf.data" --no-children --sort dso,symbol --percent-limit 0.05 \
     --stdio > "$PROFILE" 2>/dev/null
   echo "profile: $PROFILE" >&2
 fi
