@@ -23,7 +23,8 @@ use zeroize::Zeroizing;
 const RUNSECRETS: &str = "/apis/runsecrets.io/v1/runsecrets";
 const VALUE: &[u8] = b"k8s-backend-plaintext-never-stored";
 
-fn stub() -> (tokio::runtime::Runtime, ApiServer) {
+/// A stub apiserver on its own runtime (kept alive by the caller).
+pub(crate) fn stub() -> (tokio::runtime::Runtime, ApiServer) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -33,7 +34,8 @@ fn stub() -> (tokio::runtime::Runtime, ApiServer) {
     (rt, server)
 }
 
-fn store(server: &ApiServer) -> KubeStore {
+/// The Kubernetes store of namespace shop against the stub.
+pub(crate) fn store(server: &ApiServer) -> KubeStore {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

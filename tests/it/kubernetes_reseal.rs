@@ -3,11 +3,10 @@
 //! which would fail deliveries in between and lose the secret if the CLI died there), and a
 //! concurrent change is a conflict that overwrites nothing.
 
-use crate::common;
-
 use std::collections::BTreeMap;
 
-use common::apiserver::ApiServer;
+use crate::common::apiserver::ApiServer;
+use crate::kubernetes::{store, stub};
 use runsecrets::seal::{Keyring, Suite};
 use runsecrets::server::reseal::ResealResponse;
 use runsecrets::store::kubernetes::KubeStore;
@@ -16,25 +15,6 @@ use serde_json::Value;
 
 const RUNSECRETS: &str = "/apis/runsecrets.io/v1/runsecrets";
 const VALUE: &[u8] = b"same-value";
-
-fn stub() -> (tokio::runtime::Runtime, ApiServer) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let server = rt.block_on(ApiServer::start());
-    (rt, server)
-}
-
-fn store(server: &ApiServer) -> KubeStore {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let client = rt.block_on(async { server.client("shop") });
-    KubeStore::with_client(rt, client)
-}
 
 /// `db_password` stored sealed to the ring's first key, then a second key added.
 fn stored_then_rotated(store: &KubeStore) -> (Keyring, SecretRecord) {

@@ -12,6 +12,8 @@
 mod common;
 
 mod admission;
+mod admission_policy;
+mod admission_runsecret;
 mod cli;
 mod compose;
 mod compose_cluster;
