@@ -31,4 +31,6 @@ mod post_quantum;
 mod secret_cli;
 mod server;
 mod server_ca;
+mod server_connections;
+mod server_reload;
 mod store_crash;
