@@ -27,6 +27,7 @@ mod generated;
 mod keyring;
 mod kubernetes;
 mod kubernetes_reseal;
+mod kubernetes_server;
 mod post_quantum;
 mod secret_cli;
 mod server;
