@@ -25,6 +25,8 @@ mod delivery;
 mod dockerfile;
 mod generated;
 mod keyring;
+mod keyring_pkcs11;
+mod keyring_rotation;
 mod kubernetes;
 mod kubernetes_reseal;
 mod kubernetes_server;
