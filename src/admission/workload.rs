@@ -207,15 +207,15 @@ where
 }
 
 /// [`read_object`] with the deserialiser's own error, for reading an object in the middle of
-/// a review (a failure there sends the review down the path that reads objects apart).
+/// a review (a failure there sends the review down the path that reads objects apart). An
+/// object of a kind without a pod template is left unread: a caller in the middle of a stream
+/// reads only kinds that have one.
 pub fn read_view<'de, D: Deserializer<'de>>(
     group: &str,
     kind: &str,
     object: D,
 ) -> Result<Option<Object>, D::Error> {
     let Some(prefix) = template_path(group, kind) else {
-        // Not read, but consumed, so the rest of the review can be.
-        serde::de::IgnoredAny::deserialize(object)?;
         return Ok(None);
     };
     let (meta, template) = match prefix.len() {

@@ -146,3 +146,44 @@ pub fn pod_token(namespace: &str, pod: &str, uid: &str, exp_offset: i64) -> Stri
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string())
     )
 }
+
+/// An AdmissionReview of a RunSecret in shop, as the apiserver sends it for `kubectl apply` of
+/// `runsecrets seal`'s output; `old` is the stored object an UPDATE carries (`null` otherwise).
+pub fn run_secret_review(object: &Value, operation: &str, old: &Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "rs-1", "kind": {"group": "runsecrets.io", "version": "v1", "kind": "RunSecret"},
+            "resource": {"group": "runsecrets.io", "version": "v1", "resource": "runsecrets"},
+            "name": object["metadata"]["name"], "namespace": "shop", "operation": operation,
+            "userInfo": {"username": "dev"}, "object": object, "oldObject": old, "dryRun": false,
+        }
+    }))
+    .expect("json")
+}
+
+/// A node plugin's publish of `secrets` for pod shop/web-0 to the delivery listener of the
+/// server whose data directory is `dir` (its CA and node token): the status and the body.
+pub async fn node_publish(
+    dir: &std::path::Path,
+    delivery: std::net::SocketAddr,
+    secrets: &[&str],
+) -> (u16, String) {
+    let ca = std::fs::read(dir.join("tls/ca.crt")).expect("CA");
+    let node = std::fs::read_to_string(dir.join("delivery/node-token")).expect("node token");
+    let body = serde_json::json!({"token": pod_token("shop", "web-0", "uid-0", 600),
+        "podNamespace": "shop", "podName": "web-0", "podUid": "uid-0", "secrets": secrets,
+        "nodeId": "node-1"});
+    let mut client = tls::Client::open(delivery, &ca).await;
+    let bearer = format!("Bearer {}", node.trim());
+    let (status, body) = client
+        .try_send_with(
+            "POST",
+            "/v1/publish",
+            &[("authorization", &bearer)],
+            body.to_string().into_bytes(),
+        )
+        .await
+        .expect("answered");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

@@ -1,9 +1,16 @@
 //! The webhook's answers for RunSecrets: the rules at creation, the reseal of an envelope (one
 //! update carrying the server's tag, holding the same value), and X-Wing envelopes.
 
+use crate::common;
 use runsecrets::admission::Endpoint;
 use runsecrets::policy::Levels;
 use serde_json::Value;
+
+/// A verdict that refuses, with `needle` in its message.
+#[track_caller]
+fn assert_refused((allowed, message): (bool, String), needle: &str) {
+    assert!(!allowed && message.contains(needle), "{message}");
+}
 
 /// A RunSecret of shop/`name` holding `value`, as `runsecrets seal` writes it.
 fn sealed(keys: &runsecrets::seal::PublicKeys, name: &str, value: Vec<u8>) -> Value {
@@ -19,25 +26,6 @@ fn sealed(keys: &runsecrets::seal::PublicKeys, name: &str, value: Vec<u8>) -> Va
     serde_norway::from_str(&yaml).expect("a manifest")
 }
 
-/// An AdmissionReview of a RunSecret as `kubectl apply` of `runsecrets seal`'s output sends it.
-fn run_secret_review(object: Value, operation: &str) -> Vec<u8> {
-    run_secret_update(object, operation, Value::Null)
-}
-
-/// The same with the stored object (`oldObject`) an UPDATE carries.
-fn run_secret_update(object: Value, operation: &str, old: Value) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "rs-1", "kind": {"group": "runsecrets.io", "version": "v1", "kind": "RunSecret"},
-            "resource": {"group": "runsecrets.io", "version": "v1", "resource": "runsecrets"},
-            "name": object["metadata"]["name"], "namespace": "shop", "operation": operation,
-            "userInfo": {"username": "dev"}, "object": object, "oldObject": old, "dryRun": false,
-        }
-    }))
-    .expect("json")
-}
-
 #[test]
 fn run_secrets_that_break_the_rules_are_refused_at_creation() {
     use runsecrets::admission::{review_with, Context};
@@ -46,7 +34,7 @@ fn run_secrets_that_break_the_rules_are_refused_at_creation() {
     let keys = ring.public_keys().unwrap();
     let good = sealed(&keys, "db_password", b"v4lue".to_vec());
     let verdict = |object: Value, keys: &runsecrets::seal::PublicKeys| -> (bool, String) {
-        let body = run_secret_review(object, "CREATE");
+        let body = common::run_secret_review(&object, "CREATE", &Value::Null);
         let ctx = Context {
             keys: Some(keys),
             ..Context::default()
@@ -62,10 +50,9 @@ fn run_secrets_that_break_the_rules_are_refused_at_creation() {
     assert_eq!(verdict(good.clone(), &keys), (true, String::new()));
 
     let other_cluster = Keyring::generate().public_keys().unwrap();
-    let (ok, message) = verdict(good.clone(), &other_cluster);
-    assert!(
-        !ok && message.contains("is not a key of this cluster"),
-        "{message}"
+    assert_refused(
+        verdict(good.clone(), &other_cluster),
+        "is not a key of this cluster",
     );
 
     let mut renamed = good.clone();
@@ -99,7 +86,7 @@ fn run_secrets_that_break_the_rules_are_refused_at_creation() {
     let update = review_with(
         Endpoint::Validate(Levels::default()),
         ctx,
-        &run_secret_update(labelled, "UPDATE", good),
+        &common::run_secret_review(&labelled, "UPDATE", &good),
     )
     .unwrap();
     assert!(update.decision.allowed);
@@ -165,7 +152,7 @@ fn a_resealed_run_secret_is_checked_as_at_creation() {
             keyring,
             ..Context::default()
         };
-        let body = run_secret_update(object.clone(), "UPDATE", old.clone());
+        let body = common::run_secret_review(object, "UPDATE", &old);
         let answer = review_with(Endpoint::Validate(Levels::default()), ctx, &body).unwrap();
         let r: Value = serde_json::from_slice(&answer.body).unwrap();
         let message = r["response"]["status"]["message"]
@@ -201,29 +188,19 @@ fn a_resealed_run_secret_is_checked_as_at_creation() {
         "{message}"
     );
     // A locked server cannot tell, so it refuses; one without a keyring says so.
-    let (ok, message) = verdict_with(&good, Some(&keys), None);
-    assert!(!ok && message.contains("keyring is locked"), "{message}");
-    let (ok, message) = verdict_with(&good, None, None);
-    assert!(
-        !ok && message.contains("this server has no keyring (--store none)"),
-        "{message}"
+    assert_refused(verdict_with(&good, Some(&keys), None), "keyring is locked");
+    assert_refused(
+        verdict_with(&good, None, None),
+        "this server has no keyring (--store none)",
     );
 
     let mut tampered = good.clone();
     tampered["spec"]["digest"] = old["spec"]["digest"].clone();
-    let (ok, message) = verdict(&tampered);
-    assert!(
-        !ok && message.contains("digest does not match"),
-        "{message}"
-    );
+    assert_refused(verdict(&tampered), "digest does not match");
 
     let mut relabelled = good.clone();
     relabelled["spec"]["keyId"] = old["spec"]["keyId"].clone();
-    let (ok, message) = verdict(&relabelled);
-    assert!(
-        !ok && message.contains("does not match the sealed envelope"),
-        "{message}"
-    );
+    assert_refused(verdict(&relabelled), "does not match the sealed envelope");
 }
 
 /// Anyone allowed to update RunSecrets can seal a guess of the (public) size with the (public)
@@ -259,7 +236,7 @@ fn a_guessed_value_cannot_be_tested_by_an_update() {
             keyring: Some(&ring),
             ..Context::default()
         };
-        let body = run_secret_update(object.clone(), "UPDATE", old.clone());
+        let body = common::run_secret_review(object, "UPDATE", &old);
         let answer = review_with(Endpoint::Validate(Levels::default()), ctx, &body).unwrap();
         let r: Value = serde_json::from_slice(&answer.body).unwrap();
         let message = r["response"]["status"]["message"]
@@ -324,7 +301,7 @@ fn xwing_run_secrets_are_admitted_up_to_swarms_limit() {
             keys: Some(&keys),
             ..Context::default()
         };
-        let body = run_secret_review(object.clone(), "CREATE");
+        let body = common::run_secret_review(object, "CREATE", &Value::Null);
         let answer = review_with(Endpoint::Validate(Levels::default()), ctx, &body).unwrap();
         let r: Value = serde_json::from_slice(&answer.body).unwrap();
         let message = r["response"]["status"]["message"]

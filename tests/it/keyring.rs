@@ -12,7 +12,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::binary::{run_in, Run, ServerProcess};
 use common::tls::{plain_get, Client};
-use serde_json::json;
 
 pub(crate) const VALUE: &str = "keyring-at-rest-value-7c1e";
 
@@ -113,22 +112,7 @@ pub(crate) fn assert_wrapped(dir: &Path, privates: &[String], kind: &str) {
 
 /// A node plugin's publish of `shop/db_password`: status and body.
 pub(crate) async fn publish(dir: &Path, delivery: SocketAddr) -> (u16, String) {
-    let ca = std::fs::read(dir.join("tls/ca.crt")).expect("CA");
-    let node = std::fs::read_to_string(dir.join("delivery/node-token")).expect("node token");
-    let body = json!({"token": common::pod_token("shop", "web-0", "uid-0", 600), "podNamespace": "shop", "podName": "web-0",
-        "podUid": "uid-0", "secrets": ["db_password"], "nodeId": "node-1"});
-    let mut client = Client::open(delivery, &ca).await;
-    let bearer = format!("Bearer {}", node.trim());
-    let (status, body) = client
-        .try_send_with(
-            "POST",
-            "/v1/publish",
-            &[("authorization", &bearer)],
-            body.to_string().into_bytes(),
-        )
-        .await
-        .expect("answered");
-    (status, String::from_utf8_lossy(&body).into_owned())
+    common::node_publish(dir, delivery, &["db_password"]).await
 }
 
 pub(crate) fn delivered(body: &str) -> String {

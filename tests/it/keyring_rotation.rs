@@ -14,10 +14,9 @@ use common::binary::ServerProcess;
 use common::tls::Client;
 use serde_json::json;
 
-const VALUE: &str = "keyring-at-rest-value-7c1e";
 use crate::keyring::{
     assert_no_key_material, assert_wrapped, autolock, cli, delivered, keyring_id_of, publish,
-    store_with_a_secret,
+    store_with_a_secret, VALUE,
 };
 
 fn create(d: &Path, name: &str) {
@@ -28,6 +27,16 @@ fn create(d: &Path, name: &str) {
         ],
         &[],
         Some(VALUE),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+fn rm(d: &Path, name: &str) {
+    let out = cli(
+        d,
+        &["secret", "rm", "-n", "shop", name, "--store", "file:."],
+        &[],
+        None,
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
@@ -107,41 +116,13 @@ fn keys_rotate_ls_and_retire_on_the_file_store() {
         "{}",
         sealing.stderr
     );
-    let rm = cli(
-        d,
-        &[
-            "secret",
-            "rm",
-            "-n",
-            "shop",
-            "api_token",
-            "--store",
-            "file:.",
-        ],
-        &[],
-        None,
-    );
-    assert_eq!(rm.code, 0, "{}", rm.stderr);
+    rm(d, "api_token");
     let sealing = cli(d, &["keys", "retire", &k2, "--store", "file:."], &[], None);
     assert_eq!(
         sealing.stderr,
         format!("Error: changing the keyring ./keyring.json: key {k2} is the one new secrets are sealed with: run `runsecrets keys rotate` first\n")
     );
-    let rm = cli(
-        d,
-        &[
-            "secret",
-            "rm",
-            "-n",
-            "shop",
-            "db_password",
-            "--store",
-            "file:.",
-        ],
-        &[],
-        None,
-    );
-    assert_eq!(rm.code, 0, "{}", rm.stderr);
+    rm(d, "db_password");
     let retired = cli(d, &["keys", "retire", &k1, "--store", "file:."], &[], None);
     assert_eq!(
         (retired.code, retired.stdout.as_str()),

@@ -44,16 +44,7 @@ fn resealed(ring: &Keyring, record: &SecretRecord) -> (SecretRecord, String) {
 /// The webhook's verdict on the UPDATE of `old` into `new` (as the apiserver would ask it).
 fn admitted(ring: &Keyring, old: &Value, new: &Value) -> (bool, String) {
     use runsecrets::admission::{review_with, Context, Endpoint};
-    let body = serde_json::to_vec(&serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "rs-1", "kind": {"group": "runsecrets.io", "version": "v1", "kind": "RunSecret"},
-            "resource": {"group": "runsecrets.io", "version": "v1", "resource": "runsecrets"},
-            "name": new["metadata"]["name"], "namespace": "shop", "operation": "UPDATE",
-            "userInfo": {"username": "dev"}, "object": new, "oldObject": old, "dryRun": false,
-        }
-    }))
-    .expect("json");
+    let body = crate::common::run_secret_review(new, "UPDATE", old);
     let keys = ring.public_keys().expect("keys");
     let context = Context {
         keys: Some(&keys),

@@ -92,23 +92,7 @@ fn server(d: &Path, extra: &[&str]) -> (ServerProcess, SocketAddr, SocketAddr) {
 
 /// A node plugin's publish of `secrets` for pod shop/web-0: the values delivered, by name.
 async fn publish(d: &Path, delivery: SocketAddr, secrets: &[&str]) -> Vec<(String, String)> {
-    let token = common::pod_token("shop", "web-0", "uid-0", 600);
-    let node = std::fs::read_to_string(d.join("delivery/node-token")).expect("node token");
-    let body = json!({"token": token, "podNamespace": "shop", "podName": "web-0",
-        "podUid": "uid-0", "secrets": secrets, "nodeId": "node-1"});
-    let ca = std::fs::read(d.join("tls/ca.crt")).expect("CA");
-    let mut client = Client::open(delivery, &ca).await;
-    let bearer = format!("Bearer {}", node.trim());
-    let (status, body) = client
-        .try_send_with(
-            "POST",
-            "/v1/publish",
-            &[("authorization", &bearer)],
-            body.to_string().into_bytes(),
-        )
-        .await
-        .expect("answered");
-    let body = String::from_utf8_lossy(&body).into_owned();
+    let (status, body) = common::node_publish(d, delivery, secrets).await;
     assert_eq!(status, 200, "{body}");
     let value: Value = serde_json::from_str(&body).expect("json");
     value["secrets"]
@@ -125,20 +109,6 @@ async fn publish(d: &Path, delivery: SocketAddr, secrets: &[&str]) -> Vec<(Strin
             )
         })
         .collect()
-}
-
-/// An AdmissionReview of a RunSecret CREATE, as `kubectl apply` of `seal`'s output sends it.
-fn run_secret_review(object: &Value) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "pq-1", "kind": {"group": "runsecrets.io", "version": "v1", "kind": "RunSecret"},
-            "resource": {"group": "runsecrets.io", "version": "v1", "resource": "runsecrets"},
-            "name": object["metadata"]["name"], "namespace": "shop", "operation": "CREATE",
-            "userInfo": {"username": "dev"}, "object": object, "oldObject": null, "dryRun": false,
-        }
-    }))
-    .expect("json")
 }
 
 /// An X25519 store moves to X-Wing: `keys rotate --kem xwing` (and a later plain `keys
@@ -244,7 +214,11 @@ async fn an_x25519_store_moves_to_xwing_and_delivers_both() {
         "sealing needed no keyring"
     );
     let (status, answer) = client
-        .send("POST", "/validate", run_secret_review(&manifest))
+        .send(
+            "POST",
+            "/validate",
+            common::run_secret_review(&manifest, "CREATE", &Value::Null),
+        )
         .await;
     let answer: Value = serde_json::from_slice(&answer).expect("json");
     assert_eq!(
@@ -262,7 +236,11 @@ async fn an_x25519_store_moves_to_xwing_and_delivers_both() {
     relabelled["spec"]["keyId"] = k1.into();
     relabelled["spec"]["digest"] = runsecrets::store::envelope_digest(&envelope).into();
     let (_, answer) = client
-        .send("POST", "/validate", run_secret_review(&relabelled))
+        .send(
+            "POST",
+            "/validate",
+            common::run_secret_review(&relabelled, "CREATE", &Value::Null),
+        )
         .await;
     let answer: Value = serde_json::from_slice(&answer).expect("json");
     assert_eq!(
